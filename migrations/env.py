@@ -1,0 +1,31 @@
+"""Alembic environment. The engine runs migrations itself (``trigger_engine.migrate``),
+handing over an open connection; ``alembic`` on the command line is not needed."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Connection, create_engine
+
+from trigger_engine.models import metadata
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+connection = context.config.attributes.get("connection")
+if connection is not None:
+    _run(connection)
+else:  # pragma: no cover - only for developers running the alembic CLI by hand
+    url = context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise SystemExit("set sqlalchemy.url (alembic -x is not used here)")
+    with create_engine(url).begin() as conn:
+        _run(conn)

@@ -1,0 +1,3 @@
+from trigger_engine.cli import main
+
+raise SystemExit(main())

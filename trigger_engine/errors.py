@@ -1,0 +1,53 @@
+"""Every exception the engine raises on purpose, grouped by what the caller does next.
+
+    TriggerEngineError
+    ├── UsageError            exit 2: bad command line
+    ├── ConfigError           exit 2: bad configuration (names file, key or variable)
+    └── RuntimeFailure        exit 1: the world let us down
+        ├── DatabaseError     the database is unreachable or refused us
+        └── SourceError       a poll of the Meet Alfred API failed (see ``source.FailureKind``)
+
+Messages are one sentence for a person, and never contain a secret.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class TriggerEngineError(Exception):
+    exit_code = 1
+
+
+class UsageError(TriggerEngineError):
+    exit_code = 2
+
+
+class ConfigError(TriggerEngineError):
+    exit_code = 2
+
+
+class RuntimeFailure(TriggerEngineError):
+    exit_code = 1
+
+
+class DatabaseError(RuntimeFailure):
+    pass
+
+
+class FailureKind(StrEnum):
+    """Why a poll failed, which decides what happens next."""
+
+    TRANSIENT = "transient"  # timeouts, connection errors, 429, 5xx: try again later
+    AUTH = "auth"  # 401/403: the API key was refused
+    CLIENT = "client"  # other 4xx: our request is wrong (path, params)
+    BAD_BODY = "bad_body"  # 2xx but not a usable list of objects
+
+
+class SourceError(RuntimeFailure):
+    def __init__(
+        self, kind: FailureKind, message: str, *, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after

@@ -1,0 +1,130 @@
+"""Logs for operators: one line per happening, a stable event name plus context.
+
+    log.info("poll.failed", account="acme", trigger="leads", error="HTTP 500")
+
+renders as ``2026-11-27T10:00:00Z WARNING poll.failed account=acme trigger=leads
+error="HTTP 500"`` in text, or one JSON object per line with ``log_format = "json"``.
+Every line passes through a filter that replaces each configured secret by ``***``,
+and httpx's own request logging (which prints URLs, and so our API key) is silenced.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+_CONTEXT = "te_context"
+
+
+class Logger:
+    """A thin wrapper: ``log.info(event, **context)``."""
+
+    def __init__(self, name: str) -> None:
+        self._logger = logging.getLogger(name)
+
+    def _log(self, level: int, event: str, context: dict[str, Any]) -> None:
+        if self._logger.isEnabledFor(level):
+            self._logger.log(level, event, extra={_CONTEXT: context})
+
+    def debug(self, event: str, **context: Any) -> None:
+        self._log(logging.DEBUG, event, context)
+
+    def info(self, event: str, **context: Any) -> None:
+        self._log(logging.INFO, event, context)
+
+    def warning(self, event: str, **context: Any) -> None:
+        self._log(logging.WARNING, event, context)
+
+    def error(self, event: str, **context: Any) -> None:
+        self._log(logging.ERROR, event, context)
+
+
+def get_logger(name: str) -> Logger:
+    return Logger(name)
+
+
+def _value(value: Any) -> str:
+    text = str(value)
+    if text == "" or any(c in text for c in ' "='):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+class _Formatter(logging.Formatter):
+    def __init__(self, json_lines: bool) -> None:
+        super().__init__()
+        self.json_lines = json_lines
+
+    def format(self, record: logging.LogRecord) -> str:
+        context: dict[str, Any] = getattr(record, _CONTEXT, {})
+        ts = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        message = record.getMessage()
+        if self.json_lines:
+            doc = {"ts": ts, "level": record.levelname.lower(), "event": message, **context}
+            if record.exc_info:
+                doc["exception"] = self.formatException(record.exc_info)
+            return orjson.dumps(doc, default=str).decode()
+        parts = [ts, record.levelname, message]
+        parts += [f"{k}={_value(v)}" for k, v in context.items() if v is not None]
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces every known secret in a formatted record by ``***``."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
+        self.update(secrets)
+
+    def update(self, secrets: Iterable[str]) -> None:
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = getattr(record, _CONTEXT, None)
+        if context:
+            setattr(
+                record,
+                _CONTEXT,
+                {k: self.redact(v) if isinstance(v, str) else v for k, v in context.items()},
+            )
+        if self.secrets:
+            record.msg = self.redact(record.getMessage())
+            record.args = None
+        return True
+
+
+REDACTION = RedactingFilter()
+
+
+def setup(
+    *, level: int = logging.INFO, json_lines: bool = False, secrets: Iterable[str] = ()
+) -> None:
+    """Configure the root logger once per process (call again to change format/secrets)."""
+    REDACTION.update(secrets)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_trigger_engine", False):
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(json_lines))
+    handler.addFilter(REDACTION)
+    handler._trigger_engine = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    # httpx and httpcore log every request URL at INFO/DEBUG, and our API key is in it.
+    for noisy in ("httpx", "httpcore", "apscheduler", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,33 @@
+"""Applies the Alembic migrations that ship inside the package.
+
+In a wheel or a plain ``pip install .`` they sit at ``trigger_engine/migrations``; in a
+source checkout (``pip install -e .``) at the top-level ``migrations/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Connection
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def migrations_dir() -> Path:
+    for candidate in (_PACKAGE / "migrations", _PACKAGE.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise FileNotFoundError(f"the database migrations are missing from {_PACKAGE}")
+
+
+def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade(connection: Connection) -> None:
+    command.upgrade(alembic_config(connection), "head")

@@ -1,0 +1,156 @@
+"""The database schema, declared once (SQLAlchemy Core). Migrations must match it exactly
+(``tests/integration/test_migrations.py`` compares them).
+
+Only ``store.py`` (and the Alembic migrations) import this module.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in, timezone-aware UTC out, on SQLite (which has no time zones:
+    stored as naive UTC text, which sorts correctly) and PostgreSQL (timestamptz)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use clock.now()")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# An auto-incrementing 64-bit id that is SQLite's rowid there.
+Serial = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Per (account, trigger): the poll's state machine.
+poll_state = Table(
+    "poll_state",
+    metadata,
+    Column("account", String(200), primary_key=True),
+    Column("trigger", String(100), primary_key=True),
+    Column("seeded_at", UTCDateTime, nullable=True),  # first successful poll
+    Column("last_poll_at", UTCDateTime, nullable=True),
+    Column("last_outcome", String(20), nullable=True),  # ok | transient | auth | client | bad_body
+    Column("last_error", Text, nullable=True),
+    Column("last_success_at", UTCDateTime, nullable=True),
+    Column("consecutive_failures", Integer, nullable=False, server_default=text("0")),
+    Column("backoff_until", UTCDateTime, nullable=True),
+    Column("paused", Boolean, nullable=False, server_default=false()),
+    Column("paused_reason", Text, nullable=True),
+    Column("items_known", BigInteger, nullable=False, server_default=text("0")),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("fencing_token", BigInteger, nullable=False, server_default=text("0")),
+)
+
+# The dedupe set: the source of truth for "seen". Never pruned while the trigger exists.
+seen_keys = Table(
+    "seen_keys",
+    metadata,
+    Column("account", String(200), primary_key=True),
+    Column("trigger", String(100), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    # Remembered by a seeding first poll without firing; backfill may still fire it once.
+    Column("seeded", Boolean, nullable=False, server_default=false()),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("seq", Serial, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),  # webhook-id
+    Column("type", String(100), nullable=False),
+    Column("account", String(200), nullable=False),
+    Column("trigger", String(100), nullable=False),
+    Column("item_key", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # the item as JSON, as the API returned it
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "created_at"),
+    Index(None, "account", "trigger", "item_key"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("event_id", String(40), ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("sink", String(200), nullable=False),
+    Column("status", String(10), nullable=False),  # pending | failed | delivered | dead
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("lease_owner", String(200), nullable=True),  # in flight: claimed by a node
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("last_attempt_at", UTCDateTime, nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("event_id", "sink"),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "sink", "status", "id"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("delivery_id", Serial, ForeignKey("deliveries.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Index(None, "delivery_id"),
+)
+
+sink_state = Table(
+    "sink_state",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("disabled", Boolean, nullable=False, server_default=false()),
+    Column("disabled_reason", Text, nullable=True),
+    Column("disabled_at", UTCDateTime, nullable=True),
+    Column("last_success_at", UTCDateTime, nullable=True),
+)

@@ -1,0 +1,158 @@
+"""One poll of one trigger for one account: source → keys → store, and its report.
+
+A failed poll changes nothing in the store but the poll's own state (its outcome, its
+consecutive failures and the backoff they earn); a successful one goes through the
+store's outbox transaction (seen keys, events and deliveries together).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from trigger_engine.clock import now as clock_now
+from trigger_engine.config import Account, Config, TriggerSettings
+from trigger_engine.dedupe import key_items
+from trigger_engine.errors import SourceError
+from trigger_engine.logs import get_logger
+from trigger_engine.retry import poll_backoff
+from trigger_engine.source import Source
+from trigger_engine.store import Store
+
+log = get_logger("trigger_engine.poll")
+
+
+@dataclass(frozen=True)
+class PollReport:
+    account: str
+    trigger: str
+    ok: bool
+    outcome: str  # "ok" or a FailureKind value
+    first_poll: bool = False
+    items: int = 0
+    new_events: int = 0
+    remembered: int = 0
+    duplicates: int = 0
+    keyless: int = 0
+    error: str | None = None
+    duration: float = 0.0
+
+
+def subscribed_sinks(config: Config, event_type: str) -> list[str]:
+    return [s.name for s in config.sinks if s.events is None or event_type in s.events]
+
+
+class Poller:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        source: Source,
+        *,
+        clock: Callable[[], datetime] = clock_now,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.source = source
+        self.clock = clock
+        self.rand = rand
+
+    def poll(self, account: Account, trigger: TriggerSettings) -> PollReport:
+        started = time.perf_counter()
+        try:
+            items = self.source.fetch(account, trigger)
+        except SourceError as exc:
+            return self._failed(account, trigger, exc, time.perf_counter() - started)
+        keyed = key_items(items, trigger.key)
+        if keyed.keyless:
+            log.warning(
+                "poll.items_without_key",
+                account=account.name,
+                trigger=trigger.name,
+                skipped=keyed.keyless,
+                field=keyed.keyless_field,
+            )
+        result = self.store.record_poll(
+            account.name,
+            trigger.name,
+            keyed,
+            event_type=trigger.event,
+            emit_first=trigger.on_first_poll == "emit",
+            sinks=subscribed_sinks(self.config, trigger.event),
+            now=self.clock(),
+        )
+        report = PollReport(
+            account=account.name,
+            trigger=trigger.name,
+            ok=True,
+            outcome="ok",
+            first_poll=result.first_poll,
+            items=len(items),
+            new_events=result.new_events,
+            remembered=result.remembered,
+            duplicates=keyed.duplicates,
+            keyless=keyed.keyless,
+            duration=time.perf_counter() - started,
+        )
+        if result.first_poll:
+            log.info(
+                "poll.first",
+                account=account.name,
+                trigger=trigger.name,
+                mode=trigger.on_first_poll,
+                remembered=result.remembered,
+                new_events=result.new_events,
+            )
+        elif result.new_events:
+            log.info(
+                "poll.new_items",
+                account=account.name,
+                trigger=trigger.name,
+                new_events=result.new_events,
+                items=len(items),
+            )
+        else:
+            log.debug("poll.nothing_new", account=account.name, trigger=trigger.name)
+        return report
+
+    def _failed(
+        self, account: Account, trigger: TriggerSettings, exc: SourceError, duration: float
+    ) -> PollReport:
+        at = self.clock()
+        state = self.store.poll_state(account.name, trigger.name)
+        failures = (state.consecutive_failures if state else 0) + 1
+        delay = poll_backoff(
+            failures=failures,
+            interval=trigger.interval,
+            retry_after=exc.retry_after,
+            rand=self.rand,
+        )
+        self.store.record_poll_failure(
+            account.name,
+            trigger.name,
+            outcome=exc.kind.value,
+            error=str(exc),
+            backoff_until=at + timedelta(seconds=delay),
+            now=at,
+        )
+        log.warning(
+            "poll.failed",
+            account=account.name,
+            trigger=trigger.name,
+            kind=exc.kind.value,
+            failures=failures,
+            retry_in=f"{delay:.0f}s",
+            error=str(exc),
+        )
+        return PollReport(
+            account=account.name,
+            trigger=trigger.name,
+            ok=False,
+            outcome=exc.kind.value,
+            error=str(exc),
+            duration=duration,
+        )

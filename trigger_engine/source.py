@@ -1,0 +1,181 @@
+"""The Meet Alfred API client: one GET per poll, the API key as a query parameter.
+
+Every URL here carries the API key until it is redacted, so no URL leaves this module
+unredacted: messages name ``GET {base_url}{path}?api_key=***``. Failures are classified
+by one table (``classify_status``) into what the caller does next (``FailureKind``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import orjson
+
+from trigger_engine import __version__
+from trigger_engine.clock import now
+from trigger_engine.config import Account, SourceSettings, TriggerSettings
+from trigger_engine.errors import FailureKind, SourceError
+from trigger_engine.keys import lookup
+from trigger_engine.retry import parse_retry_after
+
+REDACTED = "***"
+MAX_BODY = 512 * 1024 * 1024  # refuse to buffer more than this from one response
+
+
+def classify_status(status: int) -> FailureKind | None:
+    """None for success; otherwise what kind of failure an HTTP status is."""
+    if 200 <= status < 300:
+        return None
+    if status in (401, 403):
+        return FailureKind.AUTH
+    if status in (408, 425, 429) or status >= 500:
+        return FailureKind.TRANSIENT
+    return FailureKind.CLIENT
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class Source:
+    def __init__(
+        self,
+        settings: SourceSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(settings.timeout),
+            follow_redirects=False,
+            headers={"user-agent": f"trigger-engine/{__version__}", "accept": "application/json"},
+            transport=transport,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def display_url(self, trigger: TriggerSettings) -> str:
+        """The request URL as we show it: the key parameter redacted."""
+        params = {self.settings.auth_param: REDACTED, **trigger.params}
+        return f"{self.settings.base_url}{trigger.path}?{urlencode(params, safe='*')}"
+
+    def fetch(self, account: Account, trigger: TriggerSettings) -> list[Any]:
+        """The trigger's items, as the API returned them. Raises ``SourceError``."""
+        key = account.api_key.get_secret_value()
+        where = (
+            f"account '{account.name}', trigger '{trigger.name}': GET {self.display_url(trigger)}"
+        )
+        params = {**trigger.params, self.settings.auth_param: key}
+        deadline = time.monotonic() + self.settings.timeout
+        try:
+            with self._client.stream(
+                "GET", self.settings.base_url + trigger.path, params=params
+            ) as response:
+                status = response.status_code
+                kind = classify_status(status)
+                if kind is not None:
+                    raise self._status_error(kind, status, response.headers, where, account)
+                body = self._read(response, deadline)
+                content_type = response.headers.get("content-type", "")
+        except httpx.TimeoutException:
+            raise SourceError(
+                FailureKind.TRANSIENT, f"{where}: timed out after {self.settings.timeout:g}s"
+            ) from None
+        except httpx.TransportError as exc:
+            reason = redact(str(exc) or type(exc).__name__, [key])
+            raise SourceError(
+                FailureKind.TRANSIENT, f"{where}: connection failed ({reason})"
+            ) from None
+        return parse_items(body, content_type, trigger.items_path, where)
+
+    def _read(self, response: httpx.Response, deadline: float) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > MAX_BODY:
+                raise SourceError(
+                    FailureKind.BAD_BODY, "the response is larger than 512 MiB; refusing it"
+                )
+            if time.monotonic() > deadline:
+                raise httpx.ReadTimeout("total time exceeded")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _status_error(
+        self,
+        kind: FailureKind,
+        status: int,
+        headers: Mapping[str, str],
+        where: str,
+        account: Account,
+    ) -> SourceError:
+        phrase = httpx.codes.get_reason_phrase(status)
+        if kind is FailureKind.AUTH:
+            message = (
+                f"{where}: the API key of account '{account.name}' was refused "
+                f"(HTTP {status} {phrase}); check accounts.api_key"
+            )
+        elif 300 <= status < 400:
+            message = (
+                f"{where}: HTTP {status} {phrase} (a redirect); set source.base_url "
+                "to the address it redirects to"
+            )
+        else:
+            message = f"{where}: HTTP {status} {phrase}"
+        retry_after = None
+        if status in (429, 503):
+            retry_after = parse_retry_after(headers.get("retry-after"), now())
+        return SourceError(kind, message, retry_after=retry_after)
+
+
+def parse_items(body: bytes, content_type: str, items_path: str | None, where: str) -> list[Any]:
+    """The list of items in a response body, or a BAD_BODY ``SourceError`` saying why not."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        shown = content_type.split(";")[0] or "no content-type"
+        what = "is empty" if not body.strip() else f"is not valid JSON ({shown})"
+        raise SourceError(FailureKind.BAD_BODY, f"{where}: the response {what}") from None
+    if items_path:
+        if not isinstance(data, dict):
+            raise SourceError(
+                FailureKind.BAD_BODY,
+                f"{where}: expected an object holding '{items_path}', got {_kind(data)}",
+            )
+        data = lookup(data, items_path)
+        if not isinstance(data, list):
+            raise SourceError(
+                FailureKind.BAD_BODY,
+                f"{where}: '{items_path}' is missing from the response or is not a list",
+            )
+    elif not isinstance(data, list):
+        hint = " (set items_path to the list inside it)" if isinstance(data, dict) else ""
+        raise SourceError(
+            FailureKind.BAD_BODY, f"{where}: expected a JSON list, got {_kind(data)}{hint}"
+        )
+    return data
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if value is None:
+        return "null"
+    return f"a {type(value).__name__}"

@@ -1,0 +1,679 @@
+"""The store: the only module that speaks SQL, on SQLite and PostgreSQL alike.
+
+It keeps the engine's invariants:
+
+* **Dedupe.** ``seen_keys`` has a primary key on (account, trigger, key); new keys are
+  inserted with ``ON CONFLICT DO NOTHING RETURNING key``, so even two overlapping polls
+  cannot create two events for one item.
+* **Outbox.** A poll's keys, its events and one delivery row per subscribed sink are
+  written in one transaction: a crash keeps all of it or none, and the next poll repairs
+  the second case because the keys were not marked either.
+* **Deliveries are a state machine:** pending → (claimed: lease) → delivered | failed
+  (retry scheduled) | dead, with every attempt recorded.
+
+SQLite runs in WAL mode through one connection (one writer), transactions begin
+IMMEDIATE, and the file is created with mode 0600.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    create_engine,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Row, make_url
+from sqlalchemy.sql.elements import ColumnElement
+
+from trigger_engine import migrate
+from trigger_engine.dedupe import KeyedItems, unseen
+from trigger_engine.errors import DatabaseError
+from trigger_engine.models import attempts, deliveries, events, poll_state, seen_keys, sink_state
+
+# Bound parameters per IN (...) or multi-row statement: well under SQLite's 32766.
+_CHUNK = 5000
+
+PENDING, FAILED, DELIVERED, DEAD = "pending", "failed", "delivered", "dead"
+DUE_STATUSES = (PENDING, FAILED)
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True)
+class PollState:
+    account: str
+    trigger: str
+    seeded_at: datetime | None
+    last_poll_at: datetime | None
+    last_outcome: str | None
+    last_error: str | None
+    last_success_at: datetime | None
+    consecutive_failures: int
+    backoff_until: datetime | None
+    paused: bool
+    paused_reason: str | None
+    items_known: int
+
+
+@dataclass(frozen=True)
+class PollResult:
+    first_poll: bool
+    new_events: int  # events created (emit, or any later poll)
+    remembered: int  # keys marked seen without firing (a seeding first poll)
+    deliveries: int  # delivery rows created
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    """A claimed delivery, with what is needed to send it."""
+
+    id: int
+    sink: str
+    attempts: int  # attempts made before this one
+    event_id: str
+    event_type: str
+    account: str
+    created_at: datetime
+    payload: bytes  # the item, JSON
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """The result of one attempt and the state the delivery moves to."""
+
+    delivery_id: int
+    sink: str
+    attempt: int  # 1-based number of this attempt
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    new_status: str  # delivered | failed | dead
+    next_attempt_at: datetime | None = None
+    disable_sink: str | None = None  # a reason, when the attempt disables the sink (410)
+
+
+# --------------------------------------------------------------------------- ids
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_event_id() -> str:
+    """``evt_`` + a ULID (48-bit millisecond time, 80 random bits, Crockford base32)."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(secrets.token_bytes(10))
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "evt_" + "".join(reversed(chars))
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def redacted_url(url: str) -> str:
+    """The database URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sa_exc.ArgumentError:
+        return "(unparseable database URL)"
+
+
+def _sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only, before SQLite creates it with
+    the umask's mode. SQLite gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def _make_engine(url: str) -> Engine:
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        path = _sqlite_path(url)
+        if path is not None:
+            _create_private_file(path)
+        engine = create_engine(
+            url,
+            pool_size=1,  # one connection: one writer (see DESIGN-NOTES on SQLite's WAL bug)
+            max_overflow=0,
+            pool_timeout=120,
+            connect_args={"check_same_thread": False, "timeout": 30},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def open(cls, url: str, *, upgrade: bool = True) -> Store:
+        """Connect, and bring the schema up to date unless told not to."""
+        try:
+            engine = _make_engine(url)
+            store = cls(engine)
+            if upgrade:
+                store.upgrade()
+            else:
+                store.ping()
+        except sa_exc.SQLAlchemyError as exc:
+            raise DatabaseError(
+                f"cannot use the database {redacted_url(url)}: {_reason(exc)}"
+            ) from None
+        except OSError as exc:
+            raise DatabaseError(
+                f"cannot create the database file for {redacted_url(url)}: {exc.strerror}"
+            ) from None
+        return store
+
+    def upgrade(self) -> None:
+        with self.engine.begin() as conn:
+            migrate.upgrade(conn)
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except sa_exc.OperationalError as exc:
+            raise DatabaseError(f"the database failed: {_reason(exc)}") from None
+
+    def _insert(self, table: Any) -> Any:
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    # ----------------------------------------------------------------- poll side
+
+    def poll_state(self, account: str, trigger: str) -> PollState | None:
+        with self._tx() as conn:
+            row = conn.execute(
+                select(poll_state).where(
+                    poll_state.c.account == account, poll_state.c.trigger == trigger
+                )
+            ).one_or_none()
+        return None if row is None else _poll_state(row)
+
+    def poll_states(self) -> list[PollState]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(poll_state).order_by(poll_state.c.account, poll_state.c.trigger)
+            ).all()
+        return [_poll_state(r) for r in rows]
+
+    def _ensure_poll_row(self, conn: Connection, account: str, trigger: str) -> PollState:
+        conn.execute(
+            self._insert(poll_state)
+            .values(account=account, trigger=trigger)
+            .on_conflict_do_nothing(index_elements=["account", "trigger"])
+        )
+        row = conn.execute(
+            select(poll_state).where(
+                poll_state.c.account == account, poll_state.c.trigger == trigger
+            )
+        ).one()
+        return _poll_state(row)
+
+    def _known_keys(
+        self, conn: Connection, account: str, trigger: str, keys: Sequence[str]
+    ) -> set[str]:
+        known: set[str] = set()
+        for chunk in _chunks(keys, _CHUNK):
+            known.update(
+                conn.execute(
+                    select(seen_keys.c.key).where(
+                        seen_keys.c.account == account,
+                        seen_keys.c.trigger == trigger,
+                        seen_keys.c.key.in_(chunk),
+                    )
+                ).scalars()
+            )
+        return known
+
+    def record_poll(
+        self,
+        account: str,
+        trigger: str,
+        keyed: KeyedItems,
+        *,
+        event_type: str,
+        emit_first: bool,
+        sinks: Sequence[str],
+        now: datetime,
+    ) -> PollResult:
+        """A successful poll: mark new keys seen and, unless this is a seeding first
+        poll, create their events and deliveries. One transaction."""
+        with self._tx() as conn:
+            state = self._ensure_poll_row(conn, account, trigger)
+            first = state.seeded_at is None
+            fire = emit_first or not first
+            known = self._known_keys(conn, account, trigger, keyed.keys)
+            fresh = unseen(keyed, known)
+            inserted = self._insert_keys(conn, account, trigger, fresh, seeded=not fire, now=now)
+            new_events = delivery_rows = 0
+            if fire and inserted:
+                to_fire = [(k, item) for k, item in fresh if k in inserted]
+                new_events, delivery_rows = self._create_events(
+                    conn, account, trigger, event_type, to_fire, sinks, now
+                )
+            values: dict[str, Any] = {
+                "last_poll_at": now,
+                "last_success_at": now,
+                "last_outcome": "ok",
+                "last_error": None,
+                "consecutive_failures": 0,
+                "backoff_until": None,
+                "items_known": poll_state.c.items_known + len(inserted),
+            }
+            if first:
+                values["seeded_at"] = now
+            conn.execute(
+                update(poll_state)
+                .where(poll_state.c.account == account, poll_state.c.trigger == trigger)
+                .values(**values)
+            )
+        return PollResult(
+            first_poll=first,
+            new_events=new_events,
+            remembered=0 if fire else len(inserted),
+            deliveries=delivery_rows,
+        )
+
+    def _insert_keys(
+        self,
+        conn: Connection,
+        account: str,
+        trigger: str,
+        fresh: Sequence[tuple[str, Any]],
+        *,
+        seeded: bool,
+        now: datetime,
+    ) -> set[str]:
+        inserted: set[str] = set()
+        stmt = (
+            self._insert(seen_keys)
+            .on_conflict_do_nothing(index_elements=["account", "trigger", "key"])
+            .returning(seen_keys.c.key)
+        )
+        for chunk in _chunks(fresh, _CHUNK):
+            rows = [
+                {
+                    "account": account,
+                    "trigger": trigger,
+                    "key": key,
+                    "first_seen_at": now,
+                    "seeded": seeded,
+                }
+                for key, _item in chunk
+            ]
+            inserted.update(conn.execute(stmt, rows).scalars())
+        return inserted
+
+    def _create_events(
+        self,
+        conn: Connection,
+        account: str,
+        trigger: str,
+        event_type: str,
+        items: Sequence[tuple[str, Any]],
+        sinks: Sequence[str],
+        now: datetime,
+    ) -> tuple[int, int]:
+        disabled = self._disabled_sinks(conn)
+        created = 0
+        for chunk in _chunks(items, _CHUNK):
+            event_rows = []
+            delivery_rows = []
+            for key, item in chunk:
+                event_id = new_event_id()
+                event_rows.append(
+                    {
+                        "id": event_id,
+                        "type": event_type,
+                        "account": account,
+                        "trigger": trigger,
+                        "item_key": key,
+                        "payload": orjson.dumps(item).decode(),
+                        "created_at": now,
+                    }
+                )
+                for sink in sinks:
+                    off = sink in disabled
+                    delivery_rows.append(
+                        {
+                            "event_id": event_id,
+                            "sink": sink,
+                            "status": DEAD if off else PENDING,
+                            "next_attempt_at": None if off else now,
+                            "last_error": "sink disabled" if off else None,
+                            "created_at": now,
+                        }
+                    )
+            conn.execute(insert(events), event_rows)
+            if delivery_rows:
+                conn.execute(insert(deliveries), delivery_rows)
+            created += len(delivery_rows)
+        return len(items), created
+
+    def record_poll_failure(
+        self,
+        account: str,
+        trigger: str,
+        *,
+        outcome: str,
+        error: str,
+        backoff_until: datetime | None,
+        now: datetime,
+    ) -> int:
+        """A failed poll changes nothing but the poll's own state. Returns the number of
+        consecutive failures so far."""
+        with self._tx() as conn:
+            self._ensure_poll_row(conn, account, trigger)
+            conn.execute(
+                update(poll_state)
+                .where(poll_state.c.account == account, poll_state.c.trigger == trigger)
+                .values(
+                    last_poll_at=now,
+                    last_outcome=outcome,
+                    last_error=error,
+                    consecutive_failures=poll_state.c.consecutive_failures + 1,
+                    backoff_until=backoff_until,
+                )
+            )
+            failures = conn.execute(
+                select(poll_state.c.consecutive_failures).where(
+                    poll_state.c.account == account, poll_state.c.trigger == trigger
+                )
+            ).scalar_one()
+        return int(failures)
+
+    # ----------------------------------------------------------------- delivery side
+
+    def release_claims(self, owner: str | None = None) -> int:
+        """Make claimed deliveries due again at once. With SQLite (one process) at start,
+        every claim is a leftover of a killed process; otherwise only ``owner``'s."""
+        with self._tx() as conn:
+            cond: ColumnElement[bool] = deliveries.c.lease_owner.is_not(None)
+            if owner is not None:
+                cond = deliveries.c.lease_owner == owner
+            result = conn.execute(
+                update(deliveries).where(cond).values(lease_owner=None, lease_expires_at=None)
+            )
+        return int(result.rowcount)
+
+    def claim_due(
+        self,
+        *,
+        owner: str,
+        now: datetime,
+        lease: float,
+        capacity: Mapping[str, int],
+    ) -> list[DueDelivery]:
+        """Claim, per sink, up to ``capacity[sink]`` due deliveries, oldest first."""
+        claimed: list[DueDelivery] = []
+        expires = now + timedelta(seconds=lease)
+        with self._tx() as conn:
+            disabled = self._disabled_sinks(conn)
+            for sink, limit in capacity.items():
+                if limit <= 0 or sink in disabled:
+                    continue
+                query = (
+                    select(deliveries.c.id)
+                    .where(
+                        deliveries.c.sink == sink,
+                        deliveries.c.status.in_(DUE_STATUSES),
+                        deliveries.c.next_attempt_at <= now,
+                        or_(
+                            deliveries.c.lease_expires_at.is_(None),
+                            deliveries.c.lease_expires_at < now,
+                        ),
+                    )
+                    .order_by(deliveries.c.id)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+                ids = list(conn.execute(query).scalars())
+                if not ids:
+                    continue
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id.in_(ids))
+                    .values(lease_owner=owner, lease_expires_at=expires)
+                )
+                rows = conn.execute(
+                    select(
+                        deliveries.c.id,
+                        deliveries.c.sink,
+                        deliveries.c.attempts,
+                        events.c.id.label("event_id"),
+                        events.c.type,
+                        events.c.account,
+                        events.c.created_at,
+                        events.c.payload,
+                    )
+                    .join(events, events.c.id == deliveries.c.event_id)
+                    .where(deliveries.c.id.in_(ids))
+                    .order_by(deliveries.c.id)
+                ).all()
+                claimed.extend(
+                    DueDelivery(
+                        id=r.id,
+                        sink=r.sink,
+                        attempts=r.attempts,
+                        event_id=r.event_id,
+                        event_type=r.type,
+                        account=r.account,
+                        created_at=r.created_at,
+                        payload=r.payload.encode(),
+                    )
+                    for r in rows
+                )
+        return claimed
+
+    def record_attempts(self, outcomes: Sequence[AttemptOutcome], *, owner: str) -> None:
+        """Record a batch of attempts and move their deliveries on. One transaction.
+        A delivery whose lease another node took over in the meantime is not touched
+        (its attempt is still recorded: it happened)."""
+        if not outcomes:
+            return
+        with self._tx() as conn:
+            conn.execute(
+                insert(attempts),
+                [
+                    {
+                        "delivery_id": o.delivery_id,
+                        "attempt": o.attempt,
+                        "started_at": o.started_at,
+                        "duration_ms": o.duration_ms,
+                        "status_code": o.status_code,
+                        "error": o.error,
+                    }
+                    for o in outcomes
+                ],
+            )
+            for o in outcomes:
+                conn.execute(
+                    update(deliveries)
+                    .where(deliveries.c.id == o.delivery_id, deliveries.c.lease_owner == owner)
+                    .values(
+                        status=o.new_status,
+                        attempts=o.attempt,
+                        next_attempt_at=o.next_attempt_at,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                        last_attempt_at=o.started_at,
+                        last_status_code=o.status_code,
+                        last_error=o.error,
+                        delivered_at=o.started_at if o.new_status == DELIVERED else None,
+                    )
+                )
+            successes: dict[str, datetime] = {}
+            for o in outcomes:
+                if o.new_status == DELIVERED:
+                    successes[o.sink] = max(o.started_at, successes.get(o.sink, o.started_at))
+            for sink, when in successes.items():
+                self._upsert_sink(conn, sink, {"last_success_at": when})
+            for o in outcomes:
+                if o.disable_sink is not None:
+                    self._disable_sink(conn, o.sink, o.disable_sink, o.started_at)
+
+    def next_due_at(self, sinks: Sequence[str]) -> datetime | None:
+        """When the earliest unclaimed delivery to one of ``sinks`` falls due."""
+        if not sinks:
+            return None
+        with self._tx() as conn:
+            value = conn.execute(
+                select(func.min(deliveries.c.next_attempt_at)).where(
+                    deliveries.c.sink.in_(sinks),
+                    deliveries.c.status.in_(DUE_STATUSES),
+                    deliveries.c.lease_owner.is_(None),
+                )
+            ).scalar_one_or_none()
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return _as_utc(value)
+
+    def count_due(self, sinks: Sequence[str], now: datetime) -> int:
+        with self._tx() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        deliveries.c.sink.in_(sinks),
+                        deliveries.c.status.in_(DUE_STATUSES),
+                        deliveries.c.next_attempt_at <= now,
+                    )
+                ).scalar_one()
+            )
+
+    # ----------------------------------------------------------------- sinks
+
+    def _upsert_sink(self, conn: Connection, name: str, values: dict[str, Any]) -> None:
+        conn.execute(
+            self._insert(sink_state)
+            .values(name=name, **values)
+            .on_conflict_do_update(index_elements=["name"], set_=values)
+        )
+
+    def _disabled_sinks(self, conn: Connection) -> set[str]:
+        return set(conn.execute(select(sink_state.c.name).where(sink_state.c.disabled)).scalars())
+
+    def disabled_sinks(self) -> set[str]:
+        with self._tx() as conn:
+            return self._disabled_sinks(conn)
+
+    def _disable_sink(self, conn: Connection, name: str, reason: str, now: datetime) -> None:
+        self._upsert_sink(
+            conn, name, {"disabled": True, "disabled_reason": reason, "disabled_at": now}
+        )
+        conn.execute(
+            update(deliveries)
+            .where(
+                and_(deliveries.c.sink == name, deliveries.c.status.in_(DUE_STATUSES)),
+            )
+            .values(
+                status=DEAD,
+                next_attempt_at=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                last_error=f"sink disabled: {reason}",
+            )
+        )
+
+    def set_sink_enabled(self, name: str, enabled: bool, *, reason: str, now: datetime) -> None:
+        with self._tx() as conn:
+            if enabled:
+                self._upsert_sink(
+                    conn, name, {"disabled": False, "disabled_reason": None, "disabled_at": None}
+                )
+            else:
+                self._disable_sink(conn, name, reason, now)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _poll_state(row: Row[Any]) -> PollState:
+    m = row._mapping
+    return PollState(
+        account=m["account"],
+        trigger=m["trigger"],
+        seeded_at=m["seeded_at"],
+        last_poll_at=m["last_poll_at"],
+        last_outcome=m["last_outcome"],
+        last_error=m["last_error"],
+        last_success_at=m["last_success_at"],
+        consecutive_failures=m["consecutive_failures"],
+        backoff_until=m["backoff_until"],
+        paused=bool(m["paused"]),
+        paused_reason=m["paused_reason"],
+        items_known=m["items_known"],
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own first line, without SQL or parameters."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return text.rstrip(".")
