@@ -1,0 +1,862 @@
+"""The configuration: one TOML file turned into frozen pydantic models.
+
+Loading goes: read the file → ``tomllib`` → ``${NAME}`` substitution from the environment →
+validation. Every problem becomes one :class:`~trigger_engine.errors.ConfigError` sentence
+that names the file, the line (when it can be found) and the key path, and never contains
+a secret: API keys, sink secrets, header values and substituted environment values are
+not echoed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from trigger_engine.errors import ConfigError
+from trigger_engine.triggers import BUILTIN
+
+__all__ = [
+    "Account",
+    "Config",
+    "EngineSettings",
+    "RetrySettings",
+    "Sink",
+    "SourceSettings",
+    "TriggerSettings",
+    "config_from_dict",
+    "find_config_path",
+    "load_config",
+    "parse_duration",
+]
+
+CONFIG_ENV_VAR = "TRIGGER_ENGINE_CONFIG"
+DEFAULT_CONFIG_NAME = "trigger-engine.toml"
+
+Loc = tuple[str | int, ...]
+
+# --- durations
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h|d)"
+_DURATION_RE = re.compile(rf"(?:{_DURATION_PART})+")
+_NUMBER_RE = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+_DURATION_HINT = '(use e.g. "30s", "5m", "2h" or a number of seconds)'
+
+
+def _show(value: object) -> str:
+    """A short, TOML-ish rendering of a (non-secret) value for an error message."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``"500ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"1h30m"`` or a number.
+
+    Raises ``ValueError`` with a short reason for anything else, including negative values.
+    Zero is returned as ``0.0``; fields that need a positive duration check that themselves.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"invalid duration {_show(value)} {_DURATION_HINT}")
+    try:
+        if isinstance(value, str):
+            text = value.strip()
+            sign = -1.0 if text.startswith("-") else 1.0
+            body = text[1:].lstrip() if text[:1] in "+-" else text
+            if _NUMBER_RE.fullmatch(body):
+                seconds = sign * float(body)
+            elif body and _DURATION_RE.fullmatch(body):
+                parts = re.findall(_DURATION_PART, body)
+                seconds = sign * sum(float(n) * _UNITS[unit] for n, unit in parts)
+            else:
+                raise ValueError(f"invalid duration {_show(value)} {_DURATION_HINT}")
+        else:
+            seconds = float(value)
+    except OverflowError:
+        raise ValueError(f"invalid duration {_show(value)}: it is too large") from None
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {_show(value)}: it must be a finite number of seconds")
+    if seconds < 0:
+        raise ValueError(f"invalid duration {_show(value)}: it must not be negative")
+    return seconds
+
+
+def _positive(seconds: float) -> float:
+    if seconds <= 0:
+        raise ValueError("must be a duration greater than zero")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
+
+# --- small checks
+
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_TRIGGER_NAME_RE = re.compile(r"[a-z0-9_]+")
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_QUERY_NAME_RE = re.compile(r"[A-Za-z0-9_.~\[\]-]+")
+# Headers the engine sets itself on every delivery; a sink may not override them.
+_RESERVED_HEADERS = frozenset(
+    {
+        "content-type",
+        "content-length",
+        "host",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+
+
+def _check_name(value: str) -> str:
+    if not _NAME_RE.fullmatch(value):
+        raise ValueError(f"invalid name {_show(value)}: use letters, digits, '_', '.' and '-' only")
+    return value
+
+
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _http_url(value: str, *, allow_query: bool) -> str:
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        _ = parts.port  # raises ValueError for a bad port
+    except ValueError:
+        host = None
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    if not allow_query and (parts.query or parts.fragment):
+        raise ValueError(
+            "must not contain a query string or fragment (put query parameters in a "
+            "trigger's params)"
+        )
+    return value
+
+
+def _check_base_url(value: str) -> str:
+    return _http_url(value, allow_query=False).rstrip("/")
+
+
+def _check_sink_url(value: str) -> str:
+    return _http_url(value, allow_query=True)
+
+
+def _check_key(value: object) -> object:
+    """``key = "id"`` or ``key = ["campaign", "person.id"]`` → a tuple of dotted paths."""
+    if isinstance(value, str):
+        value = (value,)
+    if isinstance(value, list | tuple):
+        if not value:
+            raise ValueError("must name at least one field")
+        for item in value:
+            if isinstance(item, str) and (not item or any(not p for p in item.split("."))):
+                raise ValueError(
+                    f"invalid field {_show(item)}: use a field name, dotted for nested "
+                    'fields (e.g. "id" or "person.id")'
+                )
+        return tuple(value)
+    return value
+
+
+def _check_dotted(value: str | None) -> str | None:
+    if value is not None and (not value or any(not p for p in value.split("."))):
+        raise ValueError(f'invalid path {_show(value)}: use dotted field names, e.g. "data.items"')
+    return value
+
+
+def _param_value(value: object) -> object:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return value
+    raise ValueError("must be a string, a number or a boolean")
+
+
+def _check_header_value(value: SecretStr) -> SecretStr:
+    raw = value.get_secret_value()
+    if "\r" in raw or "\n" in raw:
+        raise ValueError("must not contain a line break")
+    return value
+
+
+# --- errors raised by validators
+
+
+class _LocatedError(ValueError):
+    """A validation problem at a key path of our choosing (pydantic would only know the parent)."""
+
+    def __init__(self, loc: Loc, message: str, *, with_path: bool = True) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.sentence = f"{_dotted(loc)}: {message}" if with_path and loc else message
+
+
+# --- models
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+class EngineSettings(_Model):
+    """``[engine]``: where state lives and how the process behaves."""
+
+    database: str = "sqlite:///trigger-engine.db"
+    listen: str | None = None
+    log_format: Literal["text", "json"] = "text"
+    shutdown_grace: Duration = 30.0
+    retention: PositiveDuration = 30 * 86400.0
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        try:
+            make_url(value)
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                'is not a valid SQLAlchemy database URL (e.g. "sqlite:///trigger-engine.db" '
+                'or "postgresql+psycopg://user@host/dbname")'
+            ) from None
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        bad = f'invalid address {_show(value)}: use HOST:PORT, e.g. "127.0.0.1:9464"'
+        if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port):
+            raise ValueError(bad)
+        if not 1 <= int(port) <= 65535:
+            raise ValueError(f"invalid address {_show(value)}: the port must be 1-65535")
+        if ":" in host and not (host.startswith("[") and host.endswith("]")):
+            raise ValueError(f'{bad} (an IPv6 address goes in brackets: "[::1]:9464")')
+        return value
+
+
+class SourceSettings(_Model):
+    """``[source]``: the Meet Alfred API."""
+
+    base_url: Annotated[str, AfterValidator(_check_base_url)] = (
+        "https://app.meetalfred.com/api/integrations/zapier"
+    )
+    auth_param: str = "api_key"
+    timeout: PositiveDuration = 30.0
+
+    @field_validator("auth_param")
+    @classmethod
+    def _auth_param(cls, value: str) -> str:
+        if not _QUERY_NAME_RE.fullmatch(value):
+            raise ValueError(f"invalid query parameter name {_show(value)}")
+        return value
+
+
+class Account(_Model):
+    """``[[accounts]]``: one Meet Alfred organisation."""
+
+    name: Annotated[str, AfterValidator(_check_name)]
+    api_key: SecretStr
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class TriggerSettings(_Model):
+    """``[triggers.NAME]``: one polled endpoint; built-in names get their defaults filled in."""
+
+    name: str
+    interval: PositiveDuration
+    enabled: StrictBool = True
+    on_first_poll: Literal["seed", "emit"] = "seed"
+    path: str
+    key: Annotated[tuple[str, ...], BeforeValidator(_check_key)]
+    items_path: Annotated[str | None, AfterValidator(_check_dotted)] = None
+    params: dict[str, Annotated[str, BeforeValidator(_param_value)]] = Field(default_factory=dict)
+    event: Annotated[str, AfterValidator(_non_empty)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            return data
+        name: str = data["name"]
+        defaults = BUILTIN.get(name)
+        if defaults is not None:
+            filled = {
+                "interval": defaults.interval,
+                "path": defaults.path,
+                "key": defaults.key,
+                "event": defaults.event,
+                "items_path": defaults.items_path,
+            }
+            filled.update(data)
+            return filled
+        missing = [f for f in ("path", "key", "event", "interval") if f not in data]
+        if missing:
+            close = difflib.get_close_matches(name, BUILTIN, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ValueError(
+                f"unknown trigger '{name}'{hint}: built-in triggers are "
+                f"{', '.join(sorted(BUILTIN))}; a custom trigger needs path, key, event and "
+                f"interval (missing: {', '.join(missing)})"
+            )
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _TRIGGER_NAME_RE.fullmatch(value):
+            raise ValueError("must use lowercase letters, digits and '_' only")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f'must start with "/" (e.g. "/leads"), not {_show(value)}')
+        return value
+
+
+class RetrySettings(_Model):
+    """``[sinks.retry]``: the delays between delivery attempts."""
+
+    schedule: tuple[PositiveDuration, ...] = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+class Sink(_Model):
+    """``[[sinks]]``: one webhook receiver."""
+
+    name: Annotated[str, AfterValidator(_check_name)]
+    url: Annotated[str, AfterValidator(_check_sink_url)]
+    events: tuple[Annotated[str, AfterValidator(_non_empty)], ...] | None = None
+    secret: SecretStr | None = None
+    headers: dict[str, Annotated[SecretStr, AfterValidator(_check_header_value)]] = Field(
+        default_factory=dict
+    )
+    timeout: PositiveDuration = 15.0
+    format: Literal["envelope", "raw"] = "envelope"
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    max_in_flight: Annotated[StrictInt, Field(ge=1, le=256)] = 8
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError(
+                "must list at least one event type (leave it out to receive every event type)"
+            )
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        decoded = b""
+        if raw.startswith("whsec_"):
+            try:
+                decoded = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
+            except (binascii.Error, ValueError):
+                decoded = b""
+        if len(decoded) < 16:
+            raise ValueError(
+                'must be "whsec_" followed by the base64 of at least 16 random bytes '
+                "(the value is not shown)"
+            )
+        return value
+
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _header_names(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for header in value:
+                if not isinstance(header, str) or not _HEADER_NAME_RE.fullmatch(header):
+                    raise ValueError(f"invalid header name {_show(header)}")
+                if header.lower() in _RESERVED_HEADERS:
+                    raise ValueError(f"header '{header}' is set by the engine and cannot be set")
+        return value
+
+
+class Config(_Model):
+    """The whole configuration. Build it with :func:`load_config` or :func:`config_from_dict`."""
+
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    source: SourceSettings = Field(default_factory=SourceSettings)
+    accounts: tuple[Account, ...]
+    triggers: dict[str, TriggerSettings]
+    sinks: tuple[Sink, ...] = ()
+    path: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_triggers(cls, data: Any) -> Any:
+        """Each trigger's name is its table key: fill it in for the trigger model."""
+        if not isinstance(data, dict) or not isinstance(data.get("triggers"), dict):
+            return data
+        triggers: dict[Any, Any] = {}
+        for name, table in data["triggers"].items():
+            if not isinstance(name, str) or not _TRIGGER_NAME_RE.fullmatch(name):
+                raise _LocatedError(
+                    ("triggers", str(name)),
+                    f"invalid trigger name {_show(name)}: use lowercase letters, digits and "
+                    "'_' only",
+                )
+            if isinstance(table, dict):
+                if "name" in table and table["name"] != name:
+                    raise _LocatedError(
+                        ("triggers", name, "name"),
+                        f"a trigger's name is its table name ('{name}'); remove this key",
+                    )
+                table = {**table, "name": name}
+            elif isinstance(table, TriggerSettings) and table.name != name:
+                raise _LocatedError(
+                    ("triggers", name), f"holds the settings of trigger '{table.name}'"
+                )
+            triggers[name] = table
+        return {**data, "triggers": triggers}
+
+    @model_validator(mode="after")
+    def _whole(self) -> Config:
+        if not self.accounts:
+            raise _LocatedError(("accounts",), _NO_ACCOUNTS, with_path=False)
+        if not self.triggers:
+            raise _LocatedError(("triggers",), _NO_TRIGGERS, with_path=False)
+        _no_duplicates("account", [a.name for a in self.accounts])
+        _no_duplicates("sink", [s.name for s in self.sinks])
+        for name, trigger in self.triggers.items():
+            if self.source.auth_param in trigger.params:
+                raise _LocatedError(
+                    ("triggers", name, "params", self.source.auth_param),
+                    "conflicts with [source] auth_param: the account's api_key is added to "
+                    "every request",
+                )
+        known = sorted(
+            {t.event for t in self.triggers.values()} | {d.event for d in BUILTIN.values()}
+        )
+        for i, sink in enumerate(self.sinks):
+            for j, event in enumerate(sink.events or ()):
+                if event not in known:
+                    close = difflib.get_close_matches(event, known, n=1)
+                    hint = f" (did you mean '{close[0]}'?)" if close else ""
+                    raise _LocatedError(
+                        ("sinks", i, "events", j),
+                        f"unknown event type '{event}'{hint}; the event types are "
+                        f"{', '.join(known)}",
+                    )
+        return self
+
+    def database_url(self) -> str:
+        """``engine.database``; a relative SQLite path is resolved against the file's directory."""
+        url = make_url(self.engine.database)
+        database = url.database
+        if (
+            not url.drivername.startswith("sqlite")
+            or not database
+            or database == ":memory:"
+            or database.startswith("file:")
+            or Path(database).is_absolute()
+        ):
+            return self.engine.database
+        base = self.path.absolute().parent if self.path is not None else Path.cwd()
+        resolved = (base / database).resolve()
+        return url.set(database=str(resolved)).render_as_string(hide_password=False)
+
+    def secrets(self) -> list[str]:
+        """Every secret string in the configuration, for the log redaction filter."""
+        found: list[str] = []
+        for account in self.accounts:
+            found.append(account.api_key.get_secret_value())
+        for sink in self.sinks:
+            if sink.secret is not None:
+                raw = sink.secret.get_secret_value()
+                found += [raw, raw.removeprefix("whsec_")]
+            found += [v.get_secret_value() for v in sink.headers.values()]
+        return list(dict.fromkeys(s for s in found if s))
+
+    def sink(self, name: str) -> Sink:
+        for sink in self.sinks:
+            if sink.name == name:
+                return sink
+        raise KeyError(name)
+
+    def account(self, name: str) -> Account:
+        for account in self.accounts:
+            if account.name == name:
+                return account
+        raise KeyError(name)
+
+
+def _no_duplicates(kind: str, names: list[str]) -> None:
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise _LocatedError(
+                (f"{kind}s", i, "name"),
+                f"duplicate {kind} name '{name}' (also used by {kind}s[{seen[name]}])",
+            )
+        seen[name] = i
+
+
+_NO_ACCOUNTS = "no accounts configured: add an [[accounts]] table with a name and an api_key"
+_NO_TRIGGERS = (
+    "no triggers configured: add a [triggers.NAME] table (built-in triggers are "
+    f"{', '.join(sorted(BUILTIN))})"
+)
+
+# --- finding lines
+
+_KEY = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')"""
+_KEYS = rf"{_KEY}(?:\s*\.\s*{_KEY})*"
+_ARRAY_HEADER_RE = re.compile(rf"\s*\[\[\s*({_KEYS})\s*\]\]")
+_TABLE_HEADER_RE = re.compile(rf"\s*\[\s*({_KEYS})\s*\]")
+_ASSIGN_RE = re.compile(rf"\s*({_KEYS})\s*=")
+_KEY_RE = re.compile(_KEY)
+_STRING_RE = re.compile(r""""(?:[^"\\]|\\.)*"|'[^']*'""")
+
+
+def _split_key(text: str) -> tuple[str, ...]:
+    return tuple(m.group(0).strip("\"'") for m in _KEY_RE.finditer(text))
+
+
+class _LineIndex:
+    """Which line each table header and key assignment of a TOML text is on.
+
+    A heuristic (tomllib reports no positions for values): it follows ``[table]`` and
+    ``[[array]]`` headers, skips the insides of multi-line strings and arrays, and maps
+    full key paths such as ``("sinks", 1, "retry", "schedule")`` to 1-based line numbers.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[Loc, int] = {}
+        counts: dict[Loc, int] = {}
+        table: Loc = ()
+        closing: str | None = None  # inside a multi-line string ending with this
+        depth = 0  # open brackets of a multi-line array
+        for number, line in enumerate(text.splitlines(), start=1):
+            if closing is not None:
+                if line.count(closing) % 2:
+                    closing = None
+                continue
+            if depth > 0:
+                depth += self._brackets(line)
+                continue
+            if m := _ARRAY_HEADER_RE.match(line):
+                raw = _split_key(m.group(1))
+                base = (*self._resolve(raw[:-1], counts), raw[-1])
+                counts[base] = counts.get(base, -1) + 1
+                table = (*base, counts[base])
+                self._record(table, number)
+            elif m := _TABLE_HEADER_RE.match(line):
+                table = self._resolve(_split_key(m.group(1)), counts)
+                self._record(table, number)
+            elif m := _ASSIGN_RE.match(line):
+                self._record((*table, *_split_key(m.group(1))), number)
+                rest = line[m.end() :]
+                for quotes in ('"""', "'''"):
+                    if rest.count(quotes) % 2:
+                        closing = quotes
+                        break
+                else:
+                    depth = max(self._brackets(rest), 0)
+
+    def _record(self, loc: Loc, number: int) -> None:
+        """``loc`` and the tables it implicitly opens are at this line, unless seen before."""
+        for size in range(1, len(loc) + 1):
+            self.lines.setdefault(loc[:size], number)
+
+    @staticmethod
+    def _resolve(raw: tuple[str, ...], counts: dict[Loc, int]) -> Loc:
+        path: Loc = ()
+        for part in raw:
+            path = (*path, part)
+            if path in counts:
+                path = (*path, counts[path])
+        return path
+
+    @staticmethod
+    def _brackets(text: str) -> int:
+        code = _STRING_RE.sub("", text).split("#", 1)[0]
+        return code.count("[") - code.count("]")
+
+    def line_of(self, loc: Loc) -> int | None:
+        """The line of ``loc``, else of its nearest enclosing key or table that has one."""
+        for size in range(len(loc), 0, -1):
+            if (found := self.lines.get(loc[:size])) is not None:
+                return found
+        return None
+
+
+# --- turning problems into sentences
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            text = part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else f'"{part}"'
+            out += f".{text}" if out else text
+    return out
+
+
+class _Where:
+    """The file being loaded (if any), to prefix error sentences with its name and line."""
+
+    def __init__(self, path: Path | None, index: _LineIndex | None) -> None:
+        self.path = path
+        self.index = index
+
+    def line_of(self, loc: Loc) -> int | None:
+        return self.index.line_of(loc) if self.index is not None and loc else None
+
+    def error(self, loc: Loc, body: str, *, line: int | None = None) -> ConfigError:
+        line = self.line_of(loc) if line is None else line
+        prefix = [] if self.path is None else [str(self.path)]
+        if line is not None:
+            prefix.append(f"line {line}")
+        if not prefix:
+            prefix = ["invalid configuration"]
+        message = ": ".join([*prefix, body])
+        return ConfigError(" ".join(message.split()))
+
+
+_MODEL_AT: dict[tuple[str, ...], type[BaseModel]] = {
+    (): Config,
+    ("engine",): EngineSettings,
+    ("source",): SourceSettings,
+    ("accounts", "#"): Account,
+    ("triggers", "*"): TriggerSettings,
+    ("sinks", "#"): Sink,
+    ("sinks", "#", "retry"): RetrySettings,
+}
+_HIDDEN_FIELDS = {Config: {"path"}, TriggerSettings: {"name"}}
+
+_TYPE_SENTENCES = {
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "int_type": "must be an integer",
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "dict_type": "must be a table",
+    "model_type": "must be a table",
+    "model_attributes_type": "must be a table",
+    "tuple_type": "must be an array",
+    "list_type": "must be an array",
+    "iterable_type": "must be an array",
+    "string_too_short": "must not be empty",
+    "path_type": "must be a file path",
+}
+
+
+def _suggest_key(loc: Loc) -> str:
+    shape = tuple("#" if isinstance(p, int) else p for p in loc[:-1])
+    if shape[:1] == ("triggers",) and len(shape) == 2:
+        shape = ("triggers", "*")
+    model = _MODEL_AT.get(shape)
+    if model is None or not isinstance(loc[-1], str):
+        return ""
+    allowed = [f for f in model.model_fields if f not in _HIDDEN_FIELDS.get(model, set())]
+    close = difflib.get_close_matches(loc[-1], allowed, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _sentence(error: ErrorDetails) -> tuple[Loc, str]:
+    """The key path and the one-sentence description of one pydantic error."""
+    loc: Loc = tuple(error["loc"])
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    where = _dotted(loc)
+    exc = ctx.get("error")
+    if isinstance(exc, _LocatedError):
+        return exc.loc, exc.sentence
+    if kind in ("value_error", "assertion_error"):
+        text = str(exc) if exc is not None else error["msg"]
+        return loc, f"{where}: {text}" if where else text
+    if kind == "extra_forbidden":
+        return loc, f"unknown key '{where}'{_suggest_key(loc)}"
+    if kind == "missing":
+        if loc == ("accounts",):
+            return loc, _NO_ACCOUNTS
+        if loc == ("triggers",):
+            return loc, _NO_TRIGGERS
+        return loc, f"{where}: missing required key"
+    if loc in (("accounts",), ("sinks",)) and kind in ("tuple_type", "list_type"):
+        return loc, f"{where}: must be an array of tables: write [[{where}]] with double brackets"
+    if loc == ("triggers",) and kind == "dict_type":
+        return loc, "triggers: must be a table: write one [triggers.NAME] table per trigger"
+    if kind == "literal_error":
+        return loc, f"{where}: must be {ctx.get('expected', 'one of the allowed values')}"
+    if kind == "greater_than_equal":
+        return loc, f"{where}: must be at least {ctx.get('ge')}"
+    if kind == "less_than_equal":
+        return loc, f"{where}: must be at most {ctx.get('le')}"
+    if kind == "too_short":
+        return loc, f"{where}: must have at least {ctx.get('min_length')} entries"
+    text = _TYPE_SENTENCES.get(kind) or error["msg"][:1].lower() + error["msg"][1:]
+    return loc, f"{where}: {text}"
+
+
+def _related(a: Loc, b: Loc) -> bool:
+    size = min(len(a), len(b))
+    return a[:size] == b[:size]
+
+
+def _translate(
+    exc: ValidationError, where: _Where, substituted: dict[Loc, list[tuple[str, str]]]
+) -> ConfigError:
+    """The first problem (in file order, where known) as one ConfigError."""
+    problems = []
+    for order, error in enumerate(exc.errors(include_url=False, include_input=False)):
+        loc, body = _sentence(error)
+        for used_at, values in substituted.items():
+            if _related(used_at, loc):
+                for name, value in values:
+                    if value:
+                        body = body.replace(value, "${" + name + "}")
+        line = where.line_of(loc)
+        problems.append((line if line is not None else math.inf, order, loc, body, line))
+    _, _, loc, body, line = min(problems)
+    return where.error(loc, body, line=line)
+
+
+# --- ${NAME} substitution
+
+_VARIABLE_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _substitute(
+    value: Any,
+    loc: Loc,
+    env: Mapping[str, str],
+    where: _Where,
+    used: dict[Loc, list[tuple[str, str]]],
+) -> Any:
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                raise where.error(
+                    loc,
+                    f"{_dotted(loc)} uses ${{{name}}}, which is not set in the environment",
+                )
+            used.setdefault(loc, []).append((name, env[name]))
+            return env[name]
+
+        return _VARIABLE_RE.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, (*loc, k), env, where, used) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_substitute(v, (*loc, i), env, where, used) for i, v in enumerate(value))
+    return value
+
+
+# --- entry points
+
+
+def find_config_path(cli_value: str | None, env: Mapping[str, str]) -> Path:
+    """``--config/-c`` if given, else ``$TRIGGER_ENGINE_CONFIG``, else ``./trigger-engine.toml``."""
+    if cli_value:
+        return Path(cli_value).expanduser()
+    if env.get(CONFIG_ENV_VAR):
+        return Path(env[CONFIG_ENV_VAR]).expanduser()
+    return Path.cwd() / DEFAULT_CONFIG_NAME
+
+
+def _build(data: Any, where: _Where, env: Mapping[str, str] | None, path: Path | None) -> Config:
+    if not isinstance(data, dict):
+        raise where.error((), "the configuration must be a table of keys")
+    if "path" in data:
+        raise where.error(("path",), "unknown key 'path'")
+    used: dict[Loc, list[tuple[str, str]]] = {}
+    data = _substitute(data, (), os.environ if env is None else env, where, used)
+    try:
+        return Config.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        raise _translate(exc, where, used) from None
+
+
+def config_from_dict(
+    data: dict[str, Any], *, path: Path | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """A Config from already-parsed TOML data, with the same ``${NAME}`` substitution and checks."""
+    return _build(data, _Where(path, None), env, path)
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute and validate the TOML file at ``path`` (``env`` defaults to os.environ)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"configuration file {path} not found; pass --config FILE or set {CONFIG_ENV_VAR}"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"configuration file {path} is a directory, not a file") from None
+    except PermissionError:
+        raise ConfigError(f"cannot read configuration file {path}: permission denied") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: invalid TOML: the file is not UTF-8") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(_toml_error(path, str(exc))) from None
+    return _build(data, _Where(path, _LineIndex(text)), env, path.absolute())
+
+
+def _toml_error(path: Path, message: str) -> str:
+    reason, position = message, ""
+    if m := re.fullmatch(r"(.*?)\s*\(at line (\d+), column (\d+)\)", message, re.DOTALL):
+        reason, position = m.group(1), f"line {m.group(2)}, column {m.group(3)}: "
+    elif m := re.fullmatch(r"(.*?)\s*\(at end of document\)", message, re.DOTALL):
+        reason, position = m.group(1), "at the end of the file: "
+    reason = reason[:1].lower() + reason[1:]
+    return " ".join(f"{path}: {position}invalid TOML: {reason}".split())
