@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from trigger_engine import __version__, logs
-from trigger_engine.config import Config, find_config_path, load_config
+from trigger_engine.config import Config, find_config_path, load_config, parse_duration
 from trigger_engine.errors import FailureKind, SourceError, TriggerEngineError, UsageError
 from trigger_engine.scheduler import Engine
 from trigger_engine.source import Source
@@ -57,7 +57,41 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.required = True
     upgrade = db_sub.add_parser("upgrade", help="apply the database migrations")
     _common(upgrade)
+
+    sim = sub.add_parser("simulator", help="serve the embedded Meet Alfred simulator")
+    sim.add_argument("--port", type=_port, default=8765, help="port on 127.0.0.1 (default 8765)")
+    sim.add_argument("--api-key", default="demo", help="the API key it accepts (default demo)")
+    sim.add_argument(
+        "--interval",
+        type=_seconds,
+        default=5.0,
+        metavar="DURATION",
+        help="add new items this often (default 5s; 0: never)",
+    )
+    sim.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+
+    demo = sub.add_parser("demo", help="simulator + receiver + engine, no config, no network")
+    demo.add_argument(
+        "--duration", type=_seconds, default=None, metavar="SECONDS", help="stop after this long"
+    )
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port {value} is outside 0-65535")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"'{text}': {exc}") from None
 
 
 # ------------------------------------------------------------------------- commands
@@ -131,10 +165,28 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from trigger_engine.simulator import serve_forever
+
+    logs.setup(level=logging.DEBUG if args.debug else logging.INFO, secrets=[args.api_key])
+    return serve_forever(
+        port=args.port, api_key=args.api_key, new_item_interval=args.interval, seed=args.seed
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from trigger_engine.demo import run_demo
+
+    logs.setup(level=logging.DEBUG if args.debug else logging.WARNING)
+    return run_demo(args.duration)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "check": cmd_check,
     "db": cmd_db,
+    "simulator": cmd_simulator,
+    "demo": cmd_demo,
 }
 
 

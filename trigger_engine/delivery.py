@@ -86,7 +86,9 @@ class Dispatcher:
         clock: Callable[[], datetime] = clock_now,
         rand: Callable[[], float] = random.random,
         idle_wait: float = 1.0,
+        on_attempt: Callable[[AttemptOutcome], None] | None = None,
     ) -> None:
+        self.on_attempt = on_attempt
         self.config = config
         self.store = store
         self.owner = owner
@@ -194,6 +196,8 @@ class Dispatcher:
         batch, self._outcomes = self._outcomes, []
         await asyncio.to_thread(self.store.record_attempts, batch, owner=self.owner)
         for outcome in batch:
+            if self.on_attempt is not None:
+                self.on_attempt(outcome)
             self._in_flight[outcome.sink] -= 1
             self.report.attempted += 1
             if outcome.new_status == DELIVERED:
@@ -281,6 +285,7 @@ class Dispatcher:
         return AttemptOutcome(
             delivery_id=delivery.id,
             sink=sink.name,
+            event_id=delivery.event_id,
             attempt=attempt,
             started_at=started_at,
             duration_ms=duration_ms,

@@ -27,7 +27,7 @@ from trigger_engine.delivery import Dispatcher, DrainReport
 from trigger_engine.logs import get_logger
 from trigger_engine.poller import Poller, PollReport
 from trigger_engine.source import Source
-from trigger_engine.store import Store
+from trigger_engine.store import AttemptOutcome, Store
 
 log = get_logger("trigger_engine.scheduler")
 
@@ -58,7 +58,17 @@ class OnceReport:
 
 
 class Engine:
-    def __init__(self, config: Config, store: Store, source: Source) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        source: Source,
+        *,
+        on_poll: Callable[[PollReport], None] | None = None,
+        on_attempt: Callable[[AttemptOutcome], None] | None = None,
+    ) -> None:
+        self.on_poll = on_poll
+        self.on_attempt = on_attempt
         self.config = config
         self.store = store
         self.source = source
@@ -85,11 +95,15 @@ class Engine:
 
     # ---------------------------------------------------------------- daemon
 
-    async def run(self, *, ready: Callable[[], None] | None = None) -> None:
-        """Until SIGINT/SIGTERM. A second signal stops at once (work in flight is then
-        released for the next start, never half-recorded)."""
+    async def run(
+        self, *, ready: Callable[[], None] | None = None, stop_after: float | None = None
+    ) -> None:
+        """Until SIGINT/SIGTERM (or ``stop_after`` seconds). A second signal stops at once
+        (work in flight is then released for the next start, never half-recorded)."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
+        if stop_after is not None:
+            loop.call_later(stop_after, stop.set)
         signals_seen = 0
 
         def on_signal(signum: int) -> None:
@@ -114,7 +128,9 @@ class Engine:
             if released:
                 log.info("delivery.recovered_in_flight", deliveries=released)
 
-        async with Dispatcher(self.config, self.store, owner=self.owner) as dispatcher:
+        async with Dispatcher(
+            self.config, self.store, owner=self.owner, on_attempt=self.on_attempt
+        ) as dispatcher:
             scheduler = AsyncIOScheduler(
                 event_loop=loop,
                 timezone="UTC",
@@ -139,6 +155,8 @@ class Engine:
                     report = await asyncio.shield(future)
                 finally:
                     in_flight.discard(future)
+                if self.on_poll is not None:
+                    self.on_poll(report)
                 if report.new_events:
                     dispatcher.notify()
 

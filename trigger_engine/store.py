@@ -104,6 +104,7 @@ class AttemptOutcome:
 
     delivery_id: int
     sink: str
+    event_id: str
     attempt: int  # 1-based number of this attempt
     started_at: datetime
     duration_ms: int

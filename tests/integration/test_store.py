@@ -195,6 +195,7 @@ def _outcome(d: Any, status: str, *, code: int | None = 200, at: datetime = T0, 
     return AttemptOutcome(
         delivery_id=d.id,
         sink=d.sink,
+        event_id=d.event_id,
         attempt=d.attempts + 1,
         started_at=at,
         duration_ms=12,
