@@ -1051,7 +1051,8 @@ class SimulatorThread:
             raise RuntimeError(f"the simulator did not start within {_START_TIMEOUT:g} s")
         if self._error is not None:
             self._thread.join(_STOP_TIMEOUT)
-            raise self._error
+            error, self._error = self._error, None
+            raise error
         return self
 
     def __exit__(
@@ -1065,15 +1066,16 @@ class SimulatorThread:
     def stop(self) -> None:
         """Stop serving and join the thread (idempotent)."""
         thread, loop, stop = self._thread, self._loop, self._stop
-        if thread is None or not thread.is_alive():
+        if thread is None:
             return
-        if loop is not None and stop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop already closed
-                loop.call_soon_threadsafe(stop.set)
-        thread.join(_STOP_TIMEOUT)
         if thread.is_alive():
-            raise RuntimeError(f"the simulator thread did not stop within {_STOP_TIMEOUT:g} s")
-        if self._error is not None:
+            if loop is not None and stop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop already closed
+                    loop.call_soon_threadsafe(stop.set)
+            thread.join(_STOP_TIMEOUT)
+            if thread.is_alive():
+                raise RuntimeError(f"the simulator thread did not stop within {_STOP_TIMEOUT:g} s")
+        if self._error is not None:  # the server failed while serving
             error, self._error = self._error, None
             raise error
 
