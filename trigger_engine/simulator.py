@@ -1,6 +1,6 @@
 """The embedded Meet Alfred simulator: a local stand-in for the Zapier API of Meet Alfred.
 
-It serves what the vendor document describes, on 127.0.0.1 only::
+It serves what the vendor document describes, on 127.0.0.1 (``start`` takes another host)::
 
     GET /campaigns?api_key=KEY     every campaign, newest first
     GET /leads?api_key=KEY         every lead, newest first
@@ -22,8 +22,9 @@ fast: change records through :meth:`Simulator.set_lead_field`, which copies befo
 not by assigning into the dicts of :attr:`Simulator.leads`.
 
 Faults (:class:`Fault`) are queued with :meth:`Simulator.inject` and served instead of the
-normal answer, first in, first out, to the requests they apply to. A fault without a body and
-with a 2xx status is a pure delay: the normal answer, late.
+normal answer, first in, first out, to the requests they apply to (the oldest queued fault
+whose ``paths`` match). They answer before the key is checked, as an outage would. A fault
+without a body and with a 2xx status is a pure delay: the normal answer, late.
 
 Control endpoints, for someone running ``trigger-engine simulator`` with curl. They take **no
 API key**: the simulator is a local test tool and only listens on the loopback interface::
