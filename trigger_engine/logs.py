@@ -68,13 +68,14 @@ class _Formatter(logging.Formatter):
             doc = {"ts": ts, "level": record.levelname.lower(), "event": message, **context}
             if record.exc_info:
                 doc["exception"] = self.formatException(record.exc_info)
-            return orjson.dumps(doc, default=str).decode()
+            return REDACTION.redact(orjson.dumps(doc, default=str).decode())
         parts = [ts, record.levelname, message]
         parts += [f"{k}={_value(v)}" for k, v in context.items() if v is not None]
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        # again on the whole line: tracebacks and non-string values carry secrets too
+        return REDACTION.redact(line)
 
 
 class RedactingFilter(logging.Filter):

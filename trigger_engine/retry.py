@@ -56,8 +56,8 @@ def decide(
         return Decision(Verdict.DEAD)
     base = policy.schedule[attempts - 1]
     delay = base * (1 - policy.jitter + 2 * policy.jitter * rand())
-    if retry_after is not None and retry_after > delay:
-        delay = min(retry_after, policy.max_retry_after)
+    if retry_after is not None:  # a receiver may ask for more time, never for less
+        delay = max(delay, min(retry_after, policy.max_retry_after))
     return Decision(Verdict.RETRY, delay)
 
 
@@ -67,7 +67,7 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -95,8 +95,9 @@ def poll_backoff(
     """Seconds to wait before polling again after ``failures`` consecutive failed polls:
     the interval doubled per failure beyond the first (±jitter), capped at ``cap`` (but
     never below the interval itself); a longer ``Retry-After`` wins, up to a day."""
-    base = min(interval * 2.0 ** max(0, failures - 1), max(cap, interval))
+    doublings = min(max(0, failures - 1), 64)  # bounded: 2.0**1025 overflows
+    base = min(interval * 2.0**doublings, max(cap, interval))
     delay = base * (1 - jitter + 2 * jitter * rand())
-    if retry_after is not None and retry_after > delay:
-        delay = min(retry_after, MAX_RETRY_AFTER)
+    if retry_after is not None:  # the API may ask for more time, never for less
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
     return delay

@@ -95,6 +95,10 @@ class Source:
             raise SourceError(
                 FailureKind.TRANSIENT, f"{where}: timed out after {self.settings.timeout:g}s"
             ) from None
+        except httpx.DecodingError:
+            raise SourceError(
+                FailureKind.BAD_BODY, f"{where}: the response body could not be decoded"
+            ) from None
         except httpx.TransportError as exc:
             reason = redact(str(exc) or type(exc).__name__, [key])
             raise SourceError(

@@ -110,8 +110,9 @@ def test_success_and_gone_win_even_after_the_schedule(status: int) -> None:
         pytest.param(1, None, MID, 5.0, id="absent"),
     ],
 )
-def test_retry_after(attempts: int, retry_after: float | None, rand: Callable[[], float],
-                     expected: float) -> None:
+def test_retry_after(
+    attempts: int, retry_after: float | None, rand: Callable[[], float], expected: float
+) -> None:
     decision = decide(DEFAULT, attempts=attempts, status=503, retry_after=retry_after, rand=rand)
     assert decision == Decision(Verdict.RETRY, pytest.approx(expected))
 
