@@ -127,5 +127,5 @@ def setup(
     root.addHandler(handler)
     root.setLevel(level)
     # httpx and httpcore log every request URL at INFO/DEBUG, and our API key is in it.
-    for noisy in ("httpx", "httpcore", "apscheduler", "aiohttp.access"):
+    for noisy in ("httpx", "httpcore", "apscheduler", "aiohttp.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -21,7 +21,8 @@ import contextlib
 import os
 import secrets
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +34,9 @@ from sqlalchemy import (
     Engine,
     and_,
     create_engine,
+    delete,
     event,
+    exists,
     func,
     insert,
     or_,
@@ -49,6 +52,7 @@ from trigger_engine import migrate
 from trigger_engine.dedupe import KeyedItems, unseen
 from trigger_engine.errors import DatabaseError
 from trigger_engine.models import attempts, deliveries, events, poll_state, seen_keys, sink_state
+from trigger_engine.replay import EventFilter, ReplayResult
 
 # Bound parameters per IN (...) or multi-row statement: well under SQLite's 32766.
 _CHUNK = 5000
@@ -113,6 +117,49 @@ class AttemptOutcome:
     new_status: str  # delivered | failed | dead
     next_attempt_at: datetime | None = None
     disable_sink: str | None = None  # a reason, when the attempt disables the sink (410)
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    sink: str
+    status: str
+    attempts: int
+    in_flight: bool
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class EventView:
+    id: str
+    type: str
+    account: str
+    trigger: str
+    item_key: str
+    created_at: datetime
+    deliveries: tuple[DeliveryView, ...]
+
+
+@dataclass(frozen=True)
+class BackfillResult:
+    fired: int  # events created
+    deliveries: int
+    not_listed: int  # remembered items the API no longer lists (cannot be fired)
+
+
+@dataclass(frozen=True)
+class SinkStats:
+    name: str
+    counts: dict[str, int]  # by delivery status
+    in_flight: int
+    oldest_due_created_at: datetime | None
+    disabled: bool
+    disabled_reason: str | None
+    disabled_at: datetime | None
+    last_success_at: datetime | None
 
 
 # --------------------------------------------------------------------------- ids
@@ -641,6 +688,293 @@ class Store:
                 )
             else:
                 self._disable_sink(conn, name, reason, now)
+
+    # ----------------------------------------------------------------- selections
+
+    @staticmethod
+    def _event_conditions(f: EventFilter) -> list[ColumnElement[bool]]:
+        conds: list[ColumnElement[bool]] = []
+        if f.event_ids:
+            conds.append(events.c.id.in_(f.event_ids))
+        if f.since is not None:
+            conds.append(events.c.created_at >= f.since)
+        if f.until is not None:
+            conds.append(events.c.created_at < f.until)
+        if f.types:
+            conds.append(events.c.type.in_(f.types))
+        if f.accounts:
+            conds.append(events.c.account.in_(f.accounts))
+        if f.item_key is not None:
+            conds.append(events.c.item_key == f.item_key)
+        return conds
+
+    @staticmethod
+    def _delivery_conditions(f: EventFilter) -> list[ColumnElement[bool]]:
+        conds: list[ColumnElement[bool]] = []
+        if f.sinks:
+            conds.append(deliveries.c.sink.in_(f.sinks))
+        if f.statuses:
+            conds.append(deliveries.c.status.in_(f.statuses))
+        return conds
+
+    def list_events(self, f: EventFilter, *, limit: int) -> list[EventView]:
+        """Events matching ``f``, newest first, each with all its deliveries."""
+        query = select(
+            events.c.id,
+            events.c.type,
+            events.c.account,
+            events.c.trigger,
+            events.c.item_key,
+            events.c.created_at,
+        ).where(*self._event_conditions(f))
+        delivery_conds = self._delivery_conditions(f)
+        if delivery_conds:
+            query = query.where(
+                exists().where(deliveries.c.event_id == events.c.id, *delivery_conds)
+            )
+        query = query.order_by(events.c.seq.desc()).limit(limit)
+        with self._tx() as conn:
+            rows = conn.execute(query).all()
+            by_event: dict[str, list[DeliveryView]] = {r.id: [] for r in rows}
+            for chunk in _chunks(list(by_event), _CHUNK):
+                for d in conn.execute(
+                    select(deliveries)
+                    .where(deliveries.c.event_id.in_(chunk))
+                    .order_by(deliveries.c.sink)
+                ):
+                    by_event[d.event_id].append(
+                        DeliveryView(
+                            sink=d.sink,
+                            status=d.status,
+                            attempts=d.attempts,
+                            in_flight=d.lease_owner is not None,
+                            last_attempt_at=d.last_attempt_at,
+                            last_status_code=d.last_status_code,
+                            last_error=d.last_error,
+                            next_attempt_at=d.next_attempt_at,
+                            delivered_at=d.delivered_at,
+                        )
+                    )
+        return [
+            EventView(
+                id=r.id,
+                type=r.type,
+                account=r.account,
+                trigger=r.trigger,
+                item_key=r.item_key,
+                created_at=r.created_at,
+                deliveries=tuple(by_event[r.id]),
+            )
+            for r in rows
+        ]
+
+    def replay(
+        self,
+        f: EventFilter,
+        *,
+        known_sinks: Collection[str],
+        now: datetime,
+        dry_run: bool,
+    ) -> ReplayResult:
+        """Queue the matching deliveries again: same event (same ``webhook-id``), due
+        now, status back to pending, a fresh attempt history. Deliveries to a disabled or
+        unconfigured sink, or being attempted right now, are counted and left alone."""
+        query = (
+            select(
+                deliveries.c.id,
+                deliveries.c.event_id,
+                deliveries.c.sink,
+                deliveries.c.lease_owner,
+                deliveries.c.lease_expires_at,
+            )
+            .join(events, events.c.id == deliveries.c.event_id)
+            .where(*self._event_conditions(f), *self._delivery_conditions(f))
+        )
+        with self._tx() as conn:
+            disabled = self._disabled_sinks(conn)
+            queue: list[int] = []
+            queued_events: set[str] = set()
+            unknown = off = busy = 0
+            for row in conn.execute(query):
+                if row.sink not in known_sinks:
+                    unknown += 1
+                elif row.sink in disabled:
+                    off += 1
+                elif row.lease_owner is not None and row.lease_expires_at > now:
+                    busy += 1
+                else:
+                    queue.append(row.id)
+                    queued_events.add(row.event_id)
+            if not dry_run:
+                for chunk in _chunks(queue, _CHUNK):
+                    conn.execute(delete(attempts).where(attempts.c.delivery_id.in_(chunk)))
+                    conn.execute(
+                        update(deliveries)
+                        .where(deliveries.c.id.in_(chunk))
+                        .values(
+                            status=PENDING,
+                            attempts=0,
+                            next_attempt_at=now,
+                            lease_owner=None,
+                            lease_expires_at=None,
+                            last_attempt_at=None,
+                            last_status_code=None,
+                            last_error=None,
+                            delivered_at=None,
+                        )
+                    )
+        return ReplayResult(
+            events=len(queued_events),
+            queued=len(queue),
+            skipped_disabled=off,
+            skipped_unknown=unknown,
+            skipped_in_flight=busy,
+        )
+
+    def backfill(
+        self,
+        account: str,
+        trigger: str,
+        keyed: KeyedItems,
+        *,
+        event_type: str,
+        sinks: Sequence[str],
+        now: datetime,
+        dry_run: bool,
+    ) -> BackfillResult:
+        """Fire, once, the listed items that a seeding first poll only remembered."""
+        with self._tx() as conn:
+            remembered: set[str] = set()
+            for chunk in _chunks(keyed.keys, _CHUNK):
+                remembered.update(
+                    conn.execute(
+                        select(seen_keys.c.key).where(
+                            seen_keys.c.account == account,
+                            seen_keys.c.trigger == trigger,
+                            seen_keys.c.seeded,
+                            seen_keys.c.key.in_(chunk),
+                        )
+                    ).scalars()
+                )
+            total = conn.execute(
+                select(func.count()).where(
+                    seen_keys.c.account == account,
+                    seen_keys.c.trigger == trigger,
+                    seen_keys.c.seeded,
+                )
+            ).scalar_one()
+            candidates = [
+                (key, item)
+                for key, item in zip(reversed(keyed.keys), reversed(keyed.items), strict=True)
+                if key in remembered
+            ]
+            not_listed = int(total) - len(candidates)
+            if dry_run:
+                return BackfillResult(fired=len(candidates), deliveries=0, not_listed=not_listed)
+            flipped: set[str] = set()
+            for chunk in _chunks([k for k, _ in candidates], _CHUNK):
+                flipped.update(
+                    conn.execute(
+                        update(seen_keys)
+                        .where(
+                            seen_keys.c.account == account,
+                            seen_keys.c.trigger == trigger,
+                            seen_keys.c.seeded,
+                            seen_keys.c.key.in_(chunk),
+                        )
+                        .values(seeded=False)
+                        .returning(seen_keys.c.key)
+                    ).scalars()
+                )
+            to_fire = [(k, item) for k, item in candidates if k in flipped]
+            fired, rows = self._create_events(
+                conn, account, trigger, event_type, to_fire, sinks, now
+            )
+        return BackfillResult(fired=fired, deliveries=rows, not_listed=not_listed)
+
+    # ----------------------------------------------------------------- status
+
+    def sink_stats(self) -> dict[str, SinkStats]:
+        """Per sink that has deliveries or state: counts by status and its state."""
+        with self._tx() as conn:
+            counts: dict[str, dict[str, int]] = defaultdict(dict)
+            for sink, status, n in conn.execute(
+                select(deliveries.c.sink, deliveries.c.status, func.count()).group_by(
+                    deliveries.c.sink, deliveries.c.status
+                )
+            ):
+                counts[sink][status] = int(n)
+            oldest: dict[str, Any] = dict(
+                conn.execute(
+                    select(deliveries.c.sink, func.min(deliveries.c.created_at))
+                    .where(deliveries.c.status.in_(DUE_STATUSES))
+                    .group_by(deliveries.c.sink)
+                ).all()
+            )
+            in_flight: dict[str, Any] = dict(
+                conn.execute(
+                    select(deliveries.c.sink, func.count())
+                    .where(deliveries.c.lease_owner.is_not(None))
+                    .group_by(deliveries.c.sink)
+                ).all()
+            )
+            states = {r.name: r for r in conn.execute(select(sink_state))}
+        stats = {}
+        for name in sorted(set(counts) | set(states)):
+            st = states.get(name)
+            first_due = oldest.get(name)
+            stats[name] = SinkStats(
+                name=name,
+                counts={s: counts[name].get(s, 0) for s in (PENDING, FAILED, DELIVERED, DEAD)},
+                in_flight=int(in_flight.get(name, 0)),
+                oldest_due_created_at=None if first_due is None else _as_utc(first_due),
+                disabled=bool(st.disabled) if st else False,
+                disabled_reason=st.disabled_reason if st else None,
+                disabled_at=st.disabled_at if st else None,
+                last_success_at=st.last_success_at if st else None,
+            )
+        return stats
+
+    def set_paused(self, account: str, trigger: str, *, paused: bool, reason: str | None) -> None:
+        """Pause or resume one trigger. Pausing keeps its seen set; resuming clears any
+        backoff so it polls at its next turn."""
+        with self._tx() as conn:
+            self._ensure_poll_row(conn, account, trigger)
+            values: dict[str, Any] = {"paused": paused, "paused_reason": reason if paused else None}
+            if not paused:
+                values.update(backoff_until=None, consecutive_failures=0)
+            conn.execute(
+                update(poll_state)
+                .where(poll_state.c.account == account, poll_state.c.trigger == trigger)
+                .values(**values)
+            )
+
+    # ----------------------------------------------------------------- retention
+
+    def prune(self, cutoff: datetime) -> int:
+        """Delete events older than ``cutoff`` whose every delivery is delivered (and
+        their deliveries and attempts). Pending, failed and dead deliveries, and the seen
+        keys, are never touched. Returns the number of events deleted."""
+        undelivered = exists().where(
+            deliveries.c.event_id == events.c.id, deliveries.c.status != DELIVERED
+        )
+        deleted = 0
+        while True:
+            with self._tx() as conn:
+                ids = list(
+                    conn.execute(
+                        select(events.c.id)
+                        .where(events.c.created_at < cutoff, ~undelivered)
+                        .limit(_CHUNK)
+                    ).scalars()
+                )
+                if not ids:
+                    return deleted
+                delivery_ids = select(deliveries.c.id).where(deliveries.c.event_id.in_(ids))
+                conn.execute(delete(attempts).where(attempts.c.delivery_id.in_(delivery_ids)))
+                conn.execute(delete(deliveries).where(deliveries.c.event_id.in_(ids)))
+                conn.execute(delete(events).where(events.c.id.in_(ids)))
+                deleted += len(ids)
 
 
 # --------------------------------------------------------------------------- helpers

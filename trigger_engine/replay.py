@@ -1,0 +1,87 @@
+"""Which events and deliveries a command is about. Pure: no I/O of its own.
+
+``events``, ``replay`` and the retention sweep all select over the store with an
+``EventFilter``; this module builds one from what the user typed (TIME is ISO 8601 or a
+relative duration meaning "that long ago") and checks that it makes sense.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from trigger_engine.config import parse_duration
+from trigger_engine.errors import UsageError
+
+DELIVERY_STATUSES = ("pending", "failed", "delivered", "dead")
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    event_ids: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    types: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
+    item_key: str | None = None
+    # delivery-level: an event matches when one of its deliveries does
+    sinks: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    events: int  # events with at least one delivery queued again
+    queued: int  # deliveries queued again
+    skipped_disabled: int  # to a sink that is disabled
+    skipped_unknown: int  # to a sink no longer in the configuration
+    skipped_in_flight: int  # being attempted right now
+
+
+def parse_time(text: str, now: datetime, *, option: str) -> datetime:
+    """ISO 8601 (a date, or a date and time; UTC unless it says otherwise) or a duration
+    meaning that long before ``now`` (``2h``, ``30m``, ``7d``)."""
+    value = text.strip()
+    try:
+        return now - timedelta(seconds=parse_duration(value))
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{option} '{text}' is neither an ISO 8601 time (2026-11-27T10:00:00Z) "
+            "nor a duration ago (2h, 30m, 7d)"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def build_filter(
+    *,
+    now: datetime,
+    event_ids: tuple[str, ...] = (),
+    since: str | None = None,
+    until: str | None = None,
+    types: tuple[str, ...] = (),
+    accounts: tuple[str, ...] = (),
+    sinks: tuple[str, ...] = (),
+    statuses: tuple[str, ...] = (),
+    item_key: str | None = None,
+) -> EventFilter:
+    for status in statuses:
+        if status not in DELIVERY_STATUSES:
+            raise UsageError(f"--status '{status}' is not one of {', '.join(DELIVERY_STATUSES)}")
+    start = parse_time(since, now, option="--since") if since else None
+    end = parse_time(until, now, option="--until") if until else None
+    if start is not None and end is not None and start >= end:
+        raise UsageError(f"--since ({since}) must be earlier than --until ({until})")
+    return EventFilter(
+        event_ids=event_ids,
+        since=start,
+        until=end,
+        types=types,
+        accounts=accounts,
+        item_key=item_key,
+        sinks=sinks,
+        statuses=statuses,
+    )

@@ -1,0 +1,185 @@
+"""What ``status``, ``events``, ``sinks`` and ``triggers`` show. Pure: values in, text or
+JSON-ready dicts out; the store does the reading."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from trigger_engine.clock import isoformat_z
+from trigger_engine.config import Config
+from trigger_engine.store import EventView, PollState, SinkStats
+
+
+def _ts(moment: datetime | None) -> str | None:
+    return None if moment is None else isoformat_z(moment)
+
+
+def safe_url(url: str) -> str:
+    """A sink URL as shown: no query, no credentials (either may carry a token)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+# ----------------------------------------------------------------------------- triggers
+
+
+@dataclass(frozen=True)
+class TriggerRow:
+    account: str
+    trigger: str
+    enabled: bool
+    state: PollState | None
+
+    def label(self, now: datetime) -> str:
+        s = self.state
+        if not self.enabled:
+            return "disabled in config"
+        if s is not None and s.paused:
+            return f"paused: {s.paused_reason or 'by hand'}"
+        if s is not None and s.backoff_until is not None and s.backoff_until > now:
+            return (
+                f"backing off until {isoformat_z(s.backoff_until)} "
+                f"after {s.consecutive_failures} failed poll(s)"
+            )
+        if s is None or s.last_poll_at is None:
+            return "not polled yet"
+        return "active"
+
+    def as_dict(self, now: datetime) -> dict[str, Any]:
+        s = self.state
+        return {
+            "account": self.account,
+            "trigger": self.trigger,
+            "state": self.label(now),
+            "enabled": self.enabled,
+            "paused": bool(s and s.paused),
+            "paused_reason": s.paused_reason if s else None,
+            "seeded": bool(s and s.seeded_at),
+            "last_poll_at": _ts(s.last_poll_at) if s else None,
+            "last_outcome": s.last_outcome if s else None,
+            "last_error": s.last_error if s else None,
+            "last_success_at": _ts(s.last_success_at) if s else None,
+            "consecutive_failures": s.consecutive_failures if s else 0,
+            "backoff_until": _ts(s.backoff_until) if s else None,
+            "items_known": s.items_known if s else 0,
+        }
+
+
+def trigger_rows(config: Config, states: list[PollState]) -> list[TriggerRow]:
+    """Every configured (account, trigger), with its stored state if any."""
+    by_key = {(s.account, s.trigger): s for s in states}
+    return [
+        TriggerRow(account.name, name, trigger.enabled, by_key.get((account.name, name)))
+        for account in config.accounts
+        for name, trigger in config.triggers.items()
+    ]
+
+
+# ----------------------------------------------------------------------------- sinks
+
+
+def sink_dicts(config: Config, stats: dict[str, SinkStats], now: datetime) -> list[dict[str, Any]]:
+    rows = []
+    for sink in config.sinks:
+        st = stats.get(sink.name)
+        counts = st.counts if st else {}
+        oldest = st.oldest_due_created_at if st else None
+        rows.append(
+            {
+                "name": sink.name,
+                "url": safe_url(sink.url),
+                "state": "disabled" if st and st.disabled else "enabled",
+                "disabled_reason": st.disabled_reason if st else None,
+                "disabled_at": _ts(st.disabled_at) if st else None,
+                "pending": counts.get("pending", 0),
+                "failed": counts.get("failed", 0),
+                "dead": counts.get("dead", 0),
+                "delivered": counts.get("delivered", 0),
+                "in_flight": st.in_flight if st else 0,
+                "last_success_at": _ts(st.last_success_at) if st else None,
+                "oldest_pending_seconds": (
+                    None if oldest is None else round((now - oldest).total_seconds(), 1)
+                ),
+            }
+        )
+    return rows
+
+
+def status_dict(
+    config: Config, states: list[PollState], stats: dict[str, SinkStats], now: datetime
+) -> dict[str, Any]:
+    return {
+        "triggers": [row.as_dict(now) for row in trigger_rows(config, states)],
+        "sinks": sink_dicts(config, stats, now),
+    }
+
+
+def status_text(status: dict[str, Any]) -> str:
+    lines = ["TRIGGERS"]
+    for t in status["triggers"]:
+        last = t["last_poll_at"] or "never"
+        outcome = t["last_outcome"] or "-"
+        lines.append(
+            f"  {t['account']}/{t['trigger']}: {t['state']}; last poll {last} ({outcome}); "
+            f"{t['items_known']} items known"
+        )
+        if t["last_error"] and t["last_outcome"] != "ok":
+            lines.append(f"      last error: {t['last_error']}")
+    lines.append("SINKS")
+    if not status["sinks"]:
+        lines.append("  (none configured)")
+    for s in status["sinks"]:
+        state = s["state"] + (f" ({s['disabled_reason']})" if s["disabled_reason"] else "")
+        lines.append(
+            f"  {s['name']} {s['url']}: {state}; pending {s['pending']}, failed {s['failed']}, "
+            f"dead {s['dead']}, delivered {s['delivered']}; "
+            f"last success {s['last_success_at'] or 'never'}"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- events
+
+
+def event_dict(e: EventView) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "type": e.type,
+        "account": e.account,
+        "trigger": e.trigger,
+        "key": e.item_key,
+        "created_at": isoformat_z(e.created_at),
+        "deliveries": [
+            {
+                "sink": d.sink,
+                "status": d.status,
+                "attempts": d.attempts,
+                "in_flight": d.in_flight,
+                "last_attempt_at": _ts(d.last_attempt_at),
+                "last_status_code": d.last_status_code,
+                "last_error": d.last_error,
+                "next_attempt_at": _ts(d.next_attempt_at),
+                "delivered_at": _ts(d.delivered_at),
+            }
+            for d in e.deliveries
+        ],
+    }
+
+
+def event_line(e: EventView) -> str:
+    parts = []
+    for d in e.deliveries:
+        detail = f"{d.attempts} attempt{'s' if d.attempts != 1 else ''}"
+        if d.status != "delivered" and d.last_error:
+            detail += f", last: {d.last_error}"
+        if d.status in ("pending", "failed") and d.next_attempt_at is not None:
+            detail += f", next {isoformat_z(d.next_attempt_at)}"
+        parts.append(f"{d.sink}: {d.status} ({detail})")
+    where = "; ".join(parts) or "no sink subscribed"
+    return f"{e.id}  {isoformat_z(e.created_at)}  {e.type}  {e.account}  key={e.item_key}  {where}"
