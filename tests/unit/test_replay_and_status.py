@@ -1,0 +1,134 @@
+"""The pure selection and presentation helpers behind events, replay and status."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from trigger_engine.config import config_from_dict
+from trigger_engine.errors import UsageError
+from trigger_engine.replay import build_filter, parse_time
+from trigger_engine.status import TriggerRow, safe_url, status_text, trigger_rows
+from trigger_engine.store import PollState
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2h", NOW - timedelta(hours=2)),
+        ("30m", NOW - timedelta(minutes=30)),
+        ("7d", NOW - timedelta(days=7)),
+        ("90", NOW - timedelta(seconds=90)),
+        ("2026-11-27T10:00:00Z", datetime(2026, 11, 27, 10, 0, tzinfo=UTC)),
+        ("2026-11-27T11:00:00+01:00", datetime(2026, 11, 27, 10, 0, tzinfo=UTC)),
+        ("2026-11-27T10:00:00", datetime(2026, 11, 27, 10, 0, tzinfo=UTC)),
+        ("2026-11-26", datetime(2026, 11, 26, tzinfo=UTC)),
+    ],
+)
+def test_parse_time(text: str, expected: datetime) -> None:
+    assert parse_time(text, NOW, option="--since") == expected
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2026-13-01", "-2h", ""])
+def test_parse_time_rejects_with_the_option_named(text: str) -> None:
+    with pytest.raises(UsageError, match="--until"):
+        parse_time(text, NOW, option="--until")
+
+
+def test_build_filter_checks_statuses_and_order() -> None:
+    with pytest.raises(UsageError, match="--status 'sent' is not one of pending"):
+        build_filter(now=NOW, statuses=("sent",))
+    with pytest.raises(UsageError, match="must be earlier"):
+        build_filter(now=NOW, since="1h", until="2h")
+    f = build_filter(now=NOW, since="2h", until="1h", statuses=("dead",), types=("lead.new",))
+    assert (f.since, f.until, f.statuses, f.types) == (
+        NOW - timedelta(hours=2),
+        NOW - timedelta(hours=1),
+        ("dead",),
+        ("lead.new",),
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://hooks.zapier.com/hooks/catch/1/abc?token=s3cret",
+            "https://hooks.zapier.com/hooks/catch/1/abc",
+        ),
+        ("http://user:pw@127.0.0.1:8080/hook", "http://127.0.0.1:8080/hook"),
+    ],
+)
+def test_safe_url_drops_query_and_credentials(url: str, shown: str) -> None:
+    assert safe_url(url) == shown
+
+
+def state(**kw: object) -> PollState:
+    base: dict[str, object] = {
+        "account": "acme",
+        "trigger": "leads",
+        "seeded_at": NOW,
+        "last_poll_at": NOW,
+        "last_outcome": "ok",
+        "last_error": None,
+        "last_success_at": NOW,
+        "consecutive_failures": 0,
+        "backoff_until": None,
+        "paused": False,
+        "paused_reason": None,
+        "items_known": 3,
+    }
+    base.update(kw)
+    return PollState(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("row", "label"),
+    [
+        (TriggerRow("acme", "leads", False, state()), "disabled in config"),
+        (
+            TriggerRow("acme", "leads", True, state(paused=True, paused_reason="5 failures")),
+            "paused: 5 failures",
+        ),
+        (
+            TriggerRow(
+                "acme",
+                "leads",
+                True,
+                state(backoff_until=NOW + timedelta(minutes=5), consecutive_failures=2),
+            ),
+            "backing off until 2026-11-27T12:05:00Z after 2 failed poll(s)",
+        ),
+        (
+            TriggerRow("acme", "leads", True, state(backoff_until=NOW - timedelta(minutes=5))),
+            "active",
+        ),
+        (TriggerRow("acme", "leads", True, None), "not polled yet"),
+    ],
+)
+def test_trigger_labels(row: TriggerRow, label: str) -> None:
+    assert row.label(NOW) == label
+
+
+def test_trigger_rows_cover_every_configured_pair_and_status_text_shows_errors() -> None:
+    config = config_from_dict(
+        {
+            "accounts": [{"name": "acme", "api_key": "k1"}, {"name": "globex", "api_key": "k2"}],
+            "triggers": {"leads": {}, "campaigns": {"enabled": False}},
+        }
+    )
+    failing = state(account="globex", last_outcome="auth", last_error="key refused")
+    rows = trigger_rows(config, [failing])
+    assert [(r.account, r.trigger, r.state is not None) for r in rows] == [
+        ("acme", "leads", False),
+        ("acme", "campaigns", False),
+        ("globex", "leads", True),
+        ("globex", "campaigns", False),
+    ]
+    text = status_text({"triggers": [r.as_dict(NOW) for r in rows], "sinks": []})
+    assert "globex/leads: active; last poll 2026-11-27T12:00:00Z (auth)" in text
+    assert "last error: key refused" in text
+    assert "(none configured)" in text
