@@ -45,6 +45,7 @@ __all__ = [
     "Account",
     "Config",
     "EngineSettings",
+    "PaginationSettings",
     "RetrySettings",
     "Sink",
     "SourceSettings",
@@ -191,6 +192,10 @@ def _check_key(value: object) -> object:
     return value
 
 
+def _check_update_fields(value: object) -> object:
+    return None if value is None else _check_key(value)
+
+
 def _check_dotted(value: str | None) -> str | None:
     if value is not None and (not value or any(not p for p in value.split("."))):
         raise ValueError(f'invalid path {_show(value)}: use dotted field names, e.g. "data.items"')
@@ -301,6 +306,16 @@ class Account(_Model):
         return value
 
 
+class PaginationSettings(_Model):
+    """``[triggers.NAME.pagination]``: page-number pagination."""
+
+    page_param: Annotated[str, AfterValidator(_non_empty)] = "page"
+    per_page_param: Annotated[str, AfterValidator(_non_empty)] = "per_page"
+    per_page: Annotated[StrictInt, Field(ge=1, le=10_000)] = 100
+    first_page: Literal[0, 1] = 1
+    max_pages: Annotated[StrictInt, Field(ge=1, le=100_000)] = 100
+
+
 class TriggerSettings(_Model):
     """``[triggers.NAME]``: one polled endpoint; built-in names get their defaults filled in."""
 
@@ -313,6 +328,11 @@ class TriggerSettings(_Model):
     items_path: Annotated[str | None, AfterValidator(_check_dotted)] = None
     params: dict[str, Annotated[str, BeforeValidator(_param_value)]] = Field(default_factory=dict)
     event: Annotated[str, AfterValidator(_non_empty)]
+    pagination: PaginationSettings | None = None
+    update_fields: Annotated[tuple[str, ...] | None, BeforeValidator(_check_update_fields)] = None
+    max_new_per_poll: Annotated[StrictInt, Field(ge=1)] | None = None
+    pause_after: PositiveDuration = 7 * 86400.0
+    pause_after_failures: Annotated[StrictInt, Field(ge=0)] = 20
 
     @model_validator(mode="before")
     @classmethod
@@ -328,6 +348,7 @@ class TriggerSettings(_Model):
                 "key": defaults.key,
                 "event": defaults.event,
                 "items_path": defaults.items_path,
+                "update_fields": defaults.update_fields,
             }
             filled.update(data)
             return filled

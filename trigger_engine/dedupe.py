@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trigger_engine.keys import item_key, missing_field
+from trigger_engine.keys import item_key, item_version, missing_field
 
 
 @dataclass(frozen=True)
@@ -24,9 +24,12 @@ class KeyedItems:
     duplicates: int  # items whose key appeared earlier in the same response
     keyless: int  # items without a usable key: skipped, never fired
     keyless_field: str  # the key field the first keyless item lacked ("" if none)
+    versions: tuple[str, ...] | None = None  # for "updated item" triggers, per key
 
 
-def key_items(items: Sequence[Any], fields: Sequence[str]) -> KeyedItems:
+def key_items(
+    items: Sequence[Any], fields: Sequence[str], update_fields: Sequence[str] | None = None
+) -> KeyedItems:
     keys: list[str] = []
     kept: list[Any] = []
     index: set[str] = set()
@@ -44,7 +47,26 @@ def key_items(items: Sequence[Any], fields: Sequence[str]) -> KeyedItems:
             index.add(key)
             keys.append(key)
             kept.append(item)
-    return KeyedItems(tuple(keys), tuple(kept), duplicates, keyless, keyless_field)
+    versions = None
+    if update_fields is not None:
+        versions = tuple(item_version(item, update_fields) for item in kept)
+    return KeyedItems(tuple(keys), tuple(kept), duplicates, keyless, keyless_field, versions)
+
+
+def changed(
+    keyed: KeyedItems, known: dict[str, str | None]
+) -> list[tuple[str, Any, str, str | None]]:
+    """For an "updated item" trigger: (key, item, new version, old version) of the items
+    whose version differs from the one remembered, oldest first. Unknown keys are not
+    changes (they are new items, another trigger's business) and are left out."""
+    assert keyed.versions is not None, "key_items(..., update_fields=...) gives versions"
+    return [
+        (key, item, version, known[key])
+        for key, item, version in zip(
+            reversed(keyed.keys), reversed(keyed.items), reversed(keyed.versions), strict=True
+        )
+        if key in known and known[key] != version
+    ]
 
 
 def unseen(keyed: KeyedItems, seen: Iterable[str]) -> list[tuple[str, Any]]:

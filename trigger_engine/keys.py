@@ -8,6 +8,7 @@ itself for a single string field, else a compact JSON rendering, so that the key
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,6 +47,16 @@ def item_key(item: Any, fields: Sequence[str]) -> str | None:
         only = values[0]
         return only if isinstance(only, str) else orjson.dumps(only).decode()
     return orjson.dumps(values).decode()
+
+
+def item_version(item: Mapping[str, Any], fields: Sequence[str]) -> str:
+    """A fingerprint of the watched fields' values (missing counts as null), for "updated
+    item" triggers: it changes exactly when one of those values changes."""
+    values = [lookup(item, field) for field in fields]
+    rendered = orjson.dumps(
+        [None if v is _MISSING else v for v in values], option=orjson.OPT_SORT_KEYS
+    )
+    return hashlib.sha256(rendered).hexdigest()[:32]
 
 
 def missing_field(item: Any, fields: Sequence[str]) -> str:

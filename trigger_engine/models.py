@@ -78,6 +78,9 @@ poll_state = Table(
     Column("backoff_until", UTCDateTime, nullable=True),
     Column("paused", Boolean, nullable=False, server_default=false()),
     Column("paused_reason", Text, nullable=True),
+    # paused by the sustained-failure rule (a restart or reload resumes it), not by hand
+    Column("paused_auto", Boolean, nullable=False, server_default=false()),
+    Column("failing_since", UTCDateTime, nullable=True),  # first failure of the current run
     Column("items_known", BigInteger, nullable=False, server_default=text("0")),
     Column("lease_owner", String(200), nullable=True),
     Column("lease_expires_at", UTCDateTime, nullable=True),
@@ -94,6 +97,8 @@ seen_keys = Table(
     Column("first_seen_at", UTCDateTime, nullable=False),
     # Remembered by a seeding first poll without firing; backfill may still fire it once.
     Column("seeded", Boolean, nullable=False, server_default=false()),
+    # For "updated item" triggers: a fingerprint of the watched fields' values.
+    Column("version", Text, nullable=True),
 )
 
 events = Table(
@@ -117,7 +122,8 @@ deliveries = Table(
     Column("id", Serial, primary_key=True, autoincrement=True),
     Column("event_id", String(40), ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
     Column("sink", String(200), nullable=False),
-    Column("status", String(10), nullable=False),  # pending | failed | delivered | dead
+    # pending | failed | delivered | dead | held (flood guard: waits for a replay)
+    Column("status", String(10), nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("next_attempt_at", UTCDateTime, nullable=True),
     Column("lease_owner", String(200), nullable=True),  # in flight: claimed by a node

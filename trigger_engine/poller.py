@@ -13,12 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from trigger_engine.clock import isoformat_z
 from trigger_engine.clock import now as clock_now
 from trigger_engine.config import Account, Config, TriggerSettings
 from trigger_engine.dedupe import key_items
 from trigger_engine.errors import SourceError
 from trigger_engine.logs import get_logger
-from trigger_engine.retry import poll_backoff
+from trigger_engine.retry import poll_backoff, should_pause
 from trigger_engine.source import Source
 from trigger_engine.store import Store
 
@@ -35,6 +36,7 @@ class PollReport:
     items: int = 0
     new_events: int = 0
     remembered: int = 0
+    held: int = 0
     duplicates: int = 0
     keyless: int = 0
     error: str | None = None
@@ -67,7 +69,7 @@ class Poller:
             items = self.source.fetch(account, trigger)
         except SourceError as exc:
             return self._failed(account, trigger, exc, time.perf_counter() - started)
-        keyed = key_items(items, trigger.key)
+        keyed = key_items(items, trigger.key, trigger.update_fields)
         if keyed.keyless:
             log.warning(
                 "poll.items_without_key",
@@ -84,6 +86,7 @@ class Poller:
             emit_first=trigger.on_first_poll == "emit",
             sinks=subscribed_sinks(self.config, trigger.event),
             now=self.clock(),
+            max_new=trigger.max_new_per_poll,
         )
         report = PollReport(
             account=account.name,
@@ -94,11 +97,20 @@ class Poller:
             items=len(items),
             new_events=result.new_events,
             remembered=result.remembered,
+            held=result.held,
             duplicates=keyed.duplicates,
             keyless=keyed.keyless,
             duration=time.perf_counter() - started,
         )
-        if result.first_poll:
+        if result.held:
+            log.warning(
+                "poll.flood_held",
+                account=account.name,
+                trigger=trigger.name,
+                held=result.held,
+                max_new_per_poll=trigger.max_new_per_poll,
+            )
+        elif result.first_poll:
             log.info(
                 "poll.first",
                 account=account.name,
@@ -131,7 +143,7 @@ class Poller:
             retry_after=exc.retry_after,
             rand=self.rand,
         )
-        self.store.record_poll_failure(
+        failures, since = self.store.record_poll_failure(
             account.name,
             trigger.name,
             outcome=exc.kind.value,
@@ -139,6 +151,16 @@ class Poller:
             backoff_until=at + timedelta(seconds=delay),
             now=at,
         )
+        if should_pause(
+            failures=failures,
+            failing_since=since,
+            now=at,
+            after=trigger.pause_after,
+            after_failures=trigger.pause_after_failures,
+        ):
+            reason = f"{failures} polls in a row failed since {isoformat_z(since)}; last: {exc}"
+            self.store.set_paused(account.name, trigger.name, paused=True, reason=reason, auto=True)
+            log.error("poll.paused", account=account.name, trigger=trigger.name, reason=reason)
         log.warning(
             "poll.failed",
             account=account.name,

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from trigger_engine.config import parse_duration
 from trigger_engine.errors import UsageError
 
-DELIVERY_STATUSES = ("pending", "failed", "delivered", "dead")
+DELIVERY_STATUSES = ("pending", "failed", "delivered", "dead", "held")
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,19 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
 
 # --------------------------------------------------------------------------- polls
 
+
+def should_pause(
+    *, failures: int, failing_since: datetime, now: datetime, after: float, after_failures: int
+) -> bool:
+    """The sustained-failure rule: a trigger that has failed ``after_failures`` polls in a
+    row over at least ``after`` seconds is paused (0 failures: never). Zapier turns a Zap
+    off when 95% of its runs over 7 days fail; counting only unbroken failures, we never
+    pause a trigger that still succeeds now and then."""
+    if after_failures <= 0 or failures < after_failures:
+        return False
+    return (now - failing_since).total_seconds() >= after
+
+
 MAX_POLL_BACKOFF = 3600.0
 
 

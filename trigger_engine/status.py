@@ -100,6 +100,7 @@ def sink_dicts(config: Config, stats: dict[str, SinkStats], now: datetime) -> li
                 "pending": counts.get("pending", 0),
                 "failed": counts.get("failed", 0),
                 "dead": counts.get("dead", 0),
+                "held": counts.get("held", 0),
                 "delivered": counts.get("delivered", 0),
                 "in_flight": st.in_flight if st else 0,
                 "last_success_at": _ts(st.last_success_at) if st else None,
@@ -138,7 +139,7 @@ def status_text(status: dict[str, Any]) -> str:
         state = s["state"] + (f" ({s['disabled_reason']})" if s["disabled_reason"] else "")
         lines.append(
             f"  {s['name']} {s['url']}: {state}; pending {s['pending']}, failed {s['failed']}, "
-            f"dead {s['dead']}, delivered {s['delivered']}; "
+            f"dead {s['dead']}, held {s['held']}, delivered {s['delivered']}; "
             f"last success {s['last_success_at'] or 'never'}"
         )
     return "\n".join(lines)

@@ -49,7 +49,7 @@ from sqlalchemy.engine import Row, make_url
 from sqlalchemy.sql.elements import ColumnElement
 
 from trigger_engine import migrate
-from trigger_engine.dedupe import KeyedItems, unseen
+from trigger_engine.dedupe import KeyedItems, changed, unseen
 from trigger_engine.errors import DatabaseError
 from trigger_engine.models import attempts, deliveries, events, poll_state, seen_keys, sink_state
 from trigger_engine.replay import EventFilter, ReplayResult
@@ -57,7 +57,7 @@ from trigger_engine.replay import EventFilter, ReplayResult
 # Bound parameters per IN (...) or multi-row statement: well under SQLite's 32766.
 _CHUNK = 5000
 
-PENDING, FAILED, DELIVERED, DEAD = "pending", "failed", "delivered", "dead"
+PENDING, FAILED, DELIVERED, DEAD, HELD = "pending", "failed", "delivered", "dead", "held"
 DUE_STATUSES = (PENDING, FAILED)
 
 
@@ -78,6 +78,8 @@ class PollState:
     paused: bool
     paused_reason: str | None
     items_known: int
+    paused_auto: bool = False
+    failing_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class PollResult:
     new_events: int  # events created (emit, or any later poll)
     remembered: int  # keys marked seen without firing (a seeding first poll)
     deliveries: int  # delivery rows created
+    held: int = 0  # events held by the flood guard
 
 
 @dataclass(frozen=True)
@@ -340,21 +343,56 @@ class Store:
         emit_first: bool,
         sinks: Sequence[str],
         now: datetime,
+        max_new: int | None = None,
     ) -> PollResult:
         """A successful poll: mark new keys seen and, unless this is a seeding first
-        poll, create their events and deliveries. One transaction."""
+        poll, create their events and deliveries. One transaction.
+
+        With ``keyed.versions`` (an "updated item" trigger) it is the known items whose
+        version changed that fire; new items are only remembered. With ``max_new``, a poll
+        that would fire more than that holds all of its events (the flood guard)."""
         with self._tx() as conn:
             state = self._ensure_poll_row(conn, account, trigger)
             first = state.seeded_at is None
             fire = emit_first or not first
-            known = self._known_keys(conn, account, trigger, keyed.keys)
-            fresh = unseen(keyed, known)
-            inserted = self._insert_keys(conn, account, trigger, fresh, seeded=not fire, now=now)
+            to_fire: list[tuple[str, Any]] = []
+            if keyed.versions is None:
+                known = self._known_keys(conn, account, trigger, keyed.keys)
+                fresh = unseen(keyed, known)
+                inserted = self._insert_keys(
+                    conn, account, trigger, fresh, seeded=not fire, now=now
+                )
+                if fire:
+                    to_fire = [(k, item) for k, item in fresh if k in inserted]
+            else:
+                versions = self._known_versions(conn, account, trigger, keyed.keys)
+                fresh = unseen(keyed, versions)
+                inserted = self._insert_keys(
+                    conn,
+                    account,
+                    trigger,
+                    fresh,
+                    seeded=False,
+                    now=now,
+                    versions=dict(zip(keyed.keys, keyed.versions, strict=True)),
+                )
+                to_fire = self._bump_versions(conn, account, trigger, changed(keyed, versions))
+            held = max_new is not None and len(to_fire) > max_new
             new_events = delivery_rows = 0
-            if fire and inserted:
-                to_fire = [(k, item) for k, item in fresh if k in inserted]
+            if to_fire:
                 new_events, delivery_rows = self._create_events(
-                    conn, account, trigger, event_type, to_fire, sinks, now
+                    conn,
+                    account,
+                    trigger,
+                    event_type,
+                    to_fire,
+                    sinks,
+                    now,
+                    held=f"held by the flood guard: {len(to_fire)} new items in one poll "
+                    f"(max_new_per_poll = {max_new}); release with 'trigger-engine replay "
+                    "--status held'"
+                    if held
+                    else None,
                 )
             values: dict[str, Any] = {
                 "last_poll_at": now,
@@ -362,6 +400,7 @@ class Store:
                 "last_outcome": "ok",
                 "last_error": None,
                 "consecutive_failures": 0,
+                "failing_since": None,
                 "backoff_until": None,
                 "items_known": poll_state.c.items_known + len(inserted),
             }
@@ -375,9 +414,51 @@ class Store:
         return PollResult(
             first_poll=first,
             new_events=new_events,
-            remembered=0 if fire else len(inserted),
+            remembered=len(inserted) if not fire or keyed.versions is not None else 0,
             deliveries=delivery_rows,
+            held=new_events if held else 0,
         )
+
+    def _known_versions(
+        self, conn: Connection, account: str, trigger: str, keys: Sequence[str]
+    ) -> dict[str, str | None]:
+        known: dict[str, str | None] = {}
+        for chunk in _chunks(keys, _CHUNK):
+            for key, version in conn.execute(
+                select(seen_keys.c.key, seen_keys.c.version).where(
+                    seen_keys.c.account == account,
+                    seen_keys.c.trigger == trigger,
+                    seen_keys.c.key.in_(chunk),
+                )
+            ):
+                known[key] = version
+        return known
+
+    def _bump_versions(
+        self,
+        conn: Connection,
+        account: str,
+        trigger: str,
+        changes: Sequence[tuple[str, Any, str, str | None]],
+    ) -> list[tuple[str, Any]]:
+        """Move each changed item to its new version; only the rows this transaction
+        moved fire (the compare-and-set is the guard against a concurrent poll)."""
+        fired = []
+        for key, item, new, old in changes:
+            same_old = seen_keys.c.version.is_(None) if old is None else seen_keys.c.version == old
+            moved = conn.execute(
+                update(seen_keys)
+                .where(
+                    seen_keys.c.account == account,
+                    seen_keys.c.trigger == trigger,
+                    seen_keys.c.key == key,
+                    same_old,
+                )
+                .values(version=new)
+            ).rowcount
+            if moved:
+                fired.append((key, item))
+        return fired
 
     def _insert_keys(
         self,
@@ -388,6 +469,7 @@ class Store:
         *,
         seeded: bool,
         now: datetime,
+        versions: Mapping[str, str] | None = None,
     ) -> set[str]:
         inserted: set[str] = set()
         stmt = (
@@ -403,6 +485,7 @@ class Store:
                     "key": key,
                     "first_seen_at": now,
                     "seeded": seeded,
+                    "version": None if versions is None else versions[key],
                 }
                 for key, _item in chunk
             ]
@@ -418,7 +501,11 @@ class Store:
         items: Sequence[tuple[str, Any]],
         sinks: Sequence[str],
         now: datetime,
+        *,
+        held: str | None = None,
     ) -> tuple[int, int]:
+        """Events for ``items`` and a delivery per sink: pending (due now), dead for a
+        disabled sink, or held (with ``held`` as the reason) until a replay."""
         disabled = self._disabled_sinks(conn)
         created = 0
         for chunk in _chunks(items, _CHUNK):
@@ -438,14 +525,19 @@ class Store:
                     }
                 )
                 for sink in sinks:
-                    off = sink in disabled
+                    if sink in disabled:
+                        status, due, note = DEAD, None, "sink disabled"
+                    elif held is not None:
+                        status, due, note = HELD, None, held
+                    else:
+                        status, due, note = PENDING, now, None
                     delivery_rows.append(
                         {
                             "event_id": event_id,
                             "sink": sink,
-                            "status": DEAD if off else PENDING,
-                            "next_attempt_at": None if off else now,
-                            "last_error": "sink disabled" if off else None,
+                            "status": status,
+                            "next_attempt_at": due,
+                            "last_error": note,
                             "created_at": now,
                         }
                     )
@@ -464,9 +556,9 @@ class Store:
         error: str,
         backoff_until: datetime | None,
         now: datetime,
-    ) -> int:
+    ) -> tuple[int, datetime]:
         """A failed poll changes nothing but the poll's own state. Returns the number of
-        consecutive failures so far."""
+        consecutive failures so far and when this run of failures began."""
         with self._tx() as conn:
             self._ensure_poll_row(conn, account, trigger)
             conn.execute(
@@ -477,15 +569,16 @@ class Store:
                     last_outcome=outcome,
                     last_error=error,
                     consecutive_failures=poll_state.c.consecutive_failures + 1,
+                    failing_since=func.coalesce(poll_state.c.failing_since, now),
                     backoff_until=backoff_until,
                 )
             )
-            failures = conn.execute(
-                select(poll_state.c.consecutive_failures).where(
+            failures, since = conn.execute(
+                select(poll_state.c.consecutive_failures, poll_state.c.failing_since).where(
                     poll_state.c.account == account, poll_state.c.trigger == trigger
                 )
-            ).scalar_one()
-        return int(failures)
+            ).one()
+        return int(failures), since
 
     # ----------------------------------------------------------------- delivery side
 
@@ -925,7 +1018,9 @@ class Store:
             first_due = oldest.get(name)
             stats[name] = SinkStats(
                 name=name,
-                counts={s: counts[name].get(s, 0) for s in (PENDING, FAILED, DELIVERED, DEAD)},
+                counts={
+                    s: counts[name].get(s, 0) for s in (PENDING, FAILED, DELIVERED, DEAD, HELD)
+                },
                 in_flight=int(in_flight.get(name, 0)),
                 oldest_due_created_at=None if first_due is None else _as_utc(first_due),
                 disabled=bool(st.disabled) if st else False,
@@ -935,19 +1030,54 @@ class Store:
             )
         return stats
 
-    def set_paused(self, account: str, trigger: str, *, paused: bool, reason: str | None) -> None:
+    def set_paused(
+        self,
+        account: str,
+        trigger: str,
+        *,
+        paused: bool,
+        reason: str | None,
+        auto: bool = False,
+    ) -> None:
         """Pause or resume one trigger. Pausing keeps its seen set; resuming clears any
-        backoff so it polls at its next turn."""
+        backoff and failure count so it polls at its next turn. ``auto``: paused by the
+        sustained-failure rule rather than by hand."""
         with self._tx() as conn:
             self._ensure_poll_row(conn, account, trigger)
-            values: dict[str, Any] = {"paused": paused, "paused_reason": reason if paused else None}
+            values: dict[str, Any] = {
+                "paused": paused,
+                "paused_reason": reason if paused else None,
+                "paused_auto": paused and auto,
+            }
             if not paused:
-                values.update(backoff_until=None, consecutive_failures=0)
+                values.update(backoff_until=None, consecutive_failures=0, failing_since=None)
             conn.execute(
                 update(poll_state)
                 .where(poll_state.c.account == account, poll_state.c.trigger == trigger)
                 .values(**values)
             )
+
+    def resume_auto_paused(self) -> list[tuple[str, str]]:
+        """Resume the triggers the sustained-failure rule paused (at start and reload:
+        the operator may have fixed the cause). Paused-by-hand ones stay paused."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(poll_state.c.account, poll_state.c.trigger).where(poll_state.c.paused_auto)
+            ).all()
+            if rows:
+                conn.execute(
+                    update(poll_state)
+                    .where(poll_state.c.paused_auto)
+                    .values(
+                        paused=False,
+                        paused_auto=False,
+                        paused_reason=None,
+                        backoff_until=None,
+                        consecutive_failures=0,
+                        failing_since=None,
+                    )
+                )
+        return [(r.account, r.trigger) for r in rows]
 
     # ----------------------------------------------------------------- retention
 
@@ -1004,6 +1134,8 @@ def _poll_state(row: Row[Any]) -> PollState:
         paused=bool(m["paused"]),
         paused_reason=m["paused_reason"],
         items_known=m["items_known"],
+        paused_auto=bool(m["paused_auto"]),
+        failing_since=m["failing_since"],
     )
 
 

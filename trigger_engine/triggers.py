@@ -17,6 +17,8 @@ class TriggerDefaults:
     event: str
     interval: float  # seconds
     items_path: str | None = None
+    # An "updated item" trigger: fires when these fields of a known item change.
+    update_fields: tuple[str, ...] | None = None
 
 
 BUILTIN: dict[str, TriggerDefaults] = {
@@ -26,5 +28,14 @@ BUILTIN: dict[str, TriggerDefaults] = {
     "leads": TriggerDefaults(path="/leads", key=("id",), event="lead.new", interval=300),
     "connections": TriggerDefaults(
         path="/connections", key=("id",), event="connection.new", interval=300
+    ),
+    # Opt-in (poll it by naming it under [triggers]): a lead whose status or last action
+    # changed since the previous poll.
+    "lead_updates": TriggerDefaults(
+        path="/leads",
+        key=("id",),
+        event="lead.updated",
+        interval=300,
+        update_fields=("status", "last_action.key"),
     ),
 }

@@ -231,6 +231,6 @@ def test_sink_stats_count_by_status(history: Store) -> None:
     deliver_all(history, T0 + timedelta(hours=3))
     poll(history, ["n", "b", "a"], now=T0 + timedelta(hours=4))
     stats = history.sink_stats()
-    assert stats["crm"].counts == {"pending": 1, "failed": 0, "delivered": 4, "dead": 0}
+    assert stats["crm"].counts == {"pending": 1, "failed": 0, "delivered": 4, "dead": 0, "held": 0}
     assert stats["crm"].oldest_due_created_at == T0 + timedelta(hours=4)
     assert stats["crm"].last_success_at == T0 + timedelta(hours=3)

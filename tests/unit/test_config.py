@@ -14,6 +14,7 @@ from trigger_engine.config import (
     Account,
     Config,
     EngineSettings,
+    PaginationSettings,
     RetrySettings,
     Sink,
     SourceSettings,
@@ -337,7 +338,7 @@ def test_custom_trigger_needs_all_fields(tmp_path: Path, table: str, missing: st
     message = load_error(tmp_path, text)
     name = table.split(".")[1].split("]")[0]
     assert f": line 5: triggers.{name}: unknown trigger '{name}'" in message
-    assert "built-in triggers are campaigns, connections, leads" in message
+    assert "built-in triggers are campaigns, connections, lead_updates, leads" in message
     assert "a custom trigger needs path, key, event and interval" in message
     assert missing in message
 
@@ -544,6 +545,7 @@ def test_example_file_documents_every_key() -> None:
         TriggerSettings,
         Sink,
         RetrySettings,
+        PaginationSettings,
     ]
     for model in models:
         for field in model.model_fields:
