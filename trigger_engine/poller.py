@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from trigger_engine.clock import isoformat_z
 from trigger_engine.clock import now as clock_now
@@ -65,8 +66,20 @@ class Poller:
 
     def poll(self, account: Account, trigger: TriggerSettings) -> PollReport:
         started = time.perf_counter()
+        state = self.store.poll_state(account.name, trigger.name)
+        see_everything = (
+            state is None or state.seeded_at is None or trigger.update_fields is not None
+        )
+
+        def keep_going(page: list[Any]) -> bool:
+            """Follow the next page only while this one had something unseen."""
+            if see_everything:
+                return True
+            keys = key_items(page, trigger.key).keys
+            return len(self.store.known_keys(account.name, trigger.name, keys)) < len(keys)
+
         try:
-            items = self.source.fetch(account, trigger)
+            items = self.source.fetch(account, trigger, keep_going=keep_going)
         except SourceError as exc:
             return self._failed(account, trigger, exc, time.perf_counter() - started)
         keyed = key_items(items, trigger.key, trigger.update_fields)

@@ -8,7 +8,7 @@ by one table (``classify_status``) into what the caller does next (``FailureKind
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,7 +20,10 @@ from trigger_engine.clock import now
 from trigger_engine.config import Account, SourceSettings, TriggerSettings
 from trigger_engine.errors import FailureKind, SourceError
 from trigger_engine.keys import lookup
+from trigger_engine.logs import get_logger
 from trigger_engine.retry import parse_retry_after
+
+log = get_logger("trigger_engine.source")
 
 REDACTED = "***"
 MAX_BODY = 512 * 1024 * 1024  # refuse to buffer more than this from one response
@@ -68,18 +71,58 @@ class Source:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def display_url(self, trigger: TriggerSettings) -> str:
+    def display_url(self, trigger: TriggerSettings, page: Mapping[str, str] | None = None) -> str:
         """The request URL as we show it: the key parameter redacted."""
-        params = {self.settings.auth_param: REDACTED, **trigger.params}
+        params = {self.settings.auth_param: REDACTED, **trigger.params, **(page or {})}
         return f"{self.settings.base_url}{trigger.path}?{urlencode(params, safe='*')}"
 
-    def fetch(self, account: Account, trigger: TriggerSettings) -> list[Any]:
-        """The trigger's items, as the API returned them. Raises ``SourceError``."""
+    def fetch(
+        self,
+        account: Account,
+        trigger: TriggerSettings,
+        *,
+        keep_going: Callable[[list[Any]], bool] | None = None,
+    ) -> list[Any]:
+        """The trigger's items, as the API returned them, all pages together. Raises
+        ``SourceError``; a failure on any page fails the whole fetch.
+
+        With pagination, pages are followed until a short or empty page, a page that
+        repeats the previous one, ``keep_going(page)`` says no (the poller: nothing
+        unseen on it), or ``max_pages`` (a hard stop: a poll can never loop forever)."""
+        pages = trigger.pagination
+        if pages is None:
+            return self._get(account, trigger, {})
+        items: list[Any] = []
+        previous: list[Any] | None = None
+        for number in range(pages.first_page, pages.first_page + pages.max_pages):
+            query = {pages.page_param: str(number), pages.per_page_param: str(pages.per_page)}
+            page = self._get(account, trigger, query)
+            if page == previous:
+                log.warning(
+                    "poll.page_repeated", account=account.name, trigger=trigger.name, page=number
+                )
+                return items
+            items.extend(page)
+            if len(page) < pages.per_page or (keep_going is not None and not keep_going(page)):
+                return items
+            previous = page
+        log.warning(
+            "poll.page_cap_reached",
+            account=account.name,
+            trigger=trigger.name,
+            max_pages=pages.max_pages,
+        )
+        return items
+
+    def _get(
+        self, account: Account, trigger: TriggerSettings, page: Mapping[str, str]
+    ) -> list[Any]:
         key = account.api_key.get_secret_value()
         where = (
-            f"account '{account.name}', trigger '{trigger.name}': GET {self.display_url(trigger)}"
+            f"account '{account.name}', trigger '{trigger.name}': "
+            f"GET {self.display_url(trigger, page)}"
         )
-        params = {**trigger.params, self.settings.auth_param: key}
+        params = {**trigger.params, **page, self.settings.auth_param: key}
         deadline = time.monotonic() + self.settings.timeout
         try:
             with self._client.stream(

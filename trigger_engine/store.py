@@ -317,6 +317,10 @@ class Store:
         ).one()
         return _poll_state(row)
 
+    def known_keys(self, account: str, trigger: str, keys: Sequence[str]) -> set[str]:
+        with self._tx() as conn:
+            return self._known_keys(conn, account, trigger, keys)
+
     def _known_keys(
         self, conn: Connection, account: str, trigger: str, keys: Sequence[str]
     ) -> set[str]:
