@@ -605,8 +605,12 @@ class Store:
         now: datetime,
         lease: float,
         capacity: Mapping[str, int],
+        due_by: datetime | None = None,
     ) -> list[DueDelivery]:
-        """Claim, per sink, up to ``capacity[sink]`` due deliveries, oldest first."""
+        """Claim, per sink, up to ``capacity[sink]`` due deliveries, oldest first.
+        ``due_by`` (default ``now``): only deliveries due by then (``run --once`` passes
+        its start, so a retry that falls due during the run waits for the next one)."""
+        due = now if due_by is None else min(due_by, now)
         claimed: list[DueDelivery] = []
         expires = now + timedelta(seconds=lease)
         with self._tx() as conn:
@@ -619,7 +623,7 @@ class Store:
                     .where(
                         deliveries.c.sink == sink,
                         deliveries.c.status.in_(DUE_STATUSES),
-                        deliveries.c.next_attempt_at <= now,
+                        deliveries.c.next_attempt_at <= due,
                         or_(
                             deliveries.c.lease_expires_at.is_(None),
                             deliveries.c.lease_expires_at < now,
@@ -674,6 +678,7 @@ class Store:
         if not outcomes:
             return
         with self._tx() as conn:
+            disabled = self._disabled_sinks(conn)
             conn.execute(
                 insert(attempts),
                 [
@@ -689,13 +694,15 @@ class Store:
                 ],
             )
             for o in outcomes:
+                # a retry to a sink disabled while this attempt was in flight is dead
+                off = o.new_status == FAILED and o.sink in disabled
                 conn.execute(
                     update(deliveries)
                     .where(deliveries.c.id == o.delivery_id, deliveries.c.lease_owner == owner)
                     .values(
-                        status=o.new_status,
+                        status=DEAD if off else o.new_status,
                         attempts=o.attempt,
-                        next_attempt_at=o.next_attempt_at,
+                        next_attempt_at=None if off else o.next_attempt_at,
                         lease_owner=None,
                         lease_expires_at=None,
                         last_attempt_at=o.started_at,
@@ -763,10 +770,13 @@ class Store:
         self._upsert_sink(
             conn, name, {"disabled": True, "disabled_reason": reason, "disabled_at": now}
         )
+        # Deliveries in flight keep their lease: their outcome is recorded when it comes
+        # (a late 2xx is a delivery), and a retry they would need is dead then.
         conn.execute(
             update(deliveries)
             .where(
                 and_(deliveries.c.sink == name, deliveries.c.status.in_(DUE_STATUSES)),
+                or_(deliveries.c.lease_owner.is_(None), deliveries.c.lease_expires_at < now),
             )
             .values(
                 status=DEAD,
