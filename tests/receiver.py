@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,13 @@ class Answer:
     delay: float = 0.0
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a sender that was killed or gave up: expected in crash tests
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class Receiver:
     """``with Receiver() as r: ... r.url ... r.requests``.
 
@@ -38,8 +46,10 @@ class Receiver:
     def __init__(self, plan: Callable[[Received], Answer] | None = None) -> None:
         self.plan = plan or (lambda _r: Answer())
         self.requests: list[Received] = []
+        self.answering = 0  # requests received and not answered yet (in flight at the sender)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
+        self._closing = threading.Event()  # ends the answers' delays when the receiver closes
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -55,20 +65,28 @@ class Receiver:
                 answer = receiver.plan(got)
                 with receiver._changed:
                     receiver.requests.append(got)
+                    receiver.answering += 1
                     receiver._changed.notify_all()
-                if answer.delay:
-                    time.sleep(answer.delay)
-                self.send_response(answer.status)
-                for name, value in answer.headers:
-                    self.send_header(name, value)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                try:
+                    if answer.delay:
+                        receiver._closing.wait(answer.delay)
+                    self.send_response(answer.status)
+                    for name, value in answer.headers:
+                        self.send_header(name, value)
+                    self.send_header("content-length", "2")
+                    self.end_headers()
+                    self.wfile.write(b"ok")
+                except ConnectionError:  # the sender went away (killed, or gave up waiting)
+                    self.close_connection = True
+                finally:
+                    with receiver._changed:
+                        receiver.answering -= 1
+                        receiver._changed.notify_all()
 
             def log_message(self, *_args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -80,6 +98,7 @@ class Receiver:
     def __exit__(
         self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
     ) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)

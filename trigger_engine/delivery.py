@@ -4,17 +4,28 @@ Runs on asyncio with one aiohttp session per process (httpx.AsyncClient collapse
 concurrency; see the design notes). Each sink has its own bound on deliveries in flight
 (``max_in_flight``), so a slow or dead receiver only ever occupies its own slots and
 never delays the other sinks. Attempts are recorded in batches, one transaction each.
+
+Stopping (see :meth:`Dispatcher.run`): no new claim once told to stop; deliveries in flight
+get the grace period to finish and their outcomes are recorded; whatever did not finish
+is released (lease cleared, still due), so the next start sends it at once, with the same
+``webhook-id``. Cancelling the task that runs the dispatcher (a second signal) skips the
+wait: in-flight requests are abandoned, and what can be recorded and released within
+``STOP_AT_ONCE_DB_WAIT`` seconds is; anything else is released at the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
+from typing import ParamSpec, TypeVar
 
 import aiohttp
 import orjson
@@ -33,6 +44,55 @@ log = get_logger("trigger_engine.delivery")
 USER_AGENT = f"trigger-engine/{__version__}"
 LEASE_MARGIN = 60.0  # a claim outlives the sink's timeout by this much
 MAX_RESPONSE = 1024 * 1024  # bytes of a receiver's answer we read (and ignore)
+STOP_AT_ONCE_DB_WAIT = 1.0  # seconds a stop at once grants recording what finished
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def in_daemon_thread(
+    fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+) -> asyncio.Future[_T]:
+    """Run the blocking ``fn`` in a new daemon thread; await the returned future.
+
+    Why not ``asyncio.to_thread``: its threads belong to the loop's default executor, which
+    ``asyncio.run()`` joins before returning (``loop.shutdown_default_executor``, without a
+    timeout on 3.11), and ``concurrent.futures`` joins its workers again at interpreter exit.
+    A poll blocked in its HTTP request (up to ``source.timeout``) or a store call waiting for
+    the one SQLite connection would then hold up a stop that must be immediate. Nothing
+    waits for a daemon thread, and abandoning one is safe for what runs here: a store call
+    is one transaction, which SQLite (WAL, synchronous=FULL) or PostgreSQL applies whole or
+    not at all when the process exits in the middle, exactly as after ``kill -9``; an
+    abandoned request is retried. Cancelling the future does not stop the thread; its
+    result is then dropped. (``os._exit`` was the alternative, and would also skip flushing
+    logs and closing the database cleanly.) A thread per call costs ~0.1 ms, small next to
+    the transaction it runs.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():  # else the caller stopped waiting (cancelled)
+            outcome()
+
+    def work() -> None:
+        outcome: Callable[[], None]
+        try:
+            outcome = partial(future.set_result, fn(*args, **kwargs))
+        except BaseException as exc:  # handed to the awaiting task, never lost in the thread
+            outcome = partial(future.set_exception, exc)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, outcome)
+
+    name = getattr(fn, "__name__", "call")
+    threading.Thread(target=work, name=f"trigger-engine-{name}", daemon=True).start()
+    return future
+
+
+def being_cancelled() -> bool:
+    """Whether the current task was asked to stop at once (``Task.cancel``)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def envelope(delivery: DueDelivery) -> bytes:
@@ -101,6 +161,8 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: list[AttemptOutcome] = []
         self._wake = asyncio.Event()
+        self._stop: asyncio.Event | None = None
+        self._due_by: datetime | None = None  # drain: only what was due when it began
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
         self.report = DrainReport()
@@ -115,6 +177,7 @@ class Dispatcher:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
+        await self._abandon_in_flight()  # only left when the dispatcher itself was cancelled
         if self._session is not None:
             await self._session.close()
 
@@ -126,19 +189,29 @@ class Dispatcher:
     # -------------------------------------------------------------- loops
 
     async def run(self, stop: asyncio.Event, *, grace: float) -> None:
-        """Deliver continuously until ``stop`` is set; then let in-flight deliveries
-        finish for up to ``grace`` seconds, record them, and release the rest."""
+        """Deliver continuously until ``stop`` is set; then claim nothing more, let
+        in-flight deliveries finish for up to ``grace`` seconds, record them, and release
+        the rest. If the task running this is cancelled (stop at once), in-flight
+        deliveries are abandoned and released rather than waited for, and the
+        cancellation propagates."""
+        self._stop = stop
         stopper = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
                 self._wake.clear()
                 await self._flush()
+                if stop.is_set():
+                    break
                 await self._launch()
                 waker = asyncio.ensure_future(self._wake.wait())
-                await asyncio.wait(
-                    {waker, stopper}, timeout=self.idle_wait, return_when=asyncio.FIRST_COMPLETED
-                )
-                waker.cancel()
+                try:
+                    await asyncio.wait(
+                        {waker, stopper},
+                        timeout=self.idle_wait,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    waker.cancel()
         finally:
             stopper.cancel()
             await self._shutdown(grace)
@@ -146,6 +219,7 @@ class Dispatcher:
     async def drain(self) -> DrainReport:
         """Deliver everything that is due now (``run --once``); retries that fall due
         later stay pending."""
+        self._due_by = self.clock()
         while True:
             self._wake.clear()
             await self._flush()
@@ -155,17 +229,59 @@ class Dispatcher:
             await self._wake.wait()
 
     async def _shutdown(self, grace: float) -> None:
-        if self._tasks:
-            log.info("delivery.shutdown_waiting", in_flight=len(self._tasks), grace=f"{grace:g}s")
-            _done, pending = await asyncio.wait(set(self._tasks), timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            if self._tasks and not being_cancelled():
+                log.info(
+                    "delivery.shutdown_waiting", in_flight=len(self._tasks), grace=f"{grace:g}s"
+                )
+                await asyncio.wait(set(self._tasks), timeout=grace)
+        finally:
+            # Reached with a CancelledError on its way when a second signal interrupted the
+            # wait (or came before it): then nothing more is waited for.
+            at_once = being_cancelled()
+            abandoned = await self._abandon_in_flight()
+            if abandoned:
+                log.warning(
+                    "delivery.abandoned_in_flight",
+                    deliveries=abandoned,
+                    reason="stopping at once" if at_once else f"grace of {grace:g}s exceeded",
+                )
+            if not at_once:
+                await self._flush()
+                released = await in_daemon_thread(self.store.release_claims, self.owner)
+                if released:
+                    log.warning("delivery.released_on_shutdown", deliveries=released)
+            else:
+                # Best effort, bounded: the database may be busy with a poll's transaction.
+                # What is not recorded now was never committed, and is sent again (same
+                # webhook-id) once the next start releases the claims.
+                try:
+                    released = await asyncio.wait_for(
+                        self._flush_and_release(), STOP_AT_ONCE_DB_WAIT
+                    )
+                except Exception as exc:  # TimeoutError, or the database failing: same fate
+                    log.warning(
+                        "delivery.release_skipped",
+                        reason=str(exc) or type(exc).__name__,
+                        next_start="sends what was in flight again",
+                    )
+                else:
+                    if released:
+                        log.warning("delivery.released_on_shutdown", deliveries=released)
+
+    async def _flush_and_release(self) -> int:
         await self._flush()
-        released = await asyncio.to_thread(self.store.release_claims, self.owner)
-        if released:
-            log.warning("delivery.released_on_shutdown", deliveries=released)
+        return await in_daemon_thread(self.store.release_claims, self.owner)
+
+    async def _abandon_in_flight(self) -> int:
+        """Cancel the attempts still in flight; their claims stay until released. Returns
+        how many there were."""
+        tasks = [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return len(tasks)
 
     # -------------------------------------------------------------- steps
 
@@ -176,13 +292,18 @@ class Dispatcher:
         }
         if not any(c > 0 for c in capacity.values()):
             return 0
-        claimed = await asyncio.to_thread(
+        claimed = await in_daemon_thread(
             self.store.claim_due,
             owner=self.owner,
             now=self.clock(),
             lease=max(s.timeout for s in self.sinks.values()) + LEASE_MARGIN,
             capacity=capacity,
+            due_by=self._due_by,
         )
+        if self._stop is not None and self._stop.is_set():
+            # Told to stop while claiming: send nothing new. The claims are released by
+            # _shutdown, so these deliveries stay due for the next start.
+            return 0
         for delivery in claimed:
             self._in_flight[delivery.sink] += 1
             task = asyncio.create_task(self._attempt(delivery))
@@ -194,7 +315,7 @@ class Dispatcher:
         if not self._outcomes:
             return
         batch, self._outcomes = self._outcomes, []
-        await asyncio.to_thread(self.store.record_attempts, batch, owner=self.owner)
+        await in_daemon_thread(self.store.record_attempts, batch, owner=self.owner)
         for outcome in batch:
             if self.on_attempt is not None:
                 self.on_attempt(outcome)
@@ -232,6 +353,9 @@ class Dispatcher:
             error = f"timed out after {sink.timeout:g}s"
         except aiohttp.ClientError as exc:
             error = f"connection failed ({type(exc).__name__}: {exc})".replace(" ()", "")
+        except Exception as exc:  # anything else still ends as a recorded, retried attempt:
+            # a task dying here would keep its claim and its max_in_flight slot until restart
+            error = f"failed ({type(exc).__name__}: {exc})".replace(" ()", "")
         duration_ms = int((time.perf_counter() - t0) * 1000)
         if status is not None and not 200 <= status < 300:
             error = f"HTTP {status}"

@@ -20,6 +20,7 @@ name = "crm"
 url = "{crm_url}"
 secret = "{SECRET}"
 headers = {{ Authorization = "Bearer ${{CRM_TOKEN}}" }}
+max_in_flight = 1
 
 [[sinks]]
 name = "leads-only"
@@ -69,7 +70,7 @@ def test_first_poll_seeds_then_each_new_item_fires_exactly_once(
         assert ("connection.new", orjson.dumps(new_connection)) in by_type
         assert ("campaign.new", orjson.dumps(new_campaign)) in by_type
         assert all(p["account"] == "acme" for p in got)
-        # the older of the two new leads went out first (per trigger, oldest first)
+        # with max_in_flight = 1, the older of the two new leads went out first
         lead_ids = [p["data"]["id"] for p in got if p["type"] == "lead.new"]  # type: ignore[index]
         assert lead_ids == [new_leads[0]["id"], new_leads[1]["id"]]
 

@@ -1,0 +1,115 @@
+"""Prometheus metrics, in a registry of the engine's own (not the process-global one).
+
+Counters and histograms are fed by the poller's and dispatcher's reports; the backlog
+gauges are read from the store at scrape time, so they are right on every node and after
+restarts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from trigger_engine.poller import PollReport
+from trigger_engine.store import AttemptOutcome, SinkStats
+
+BACKLOG_STATUSES = ("pending", "failed", "dead", "held")
+
+
+class _Backlog(Collector):
+    def __init__(
+        self, stats: Callable[[], dict[str, SinkStats]], clock: Callable[[], datetime]
+    ) -> None:
+        self.stats = stats
+        self.clock = clock
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self.stats()
+        now = self.clock()
+        backlog = GaugeMetricFamily(
+            "trigger_engine_delivery_backlog",
+            "Deliveries by sink and status (pending, failed, dead, held)",
+            labels=["sink", "status"],
+        )
+        oldest = GaugeMetricFamily(
+            "trigger_engine_oldest_pending_seconds",
+            "Age of the oldest delivery not yet delivered or dead, per sink (0: none)",
+            labels=["sink"],
+        )
+        for name, st in sorted(stats.items()):
+            for status in BACKLOG_STATUSES:
+                backlog.add_metric([name, status], st.counts.get(status, 0))
+            age = 0.0
+            if st.oldest_due_created_at is not None:
+                age = max(0.0, (now - st.oldest_due_created_at).total_seconds())
+            oldest.add_metric([name], age)
+        yield backlog
+        yield oldest
+
+
+class Metrics:
+    def __init__(
+        self, stats: Callable[[], dict[str, SinkStats]], clock: Callable[[], datetime]
+    ) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.polls = Counter(
+            "trigger_engine_polls",
+            "Polls by outcome",
+            ["account", "trigger", "outcome"],
+            registry=r,
+        )
+        self.poll_duration = Histogram(
+            "trigger_engine_poll_duration_seconds",
+            "Time one poll took",
+            ["trigger"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.items_seen = Counter(
+            "trigger_engine_items_seen",
+            "Items listed by the API, per poll",
+            ["account", "trigger"],
+            registry=r,
+        )
+        self.events = Counter(
+            "trigger_engine_events", "Events created", ["account", "type"], registry=r
+        )
+        self.deliveries = Counter(
+            "trigger_engine_deliveries",
+            "Delivery attempts by outcome (delivered, failed, dead)",
+            ["sink", "outcome"],
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            "trigger_engine_delivery_latency_seconds",
+            "Time one delivery attempt took",
+            ["sink"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 30),
+            registry=r,
+        )
+        r.register(_Backlog(stats, clock))
+        self._event_types: dict[str, str] = {}
+
+    def event_type_of(self, trigger: str, event_type: str) -> None:
+        self._event_types[trigger] = event_type
+
+    def observe_poll(self, report: PollReport) -> None:
+        self.polls.labels(report.account, report.trigger, report.outcome).inc()
+        self.poll_duration.labels(report.trigger).observe(report.duration)
+        if report.ok:
+            self.items_seen.labels(report.account, report.trigger).inc(report.items)
+            if report.new_events:
+                kind = self._event_types.get(report.trigger, report.trigger)
+                self.events.labels(report.account, kind).inc(report.new_events)
+
+    def observe_attempt(self, outcome: AttemptOutcome) -> None:
+        self.deliveries.labels(outcome.sink, outcome.new_status).inc()
+        self.delivery_latency.labels(outcome.sink).observe(outcome.duration_ms / 1000)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
