@@ -177,7 +177,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = Store.open(config.database_url())
     try:
         with Source(config.source) as source:
-            engine = Engine(config, store, source)
+            path = config.path
+            engine = Engine(
+                config,
+                store,
+                source,
+                reload=None if path is None else (lambda: load_config(path)),
+            )
             if not args.once:
                 asyncio.run(engine.run())
                 return 0

@@ -155,8 +155,8 @@ class Dispatcher:
         self.clock = clock
         self.rand = rand
         self.idle_wait = idle_wait
-        self.sinks = {s.name: s for s in config.sinks}
-        self.policies = {s.name: RetryPolicy(schedule=s.retry.schedule) for s in config.sinks}
+        self.sinks: dict[str, Sink] = {}
+        self.reconfigure(config)
         self._in_flight: dict[str, int] = defaultdict(int)
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: list[AttemptOutcome] = []
@@ -171,8 +171,8 @@ class Dispatcher:
 
     async def __aenter__(self) -> Dispatcher:
         self._loop = asyncio.get_running_loop()
-        total = sum(s.max_in_flight for s in self.config.sinks) or 1
-        connector = aiohttp.TCPConnector(limit=total, limit_per_host=0)
+        # No global cap: each sink's max_in_flight bounds it (and a reload may add sinks).
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self
 
@@ -180,6 +180,12 @@ class Dispatcher:
         await self._abandon_in_flight()  # only left when the dispatcher itself was cancelled
         if self._session is not None:
             await self._session.close()
+
+    def reconfigure(self, config: Config) -> None:
+        """Take new sinks and settings (a reload). Attempts in flight finish with the sink
+        settings they started with; a removed sink is no longer claimed for."""
+        self.config = config
+        self.sinks = {s.name: s for s in config.sinks}
 
     def notify(self) -> None:
         """Wake the dispatcher (new events were created); safe from any thread."""
@@ -376,7 +382,7 @@ class Dispatcher:
     ) -> AttemptOutcome:
         attempt = delivery.attempts + 1
         decision = decide(
-            self.policies[sink.name],
+            RetryPolicy(schedule=sink.retry.schedule),
             attempts=attempt,
             status=status,
             retry_after=retry_after,

@@ -31,21 +31,28 @@ import signal
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from functools import partial
 
+from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from trigger_engine import logs
 from trigger_engine.clock import now
 from trigger_engine.config import Account, Config, TriggerSettings
 from trigger_engine.delivery import Dispatcher, DrainReport, being_cancelled, in_daemon_thread
-from trigger_engine.errors import RuntimeFailure
+from trigger_engine.errors import RuntimeFailure, TriggerEngineError
+from trigger_engine.http_api import make_app, serve
 from trigger_engine.logs import get_logger
+from trigger_engine.metrics import Metrics
 from trigger_engine.poller import Poller, PollReport
 from trigger_engine.source import Source
 from trigger_engine.store import AttemptOutcome, Store
 
 log = get_logger("trigger_engine.scheduler")
+
+PRUNE_EVERY = 3600.0  # seconds between retention sweeps
 
 
 def node_name() -> str:
@@ -96,15 +103,20 @@ class Engine:
         *,
         on_poll: Callable[[PollReport], None] | None = None,
         on_attempt: Callable[[AttemptOutcome], None] | None = None,
+        reload: Callable[[], Config] | None = None,
     ) -> None:
         self.on_poll = on_poll
         self.on_attempt = on_attempt
+        self.reload = reload
         self.config = config
         self.store = store
         self.source = source
         self.poller = Poller(config, store, source)
         self.owner = node_name()
+        self.metrics = Metrics(store.sink_stats, now)
         self._stop_requested_at: float | None = None  # loop time of the (first) stop
+        self._scheduler: AsyncIOScheduler | None = None
+        self._old_sources: list[Source] = []
 
     # ---------------------------------------------------------------- run --once
 
@@ -121,7 +133,15 @@ class Engine:
             reports.append(await in_daemon_thread(self.poller.poll, account, trigger))
         async with Dispatcher(self.config, self.store, owner=self.owner) as dispatcher:
             delivery = await dispatcher.drain()
+        await in_daemon_thread(self._prune)
         return OnceReport(reports, delivery)
+
+    def _prune(self) -> None:
+        """The retention sweep: old, fully delivered events go (see ``Store.prune``)."""
+        cutoff = now() - timedelta(seconds=self.config.engine.retention)
+        pruned = self.store.prune(cutoff)
+        if pruned:
+            log.info("retention.pruned", events=pruned, older_than=cutoff.isoformat())
 
     # ---------------------------------------------------------------- daemon
 
@@ -158,6 +178,8 @@ class Engine:
             loop.call_later(stop_after, request_stop)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
+        if self.reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         try:
             await self._serve(stop, ready)
         except asyncio.CancelledError:
@@ -178,8 +200,12 @@ class Engine:
             if released:
                 log.info("delivery.recovered_in_flight", deliveries=released)
 
+        resumed = await in_daemon_thread(self.store.resume_auto_paused)
+        for account_name, trigger_name in resumed:
+            log.info("poll.resumed", account=account_name, trigger=trigger_name, why="start")
+
         async with Dispatcher(
-            self.config, self.store, owner=self.owner, on_attempt=self.on_attempt
+            self.config, self.store, owner=self.owner, on_attempt=self._attempted
         ) as dispatcher:
             scheduler = AsyncIOScheduler(
                 event_loop=asyncio.get_running_loop(),
@@ -198,22 +224,32 @@ class Engine:
                 polls[job] = future
                 future.add_done_callback(partial(self._polled, polls, job, dispatcher))
 
-            for account, trigger in poll_jobs(self.config):
-                scheduler.add_job(
-                    poll_job,
-                    IntervalTrigger(seconds=trigger.interval, timezone="UTC"),
-                    args=(account, trigger),
-                    id=f"{account.name}/{trigger.name}",
-                    name=f"poll {account.name}/{trigger.name}",
-                    next_run_time=now(),
-                )
+            async def prune_job() -> None:
+                if not stop.is_set():
+                    try:
+                        await in_daemon_thread(self._prune)
+                    except TriggerEngineError as exc:
+                        log.error("retention.failed", error=str(exc))
+
+            self._scheduler = scheduler
+            self._poll_job = poll_job
+            self._dispatcher = dispatcher
+            self._schedule_polls(first_run=now())
+            scheduler.add_job(
+                prune_job,
+                IntervalTrigger(seconds=PRUNE_EVERY, timezone="UTC"),
+                id="retention",
+                next_run_time=now() + timedelta(seconds=60),
+            )
             scheduler.start()
+            http = await self._start_http(scheduler)
             log.info(
                 "engine.started",
                 node=self.owner,
                 accounts=len(self.config.accounts),
                 polls=len(poll_jobs(self.config)),
                 sinks=len(self.config.sinks),
+                listen=self.config.engine.listen,
             )
             if ready is not None:
                 ready()
@@ -222,6 +258,92 @@ class Engine:
             finally:
                 scheduler.shutdown(wait=False)
                 await self._wait_for_polls(polls)
+                if http is not None:
+                    await http.cleanup()
+                for old in self._old_sources:
+                    old.close()
+                self._scheduler = None
+
+    def _schedule_polls(self, *, first_run: datetime | None) -> None:
+        """One job per (account, enabled trigger); the jobs of a previous config go."""
+        assert self._scheduler is not None
+        for job in self._scheduler.get_jobs():
+            if job.id != "retention":
+                job.remove()
+        for account, trigger in poll_jobs(self.config):
+            self._scheduler.add_job(
+                self._poll_job,
+                IntervalTrigger(seconds=trigger.interval, timezone="UTC"),
+                args=(account, trigger),
+                id=f"{account.name}/{trigger.name}",
+                name=f"poll {account.name}/{trigger.name}",
+                next_run_time=first_run,
+            )
+
+    async def _start_http(self, scheduler: AsyncIOScheduler) -> web.AppRunner | None:
+        listen = self.config.engine.listen
+        if listen is None:
+            return None
+        for name, trigger in self.config.triggers.items():
+            self.metrics.event_type_of(name, trigger.event)
+        app = make_app(
+            self.metrics,
+            scheduler_running=lambda: bool(scheduler.running),
+            ping_database=self.store.ping,
+        )
+        try:
+            return await serve(app, listen)
+        except OSError as exc:
+            raise RuntimeFailure(
+                f"cannot listen on {listen} ([engine] listen): {exc.strerror}"
+            ) from None
+
+    def _attempted(self, outcome: AttemptOutcome) -> None:
+        self.metrics.observe_attempt(outcome)
+        if self.on_attempt is not None:
+            self.on_attempt(outcome)
+
+    # ---------------------------------------------------------------- reload (SIGHUP)
+
+    def _on_sighup(self) -> None:
+        if self.reload is None or self._scheduler is None:
+            return
+        try:
+            config = self.reload()
+        except TriggerEngineError as exc:
+            log.error("config.reload_failed", error=str(exc), keeping="the running config")
+            return
+        self.apply(config)
+
+    def apply(self, config: Config) -> None:
+        """Take a new configuration without a restart: accounts, triggers, intervals and
+        sinks change; seen items, events and deliveries in flight are untouched. The
+        database and the listen address need a restart."""
+        old = self.config
+        if config.database_url() != old.database_url() or config.engine.listen != old.engine.listen:
+            log.warning(
+                "config.reload_partial",
+                detail="engine.database and engine.listen change at the next restart",
+            )
+        if config.source != old.source:
+            self._old_sources.append(self.source)
+            self.source = Source(config.source)
+        logs.REDACTION.update([*logs.REDACTION.secrets, *config.secrets()])
+        self.config = config
+        self.poller = Poller(config, self.store, self.source)
+        self._dispatcher.reconfigure(config)
+        self._schedule_polls(first_run=now())
+        for account_name, trigger_name in self.store.resume_auto_paused():
+            log.info("poll.resumed", account=account_name, trigger=trigger_name, why="reload")
+        for name, trigger in config.triggers.items():
+            self.metrics.event_type_of(name, trigger.event)
+        log.info(
+            "config.reloaded",
+            accounts=len(config.accounts),
+            polls=len(poll_jobs(config)),
+            sinks=len(config.sinks),
+        )
+        self._dispatcher.notify()
 
     def _poll_if_due(self, account: Account, trigger: TriggerSettings) -> PollReport | None:
         """One scheduled poll, in its thread; None when paused or backing off."""
@@ -255,6 +377,7 @@ class Engine:
         report = future.result()
         if report is None:
             return
+        self.metrics.observe_poll(report)
         if self.on_poll is not None:
             self.on_poll(report)
         if report.new_events:

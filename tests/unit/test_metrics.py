@@ -1,0 +1,99 @@
+"""Metrics names and values, and the health endpoint's verdicts."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from trigger_engine.errors import DatabaseError
+from trigger_engine.http_api import make_app
+from trigger_engine.metrics import Metrics
+from trigger_engine.poller import PollReport
+from trigger_engine.store import AttemptOutcome, SinkStats
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def stats() -> dict[str, SinkStats]:
+    return {
+        "crm": SinkStats(
+            name="crm",
+            counts={"pending": 3, "failed": 1, "delivered": 9, "dead": 2, "held": 0},
+            in_flight=1,
+            oldest_due_created_at=NOW - timedelta(seconds=90),
+            disabled=False,
+            disabled_reason=None,
+            disabled_at=None,
+            last_success_at=NOW,
+        )
+    }
+
+
+def test_reports_become_counters_and_the_backlog_is_read_at_scrape_time() -> None:
+    m = Metrics(stats, lambda: NOW)
+    m.event_type_of("leads", "lead.new")
+    m.observe_poll(PollReport("acme", "leads", True, "ok", items=10, new_events=2, duration=0.2))
+    m.observe_poll(PollReport("acme", "leads", False, "transient", duration=5.0))
+    m.observe_attempt(AttemptOutcome(1, "crm", "evt_1", 1, NOW, 120, 200, None, "delivered"))
+    m.observe_attempt(AttemptOutcome(2, "crm", "evt_2", 1, NOW, 80, 500, "HTTP 500", "failed"))
+    text = m.render().decode()
+    expected = [
+        'trigger_engine_polls_total{account="acme",outcome="ok",trigger="leads"} 1.0',
+        'trigger_engine_polls_total{account="acme",outcome="transient",trigger="leads"} 1.0',
+        'trigger_engine_items_seen_total{account="acme",trigger="leads"} 10.0',
+        'trigger_engine_events_total{account="acme",type="lead.new"} 2.0',
+        'trigger_engine_deliveries_total{outcome="delivered",sink="crm"} 1.0',
+        'trigger_engine_deliveries_total{outcome="failed",sink="crm"} 1.0',
+        'trigger_engine_poll_duration_seconds_count{trigger="leads"} 2.0',
+        'trigger_engine_delivery_latency_seconds_sum{sink="crm"} 0.2',
+        'trigger_engine_delivery_backlog{sink="crm",status="pending"} 3.0',
+        'trigger_engine_delivery_backlog{sink="crm",status="dead"} 2.0',
+        'trigger_engine_oldest_pending_seconds{sink="crm"} 90.0',
+    ]
+    for line in expected:
+        assert line in text, line
+
+
+def healthz(*, running: bool, ping) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+    async def go() -> tuple[int, str]:
+        app = make_app(
+            Metrics(stats, lambda: NOW), scheduler_running=lambda: running, ping_database=ping
+        )
+        async with TestClient(TestServer(app)) as client:
+            response = await client.get("/healthz")
+            return response.status, await response.text()
+
+    return asyncio.run(go())
+
+
+def test_healthz_is_ok_when_the_scheduler_runs_and_the_database_answers() -> None:
+    assert healthz(running=True, ping=lambda: None) == (200, "ok\n")
+
+
+def test_healthz_is_503_with_a_reason_otherwise() -> None:
+    status, text = healthz(running=False, ping=lambda: None)
+    assert (status, text) == (503, "unhealthy: the scheduler is not running\n")
+
+    def down() -> None:
+        raise DatabaseError("the database failed: connection refused")
+
+    status, text = healthz(running=True, ping=down)
+    assert status == 503 and "connection refused" in text
+
+
+@pytest.mark.parametrize("path", ["/metrics"])
+def test_metrics_page_is_prometheus_text(path: str) -> None:
+    async def go() -> tuple[int, str, str]:
+        app = make_app(
+            Metrics(stats, lambda: NOW), scheduler_running=lambda: True, ping_database=lambda: None
+        )
+        async with TestClient(TestServer(app)) as client:
+            response = await client.get(path)
+            return response.status, response.headers["content-type"], await response.text()
+
+    status, content_type, text = asyncio.run(go())
+    assert status == 200 and content_type.startswith("text/plain")
+    assert "# TYPE trigger_engine_delivery_backlog gauge" in text
