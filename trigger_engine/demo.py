@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 import orjson
 from aiohttp import web
+from rich.console import Console
 
 from trigger_engine.config import config_from_dict
 from trigger_engine.poller import PollReport
@@ -45,30 +46,34 @@ def _describe(kind: str, data: dict[str, Any]) -> str:
 
 
 class _View:
+    """One line per happening; coloured on a terminal (rich), plain text otherwise."""
+
     def __init__(self, out: TextIO) -> None:
-        self.out = out
+        self.console = Console(file=out, highlight=False, soft_wrap=True)
         self.received = 0
         self.verified = 0
 
-    def line(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+    def line(self, text: str, style: str | None = None) -> None:
+        self.console.print(text, style=style, markup=False)
 
     def poll(self, report: PollReport) -> None:
         if not report.ok:
-            self.line(f"  poll  {report.trigger:<11} failed: {report.error}")
+            self.line(f"  poll  {report.trigger:<11} failed: {report.error}", "red")
         elif report.first_poll:
             self.line(
                 f"  poll  {report.trigger:<11} first poll: {report.remembered} existing items "
-                "remembered, not fired (Zapier's rule)"
+                "remembered, not fired (Zapier's rule)",
+                "dim",
             )
         elif report.new_events:
-            self.line(f"  poll  {report.trigger:<11} {report.new_events} new")
+            self.line(f"  poll  {report.trigger:<11} {report.new_events} new", "cyan")
 
     def attempt(self, outcome: AttemptOutcome) -> None:
         status = outcome.status_code if outcome.status_code is not None else outcome.error
         self.line(
             f"  send  {outcome.event_id} attempt {outcome.attempt} → {status} "
-            f"({outcome.new_status}, {outcome.duration_ms} ms)"
+            f"({outcome.new_status}, {outcome.duration_ms} ms)",
+            "green" if outcome.new_status == "delivered" else "yellow",
         )
 
 
@@ -83,7 +88,8 @@ def _receiver(view: _View, key: bytes) -> web.Application:
         view.verified += ok
         mark = "signature verified" if ok else "BAD SIGNATURE"
         view.line(
-            f"  recv  {event['type']:<15} {_describe(event['type'], event['data'])}  [{mark}]"
+            f"  recv  {event['type']:<15} {_describe(event['type'], event['data'])}  [{mark}]",
+            "bold" if ok else "bold red",
         )
         return web.Response(status=204 if ok else 400)
 
