@@ -29,6 +29,7 @@ from trigger_engine.source import Source
 from trigger_engine.status import (
     event_dict,
     event_line,
+    node_dicts,
     sink_dicts,
     status_dict,
     status_text,
@@ -176,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     store = Store.open(config.database_url())
     try:
+        store.lock_single_node()
         with Source(config.source) as source:
             path = config.path
             engine = Engine(
@@ -191,7 +193,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     for poll in report.polls:
-        if poll.ok:
+        if poll.outcome in ("skipped", "lease_lost"):
+            print(f"{poll.account}/{poll.trigger}: not polled here: {poll.error}")
+        elif poll.ok:
             what = (
                 f"first poll, {poll.remembered} remembered, {poll.new_events} fired"
                 if poll.first_poll
@@ -257,7 +261,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = _load(args)
     store = _open(config)
     try:
-        doc = status_dict(config, store.poll_states(), store.sink_stats(), now())
+        moment = now()
+        doc = status_dict(config, store.poll_states(), store.sink_stats(), moment)
+        doc["nodes"] = node_dicts(store.node_views(moment), moment)
     finally:
         store.close()
     if args.json:

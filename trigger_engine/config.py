@@ -246,6 +246,7 @@ class EngineSettings(_Model):
     log_format: Literal["text", "json"] = "text"
     shutdown_grace: Duration = 30.0
     retention: PositiveDuration = 30 * 86400.0
+    lease: PositiveDuration = 30.0
 
     @field_validator("database")
     @classmethod

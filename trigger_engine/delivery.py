@@ -42,7 +42,6 @@ from trigger_engine.store import DEAD, DELIVERED, FAILED, AttemptOutcome, DueDel
 log = get_logger("trigger_engine.delivery")
 
 USER_AGENT = f"trigger-engine/{__version__}"
-LEASE_MARGIN = 60.0  # a claim outlives the sink's timeout by this much
 MAX_RESPONSE = 1024 * 1024  # bytes of a receiver's answer we read (and ignore)
 STOP_AT_ONCE_DB_WAIT = 1.0  # seconds a stop at once grants recording what finished
 
@@ -302,7 +301,9 @@ class Dispatcher:
             self.store.claim_due,
             owner=self.owner,
             now=self.clock(),
-            lease=max(s.timeout for s in self.sinks.values()) + LEASE_MARGIN,
+            # a claim outlives the longest attempt by [engine] lease: a node that dies
+            # mid-delivery has its claims taken over that long after the attempt's timeout
+            lease=max(s.timeout for s in self.sinks.values()) + self.config.engine.lease,
             capacity=capacity,
             due_by=self._due_by,
         )

@@ -35,6 +35,15 @@ class DatabaseError(RuntimeFailure):
     pass
 
 
+class LeaseLost(RuntimeFailure):
+    """Another node took over a trigger's poll lease while this one was polling: the
+    poll's result is not written (fencing), the new owner polls again."""
+
+
+class AlreadyRunning(RuntimeFailure):
+    """Another process runs the engine on the same SQLite file."""
+
+
 class FailureKind(StrEnum):
     """Why a poll failed, which decides what happens next."""
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -29,5 +29,14 @@ def alembic_config(connection: Connection | None = None) -> AlembicConfig:
     return cfg
 
 
+# pg_advisory_xact_lock key: "trigger-engine migrations"
+_MIGRATION_LOCK = 0x7472_6967_6765_72
+
+
 def upgrade(connection: Connection) -> None:
+    """Apply the migrations. On PostgreSQL an advisory lock (held until the transaction
+    ends) makes nodes starting together, or ``db upgrade`` beside running nodes, migrate
+    one at a time; the others then find the schema up to date."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
     command.upgrade(alembic_config(connection), "head")

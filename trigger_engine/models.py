@@ -160,3 +160,14 @@ sink_state = Table(
     Column("disabled_at", UTCDateTime, nullable=True),
     Column("last_success_at", UTCDateTime, nullable=True),
 )
+
+# The engine processes sharing this database, with their heartbeats.
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("version", String(40), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime, nullable=True),
+)

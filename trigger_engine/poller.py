@@ -18,11 +18,11 @@ from trigger_engine.clock import isoformat_z
 from trigger_engine.clock import now as clock_now
 from trigger_engine.config import Account, Config, TriggerSettings
 from trigger_engine.dedupe import key_items
-from trigger_engine.errors import SourceError
+from trigger_engine.errors import LeaseLost, SourceError
 from trigger_engine.logs import get_logger
 from trigger_engine.retry import poll_backoff, should_pause
 from trigger_engine.source import Source
-from trigger_engine.store import Store
+from trigger_engine.store import Fence, Store
 
 log = get_logger("trigger_engine.poll")
 
@@ -64,7 +64,24 @@ class Poller:
         self.clock = clock
         self.rand = rand
 
-    def poll(self, account: Account, trigger: TriggerSettings) -> PollReport:
+    def poll(
+        self, account: Account, trigger: TriggerSettings, *, fence: Fence | None = None
+    ) -> PollReport:
+        """One poll. With ``fence`` (a poll lease), its result is written only while that
+        lease still holds; otherwise the report says ``lease_lost`` and nothing changed."""
+        try:
+            return self._poll(account, trigger, fence)
+        except LeaseLost as exc:
+            log.warning("poll.lease_lost", account=account.name, trigger=trigger.name)
+            return PollReport(
+                account=account.name,
+                trigger=trigger.name,
+                ok=True,
+                outcome="lease_lost",
+                error=str(exc),
+            )
+
+    def _poll(self, account: Account, trigger: TriggerSettings, fence: Fence | None) -> PollReport:
         started = time.perf_counter()
         state = self.store.poll_state(account.name, trigger.name)
         see_everything = (
@@ -81,7 +98,7 @@ class Poller:
         try:
             items = self.source.fetch(account, trigger, keep_going=keep_going)
         except SourceError as exc:
-            return self._failed(account, trigger, exc, time.perf_counter() - started)
+            return self._failed(account, trigger, exc, time.perf_counter() - started, fence)
         keyed = key_items(items, trigger.key, trigger.update_fields)
         if keyed.keyless:
             log.warning(
@@ -100,6 +117,7 @@ class Poller:
             sinks=subscribed_sinks(self.config, trigger.event),
             now=self.clock(),
             max_new=trigger.max_new_per_poll,
+            fence=fence,
         )
         report = PollReport(
             account=account.name,
@@ -145,7 +163,12 @@ class Poller:
         return report
 
     def _failed(
-        self, account: Account, trigger: TriggerSettings, exc: SourceError, duration: float
+        self,
+        account: Account,
+        trigger: TriggerSettings,
+        exc: SourceError,
+        duration: float,
+        fence: Fence | None,
     ) -> PollReport:
         at = self.clock()
         state = self.store.poll_state(account.name, trigger.name)
@@ -163,6 +186,7 @@ class Poller:
             error=str(exc),
             backoff_until=at + timedelta(seconds=delay),
             now=at,
+            fence=fence,
         )
         if should_pause(
             failures=failures,

@@ -38,7 +38,7 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from trigger_engine import logs
+from trigger_engine import __version__, logs
 from trigger_engine.clock import now
 from trigger_engine.config import Account, Config, TriggerSettings
 from trigger_engine.delivery import Dispatcher, DrainReport, being_cancelled, in_daemon_thread
@@ -53,6 +53,8 @@ from trigger_engine.store import AttemptOutcome, Store
 log = get_logger("trigger_engine.scheduler")
 
 PRUNE_EVERY = 3600.0  # seconds between retention sweeps
+HEARTBEAT_EVERY = 10.0  # seconds between a node's heartbeats
+MIN_GAP = 0.9  # a trigger is not polled again before this fraction of its interval
 
 
 def node_name() -> str:
@@ -130,11 +132,36 @@ class Engine:
             if state is not None and state.paused:
                 log.info("poll.skipped_paused", account=account.name, trigger=trigger.name)
                 continue
-            reports.append(await in_daemon_thread(self.poller.poll, account, trigger))
+            fence = self.store.claim_poll(
+                account.name,
+                trigger.name,
+                owner=self.owner,
+                now=now(),
+                lease=self.poll_lease(trigger),
+            )
+            if fence is None:
+                holder = self.store.poll_state(account.name, trigger.name)
+                reports.append(
+                    PollReport(
+                        account.name,
+                        trigger.name,
+                        ok=True,
+                        outcome="skipped",
+                        error=f"node {holder.lease_owner if holder else '?'} is polling it",
+                    )
+                )
+                continue
+            reports.append(await in_daemon_thread(self.poller.poll, account, trigger, fence=fence))
         async with Dispatcher(self.config, self.store, owner=self.owner) as dispatcher:
             delivery = await dispatcher.drain()
         await in_daemon_thread(self._prune)
         return OnceReport(reports, delivery)
+
+    def poll_lease(self, trigger: TriggerSettings) -> float:
+        """How long a poll lease lasts: ``[engine] lease`` beyond the longest the requests
+        of one poll may take, so that a slow poll is not taken over while it runs."""
+        pages = trigger.pagination.max_pages if trigger.pagination else 1
+        return self.config.engine.lease + self.config.source.timeout * pages
 
     def _prune(self) -> None:
         """The retention sweep: old, fully delivered events go (see ``Store.prune``)."""
@@ -235,11 +262,24 @@ class Engine:
             self._poll_job = poll_job
             self._dispatcher = dispatcher
             self._schedule_polls(first_run=now())
+
+            async def heartbeat_job() -> None:
+                try:
+                    await in_daemon_thread(self._heartbeat)
+                except TriggerEngineError as exc:
+                    log.error("node.heartbeat_failed", error=str(exc))
+
+            await in_daemon_thread(self._heartbeat)
             scheduler.add_job(
                 prune_job,
                 IntervalTrigger(seconds=PRUNE_EVERY, timezone="UTC"),
                 id="retention",
                 next_run_time=now() + timedelta(seconds=60),
+            )
+            scheduler.add_job(
+                heartbeat_job,
+                IntervalTrigger(seconds=HEARTBEAT_EVERY, timezone="UTC"),
+                id="heartbeat",
             )
             scheduler.start()
             http = await self._start_http(scheduler)
@@ -258,6 +298,8 @@ class Engine:
             finally:
                 scheduler.shutdown(wait=False)
                 await self._wait_for_polls(polls)
+                if not being_cancelled():
+                    await in_daemon_thread(self._leave)
                 if http is not None:
                     await http.cleanup()
                 for old in self._old_sources:
@@ -268,7 +310,7 @@ class Engine:
         """One job per (account, enabled trigger); the jobs of a previous config go."""
         assert self._scheduler is not None
         for job in self._scheduler.get_jobs():
-            if job.id != "retention":
+            if job.id not in ("retention", "heartbeat"):
                 job.remove()
         for account, trigger in poll_jobs(self.config):
             self._scheduler.add_job(
@@ -297,6 +339,17 @@ class Engine:
             raise RuntimeFailure(
                 f"cannot listen on {listen} ([engine] listen): {exc.strerror}"
             ) from None
+
+    def _heartbeat(self) -> None:
+        self.store.heartbeat(self.owner, version=__version__, now=now())
+
+    def _leave(self) -> None:
+        """A clean stop: give back the poll leases at once and say so."""
+        try:
+            self.store.release_poll_leases(self.owner)
+            self.store.heartbeat(self.owner, version=__version__, now=now(), stopping=True)
+        except TriggerEngineError as exc:
+            log.warning("node.leave_failed", error=str(exc))
 
     def _attempted(self, outcome: AttemptOutcome) -> None:
         self.metrics.observe_attempt(outcome)
@@ -353,7 +406,19 @@ class Engine:
         if state is not None and state.backoff_until and state.backoff_until > now():
             log.debug("poll.backing_off", account=account.name, trigger=trigger.name)
             return None
-        return self.poller.poll(account, trigger)
+        # Several nodes schedule every trigger: the one that claims the lease polls, and
+        # none polls a trigger that any node polled less than 90% of an interval ago.
+        fence = self.store.claim_poll(
+            account.name,
+            trigger.name,
+            owner=self.owner,
+            now=now(),
+            lease=self.poll_lease(trigger),
+            min_gap=MIN_GAP * trigger.interval,
+        )
+        if fence is None:
+            return None
+        return self.poller.poll(account, trigger, fence=fence)
 
     def _polled(
         self,

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from trigger_engine.clock import isoformat_z
 from trigger_engine.config import Config
-from trigger_engine.store import EventView, PollState, SinkStats
+from trigger_engine.store import EventView, NodeView, PollState, SinkStats
 
 
 def _ts(moment: datetime | None) -> str | None:
@@ -68,7 +68,38 @@ class TriggerRow:
             "consecutive_failures": s.consecutive_failures if s else 0,
             "backoff_until": _ts(s.backoff_until) if s else None,
             "items_known": s.items_known if s else 0,
+            "lease_owner": s.lease_owner if s and _live(s.lease_expires_at, now) else None,
         }
+
+
+def _live(expires: datetime | None, now: datetime) -> bool:
+    return expires is not None and expires > now
+
+
+# A node whose last heartbeat is older than this is shown as vanished.
+VANISHED_AFTER = 60.0
+
+
+def node_dicts(views: list[NodeView], now: datetime) -> list[dict[str, Any]]:
+    rows = []
+    for v in views:
+        if v.stopped_at is not None:
+            state = "stopped"
+        elif (now - v.heartbeat_at).total_seconds() > VANISHED_AFTER:
+            state = "vanished"
+        else:
+            state = "alive"
+        rows.append(
+            {
+                "name": v.name,
+                "state": state,
+                "version": v.version,
+                "started_at": _ts(v.started_at),
+                "heartbeat_at": _ts(v.heartbeat_at),
+                "leases": list(v.leases),
+            }
+        )
+    return rows
 
 
 def trigger_rows(config: Config, states: list[PollState]) -> list[TriggerRow]:
@@ -132,6 +163,13 @@ def status_text(status: dict[str, Any]) -> str:
         )
         if t["last_error"] and t["last_outcome"] != "ok":
             lines.append(f"      last error: {t['last_error']}")
+    if status.get("nodes"):
+        lines.append("NODES")
+        for n in status["nodes"]:
+            held = ", ".join(n["leases"]) or "no trigger right now"
+            lines.append(
+                f"  {n['name']}: {n['state']}, last heartbeat {n['heartbeat_at']}; polling {held}"
+            )
     lines.append("SINKS")
     if not status["sinks"]:
         lines.append("  (none configured)")

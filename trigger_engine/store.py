@@ -18,6 +18,7 @@ IMMEDIATE, and the file is created with mode 0600.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import secrets
 import time
@@ -50,8 +51,16 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from trigger_engine import migrate
 from trigger_engine.dedupe import KeyedItems, changed, unseen
-from trigger_engine.errors import DatabaseError
-from trigger_engine.models import attempts, deliveries, events, poll_state, seen_keys, sink_state
+from trigger_engine.errors import AlreadyRunning, DatabaseError, LeaseLost
+from trigger_engine.models import (
+    attempts,
+    deliveries,
+    events,
+    nodes,
+    poll_state,
+    seen_keys,
+    sink_state,
+)
 from trigger_engine.replay import EventFilter, ReplayResult
 
 # Bound parameters per IN (...) or multi-row statement: well under SQLite's 32766.
@@ -80,6 +89,27 @@ class PollState:
     items_known: int
     paused_auto: bool = False
     failing_since: datetime | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Proof of a poll lease: the owner and the fencing token its claim got. Every write
+    of the poll's result checks it, so a node that lost its lease cannot write."""
+
+    owner: str
+    token: int
+
+
+@dataclass(frozen=True)
+class NodeView:
+    name: str
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+    leases: tuple[str, ...]  # "account/trigger" whose poll lease it holds now
 
 
 @dataclass(frozen=True)
@@ -243,6 +273,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._lock_fd: int | None = None
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True) -> Store:
@@ -274,6 +305,28 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def lock_single_node(self) -> None:
+        """With SQLite, only one engine process may run on a file: hold an exclusive lock
+        on ``FILE.lock`` for the life of this process (a second one is refused)."""
+        path = _sqlite_path(str(self.engine.url))
+        if path is None or self._lock_fd is not None:
+            return
+        lock_path = path.with_name(path.name + ".lock")
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(
+                f"another trigger-engine process is already running on {path} (it holds "
+                f"{lock_path.name}); SQLite is for one node: to run several, use PostgreSQL "
+                '([engine] database = "postgresql+psycopg://...")'
+            ) from None
+        self._lock_fd = fd
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[Connection]:
@@ -348,6 +401,7 @@ class Store:
         sinks: Sequence[str],
         now: datetime,
         max_new: int | None = None,
+        fence: Fence | None = None,
     ) -> PollResult:
         """A successful poll: mark new keys seen and, unless this is a seeding first
         poll, create their events and deliveries. One transaction.
@@ -357,6 +411,7 @@ class Store:
         that would fire more than that holds all of its events (the flood guard)."""
         with self._tx() as conn:
             state = self._ensure_poll_row(conn, account, trigger)
+            self._check_fence(conn, account, trigger, fence)
             first = state.seeded_at is None
             fire = emit_first or not first
             to_fire: list[tuple[str, Any]] = []
@@ -560,11 +615,13 @@ class Store:
         error: str,
         backoff_until: datetime | None,
         now: datetime,
+        fence: Fence | None = None,
     ) -> tuple[int, datetime]:
         """A failed poll changes nothing but the poll's own state. Returns the number of
         consecutive failures so far and when this run of failures began."""
         with self._tx() as conn:
             self._ensure_poll_row(conn, account, trigger)
+            self._check_fence(conn, account, trigger, fence)
             conn.execute(
                 update(poll_state)
                 .where(poll_state.c.account == account, poll_state.c.trigger == trigger)
@@ -583,6 +640,120 @@ class Store:
                 )
             ).one()
         return int(failures), since
+
+    # ----------------------------------------------------------------- poll leases
+
+    def claim_poll(
+        self,
+        account: str,
+        trigger: str,
+        *,
+        owner: str,
+        now: datetime,
+        lease: float,
+        min_gap: float | None = None,
+    ) -> Fence | None:
+        """Take (or renew) the lease on one trigger's polls. None when another node holds
+        it, or (with ``min_gap``) when the trigger was polled less than ``min_gap`` seconds
+        ago by anyone. Every claim bumps the fencing token."""
+        with self._tx() as conn:
+            self._ensure_poll_row(conn, account, trigger)
+            conds = [
+                poll_state.c.account == account,
+                poll_state.c.trigger == trigger,
+                or_(
+                    poll_state.c.lease_owner.is_(None),
+                    poll_state.c.lease_owner == owner,
+                    poll_state.c.lease_expires_at < now,
+                ),
+            ]
+            if min_gap is not None:
+                conds.append(
+                    or_(
+                        poll_state.c.last_poll_at.is_(None),
+                        poll_state.c.last_poll_at <= now - timedelta(seconds=min_gap),
+                    )
+                )
+            token = conn.execute(
+                update(poll_state)
+                .where(*conds)
+                .values(
+                    lease_owner=owner,
+                    lease_expires_at=now + timedelta(seconds=lease),
+                    fencing_token=poll_state.c.fencing_token + 1,
+                )
+                .returning(poll_state.c.fencing_token)
+            ).scalar_one_or_none()
+        return None if token is None else Fence(owner, int(token))
+
+    def release_poll_leases(self, owner: str) -> int:
+        """Give back every poll lease ``owner`` holds (at shutdown), so that other nodes
+        need not wait for them to expire."""
+        with self._tx() as conn:
+            return int(
+                conn.execute(
+                    update(poll_state)
+                    .where(poll_state.c.lease_owner == owner)
+                    .values(lease_owner=None, lease_expires_at=None)
+                ).rowcount
+            )
+
+    def _check_fence(
+        self, conn: Connection, account: str, trigger: str, fence: Fence | None
+    ) -> None:
+        """First statement of a fenced write: it also locks the row (PostgreSQL), so a
+        concurrent claim waits for this transaction and then sees the renewed lease."""
+        if fence is None:
+            return
+        held = conn.execute(
+            update(poll_state)
+            .where(
+                poll_state.c.account == account,
+                poll_state.c.trigger == trigger,
+                poll_state.c.lease_owner == fence.owner,
+                poll_state.c.fencing_token == fence.token,
+            )
+            .values(lease_owner=fence.owner)
+        ).rowcount
+        if not held:
+            raise LeaseLost(
+                f"account '{account}', trigger '{trigger}': another node took over this "
+                f"trigger (fencing token {fence.token} is stale); its result was not written"
+            )
+
+    # ----------------------------------------------------------------- nodes
+
+    def heartbeat(self, name: str, *, version: str, now: datetime, stopping: bool = False) -> None:
+        values: dict[str, Any] = {"version": version, "heartbeat_at": now}
+        values["stopped_at"] = now if stopping else None
+        with self._tx() as conn:
+            conn.execute(
+                self._insert(nodes)
+                .values(name=name, started_at=now, **values)
+                .on_conflict_do_update(index_elements=["name"], set_=values)
+            )
+
+    def node_views(self, now: datetime) -> list[NodeView]:
+        with self._tx() as conn:
+            rows = conn.execute(select(nodes).order_by(nodes.c.name)).all()
+            leases: dict[str, list[str]] = defaultdict(list)
+            for r in conn.execute(
+                select(poll_state.c.lease_owner, poll_state.c.account, poll_state.c.trigger)
+                .where(poll_state.c.lease_expires_at > now)
+                .order_by(poll_state.c.account, poll_state.c.trigger)
+            ):
+                leases[r.lease_owner].append(f"{r.account}/{r.trigger}")
+        return [
+            NodeView(
+                name=r.name,
+                version=r.version,
+                started_at=r.started_at,
+                heartbeat_at=r.heartbeat_at,
+                stopped_at=r.stopped_at,
+                leases=tuple(leases.get(r.name, ())),
+            )
+            for r in rows
+        ]
 
     # ----------------------------------------------------------------- delivery side
 
@@ -1150,6 +1321,8 @@ def _poll_state(row: Row[Any]) -> PollState:
         items_known=m["items_known"],
         paused_auto=bool(m["paused_auto"]),
         failing_since=m["failing_since"],
+        lease_owner=m["lease_owner"],
+        lease_expires_at=m["lease_expires_at"],
     )
 
 
