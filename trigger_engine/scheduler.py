@@ -48,7 +48,7 @@ from trigger_engine.logs import get_logger
 from trigger_engine.metrics import Metrics
 from trigger_engine.poller import Poller, PollReport
 from trigger_engine.source import Source
-from trigger_engine.store import AttemptOutcome, Store
+from trigger_engine.store import AttemptOutcome, Fence, Store
 
 log = get_logger("trigger_engine.scheduler")
 
@@ -125,20 +125,15 @@ class Engine:
     async def run_once(self) -> OnceReport:
         """Poll every enabled trigger now (whatever backoff an earlier failure set),
         then deliver everything that is due now."""
-        await in_daemon_thread(self.store.release_claims)
+        if self.store.dialect == "sqlite":  # one process (locked): leftovers of a killed one
+            await in_daemon_thread(self.store.release_claims)
         reports = []
         for account, trigger in poll_jobs(self.config):
             state = self.store.poll_state(account.name, trigger.name)
             if state is not None and state.paused:
                 log.info("poll.skipped_paused", account=account.name, trigger=trigger.name)
                 continue
-            fence = self.store.claim_poll(
-                account.name,
-                trigger.name,
-                owner=self.owner,
-                now=now(),
-                lease=self.poll_lease(trigger),
-            )
+            fence = self._claim(account, trigger, min_gap=None)
             if fence is None:
                 holder = self.store.poll_state(account.name, trigger.name)
                 reports.append(
@@ -156,6 +151,18 @@ class Engine:
             delivery = await dispatcher.drain()
         await in_daemon_thread(self._prune)
         return OnceReport(reports, delivery)
+
+    def _claim(
+        self, account: Account, trigger: TriggerSettings, *, min_gap: float | None
+    ) -> Fence | None:
+        return self.store.claim_poll(
+            account.name,
+            trigger.name,
+            owner=self.owner,
+            now=now(),
+            lease=self.poll_lease(trigger),
+            min_gap=min_gap,
+        )
 
     def poll_lease(self, trigger: TriggerSettings) -> float:
         """How long a poll lease lasts: ``[engine] lease`` beyond the longest the requests
@@ -408,14 +415,7 @@ class Engine:
             return None
         # Several nodes schedule every trigger: the one that claims the lease polls, and
         # none polls a trigger that any node polled less than 90% of an interval ago.
-        fence = self.store.claim_poll(
-            account.name,
-            trigger.name,
-            owner=self.owner,
-            now=now(),
-            lease=self.poll_lease(trigger),
-            min_gap=MIN_GAP * trigger.interval,
-        )
+        fence = self._claim(account, trigger, min_gap=MIN_GAP * trigger.interval)
         if fence is None:
             return None
         return self.poller.poll(account, trigger, fence=fence)
