@@ -126,7 +126,7 @@ class Engine:
         """Poll every enabled trigger now (whatever backoff an earlier failure set),
         then deliver everything that is due now."""
         if self.store.dialect == "sqlite":  # one process (locked): leftovers of a killed one
-            await in_daemon_thread(self.store.release_claims)
+            await in_daemon_thread(self._release_leftovers)
         reports = []
         for account, trigger in poll_jobs(self.config):
             state = self.store.poll_state(account.name, trigger.name)
@@ -147,6 +147,7 @@ class Engine:
                 )
                 continue
             reports.append(await in_daemon_thread(self.poller.poll, account, trigger, fence=fence))
+        await in_daemon_thread(self.store.release_poll_leases, self.owner)
         async with Dispatcher(self.config, self.store, owner=self.owner) as dispatcher:
             delivery = await dispatcher.drain()
         await in_daemon_thread(self._prune)
@@ -230,9 +231,7 @@ class Engine:
         # With SQLite this process is the only one: claims left in the database are
         # those of a process that was killed, so they are due again right now.
         if self.store.dialect == "sqlite":
-            released = await in_daemon_thread(self.store.release_claims)
-            if released:
-                log.info("delivery.recovered_in_flight", deliveries=released)
+            await in_daemon_thread(self._release_leftovers)
 
         resumed = await in_daemon_thread(self.store.resume_auto_paused)
         for account_name, trigger_name in resumed:
@@ -346,6 +345,14 @@ class Engine:
             raise RuntimeFailure(
                 f"cannot listen on {listen} ([engine] listen): {exc.strerror}"
             ) from None
+
+    def _release_leftovers(self) -> None:
+        """SQLite: this process holds the file's lock, so every claim and lease in it is
+        a leftover of a process that was killed: due again, and free, right now."""
+        released = self.store.release_claims()
+        if released:
+            log.info("delivery.recovered_in_flight", deliveries=released)
+        self.store.release_poll_leases(None)
 
     def _heartbeat(self) -> None:
         self.store.heartbeat(self.owner, version=__version__, now=now())

@@ -686,15 +686,18 @@ class Store:
             ).scalar_one_or_none()
         return None if token is None else Fence(owner, int(token))
 
-    def release_poll_leases(self, owner: str) -> int:
+    def release_poll_leases(self, owner: str | None) -> int:
         """Give back every poll lease ``owner`` holds (at shutdown), so that other nodes
-        need not wait for them to expire."""
+        need not wait for them to expire; ``None``: every lease (SQLite, at start)."""
+        held = (
+            poll_state.c.lease_owner.is_not(None)
+            if owner is None
+            else poll_state.c.lease_owner == owner
+        )
         with self._tx() as conn:
             return int(
                 conn.execute(
-                    update(poll_state)
-                    .where(poll_state.c.lease_owner == owner)
-                    .values(lease_owner=None, lease_expires_at=None)
+                    update(poll_state).where(held).values(lease_owner=None, lease_expires_at=None)
                 ).rowcount
             )
 
