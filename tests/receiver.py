@@ -31,6 +31,11 @@ class Answer:
 
 
 class _QuietServer(ThreadingHTTPServer):
+    # socketserver's default listen backlog is 5: a burst of new connections (several nodes,
+    # max_in_flight each) overflows it, and the kernel retries the handshake 1 s later,
+    # which looks like a slow receiver (and a timed-out attempt, sent again)
+    request_queue_size = 128
+
     def handle_error(self, request: object, client_address: object) -> None:
         if isinstance(sys.exc_info()[1], ConnectionError):
             return  # a sender that was killed or gave up: expected in crash tests

@@ -77,7 +77,7 @@ def _live(expires: datetime | None, now: datetime) -> bool:
 
 
 # A node whose last heartbeat is older than this is shown as vanished.
-VANISHED_AFTER = 60.0
+VANISHED_AFTER = 30.0  # three missed heartbeats
 
 
 def node_dicts(views: list[NodeView], now: datetime) -> list[dict[str, Any]]:
