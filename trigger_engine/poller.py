@@ -19,6 +19,7 @@ from trigger_engine.clock import now as clock_now
 from trigger_engine.config import Account, Config, TriggerSettings
 from trigger_engine.dedupe import key_items
 from trigger_engine.errors import LeaseLost, SourceError
+from trigger_engine.gc_pause import gc_paused
 from trigger_engine.logs import get_logger
 from trigger_engine.retry import poll_backoff, should_pause
 from trigger_engine.source import Source
@@ -70,7 +71,8 @@ class Poller:
         """One poll. With ``fence`` (a poll lease), its result is written only while that
         lease still holds; otherwise the report says ``lease_lost`` and nothing changed."""
         try:
-            return self._poll(account, trigger, fence)
+            with gc_paused():  # a poll builds and keys large acyclic data: see gc_pause
+                return self._poll(account, trigger, fence)
         except LeaseLost as exc:
             log.warning("poll.lease_lost", account=account.name, trigger=trigger.name)
             return PollReport(

@@ -45,11 +45,10 @@ import contextlib
 import copy
 import email.utils
 import functools
-import gc
 import secrets
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from random import Random
@@ -60,6 +59,7 @@ import orjson
 from aiohttp import web
 
 from trigger_engine.errors import RuntimeFailure
+from trigger_engine.gc_pause import gc_paused
 
 Record = dict[str, Any]
 _T = TypeVar("_T")
@@ -372,19 +372,6 @@ _DAY_NAMES: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _URL_SAFE: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """Hold the cyclic garbage collector while creating many small dicts that hold no cycles
-    (it would otherwise rescan them all, again and again: a third of add_leads' time)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def _sql_time(ts: int) -> str:
     """``2020-04-17 05:51:54+00:00``, the vendor's lead and campaign date format."""
     day, second = divmod(ts, 86400)
@@ -469,7 +456,7 @@ class Simulator:
             raise ValueError(f"cannot add a negative number of leads ({n})")
         if n == 0:
             return
-        with self._lock, _gc_paused():
+        with self._lock, gc_paused():
             if not self.campaigns:
                 self.add_campaign()
             snapshots: dict[int, Record] = {}
