@@ -38,6 +38,11 @@ def _usable(value: Any) -> bool:
 def item_key(item: Any, fields: Sequence[str]) -> str | None:
     """The item's key, or None when the item is not an object or a key field is missing,
     null, empty, or not a scalar (such an item cannot be deduplicated and is never fired)."""
+    if len(fields) == 1 and type(item) is dict and "." not in fields[0]:
+        # the common case (a top-level string id), without the general path's lists
+        value = item.get(fields[0])
+        if type(value) is str and value and not value[0].isspace() and not value[-1].isspace():
+            return value
     if not isinstance(item, Mapping):
         return None
     values = [lookup(item, field) for field in fields]
