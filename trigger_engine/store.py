@@ -34,6 +34,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -886,24 +887,25 @@ class Store:
                     for o in outcomes
                 ],
             )
+            rows = []
             for o in outcomes:
                 # a retry to a sink disabled while this attempt was in flight is dead
                 off = o.new_status == FAILED and o.sink in disabled
-                conn.execute(
-                    update(deliveries)
-                    .where(deliveries.c.id == o.delivery_id, deliveries.c.lease_owner == owner)
-                    .values(
-                        status=DEAD if off else o.new_status,
-                        attempts=o.attempt,
-                        next_attempt_at=None if off else o.next_attempt_at,
-                        lease_owner=None,
-                        lease_expires_at=None,
-                        last_attempt_at=o.started_at,
-                        last_status_code=o.status_code,
-                        last_error=o.error,
-                        delivered_at=o.started_at if o.new_status == DELIVERED else None,
-                    )
+                rows.append(
+                    {
+                        "b_id": o.delivery_id,
+                        "b_owner": owner,
+                        "b_status": DEAD if off else o.new_status,
+                        "b_attempts": o.attempt,
+                        "b_next": None if off else o.next_attempt_at,
+                        "b_at": o.started_at,
+                        "b_code": o.status_code,
+                        "b_error": o.error,
+                        "b_delivered": o.started_at if o.new_status == DELIVERED else None,
+                    }
                 )
+            # one statement, compiled once, run for the whole batch (executemany)
+            conn.execute(_RECORD_ATTEMPT, rows)
             successes: dict[str, datetime] = {}
             for o in outcomes:
                 if o.new_status == DELIVERED:
@@ -1315,6 +1317,22 @@ class Store:
 
 
 # --------------------------------------------------------------------------- helpers
+
+_RECORD_ATTEMPT = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("b_id"), deliveries.c.lease_owner == bindparam("b_owner"))
+    .values(
+        status=bindparam("b_status"),
+        attempts=bindparam("b_attempts"),
+        next_attempt_at=bindparam("b_next", type_=deliveries.c.next_attempt_at.type),
+        lease_owner=None,
+        lease_expires_at=None,
+        last_attempt_at=bindparam("b_at", type_=deliveries.c.last_attempt_at.type),
+        last_status_code=bindparam("b_code"),
+        last_error=bindparam("b_error"),
+        delivered_at=bindparam("b_delivered", type_=deliveries.c.delivered_at.type),
+    )
+)
 
 
 def _chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
