@@ -1,0 +1,354 @@
+"""deliver: N pending events delivered to a fast local receiver, against bare aiohttp.
+
+    /work/venv/bin/python benchmarks/deliver.py [--n 10000] [--runs 3] [--no-profile] [--no-e2e]
+
+Receiver: a bare ASGI app under uvicorn (uvloop, httptools) in its own process, answering 204.
+Pending events are made by the engine itself: a poll with ``on_first_poll = "emit"`` over N
+simulator leads into a fresh SQLite database, sink ``max_in_flight = 32`` and a ``secret``
+(every request is signed), so N events and N pending deliveries. Each run starts from a copy
+of that database.
+
+* engine: ``Dispatcher.drain()`` in a fresh process, timed around the drain alone (claims,
+  envelopes, signatures, POSTs, and every attempt recorded in SQLite);
+* floor: the fastest bare Python client, aiohttp with 32 requests in flight on one session,
+  posting the very same bodies and headers (built beforehand, untimed, by the engine's own
+  functions) to the same receiver; on the stock asyncio loop and on uvloop.
+
+Throughput is N / seconds; the figure is engine / floor throughput, target >= 0.8 (issue 7).
+Also: ``run --once`` end to end (start-up, a poll of N known leads, the drain) and, unless
+``--no-profile``, a profile of one drain (store calls run inline in the main thread so that
+pyinstrument sees them; saved under benchmarks/profiles/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common import (
+    HERE,
+    PROFILE_DIR,
+    PY,
+    SECRET,
+    ReceiverProcess,
+    SimulatorProcess,
+    Split,
+    engine_cmd,
+    fmt_s,
+    gc_timer,
+    header,
+    log,
+    median,
+    print_split,
+    profile_hot_spots,
+    run_child,
+    tmpdir,
+    wait_quiet,
+    wrapped,
+    write_config,
+)
+
+TARGET = 0.8
+IN_FLIGHT = 32
+
+
+def config_for(tmp: Path, name: str, sim_url: str, receiver_url: str, db: Path) -> Path:
+    return write_config(
+        tmp / f"{name}.toml",
+        base_url=sim_url,
+        database=db,
+        triggers={"leads": {"interval": "5m", "on_first_poll": "emit"}},
+        sinks=[{"name": "crm", "url": receiver_url, "secret": SECRET, "max_in_flight": IN_FLIGHT}],
+    )
+
+
+def copy_db(src: Path, dst: Path) -> None:
+    with sqlite3.connect(src) as a, sqlite3.connect(dst) as b:
+        a.backup(b)
+
+
+def db_counts(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        return {
+            "pending": conn.execute(
+                "SELECT count(*) FROM deliveries WHERE status='pending'"
+            ).fetchone()[0],
+            "delivered": conn.execute(
+                "SELECT count(*) FROM deliveries WHERE status='delivered'"
+            ).fetchone()[0],
+            "attempts": conn.execute("SELECT count(*) FROM attempts").fetchone()[0],
+        }
+
+
+# --------------------------------------------------------------------------- children
+
+
+def child(args: list[str]) -> dict[str, Any]:
+    result = run_child([PY, str(HERE / "deliver.py"), "--child", *args]).check()
+    data: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    data["maxrss_kb"] = result.maxrss_kb
+    return data
+
+
+def child_make(cfg: str) -> dict[str, Any]:
+    """One poll (emit): N events and N pending deliveries."""
+    from trigger_engine.config import load_config
+    from trigger_engine.poller import Poller
+    from trigger_engine.source import Source
+    from trigger_engine.store import Store
+
+    config = load_config(Path(cfg))
+    store = Store.open(config.database_url())
+    try:
+        with Source(config.source) as src:
+            report = Poller(config, store, src).poll(config.accounts[0], config.triggers["leads"])
+    finally:
+        store.close()
+    return {"new_events": report.new_events}
+
+
+def child_drain(cfg: str, profile_out: str | None) -> dict[str, Any]:
+    """Time ``Dispatcher.drain()`` over what is pending; optionally profiled."""
+    from trigger_engine import delivery
+    from trigger_engine.config import load_config
+    from trigger_engine.store import Store
+
+    config = load_config(Path(cfg))
+    store = Store.open(config.database_url())
+    split = Split()
+    result: dict[str, Any] = {}
+
+    async def drain() -> tuple[float, Any]:
+        async with delivery.Dispatcher(config, store, owner="bench") as dispatcher:
+            t0 = time.perf_counter()
+            report = await dispatcher.drain()
+            return time.perf_counter() - t0, report
+
+    def inline(fn: Any, /, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        """in_daemon_thread's stand-in for the profile: the store call runs in the main
+        thread (pyinstrument samples one thread), after one yield to the loop, as the
+        thread version yields (the drain loop relies on it: done-callbacks run)."""
+
+        async def call() -> Any:
+            await asyncio.sleep(0)
+            return fn(*args, **kwargs)
+
+        return asyncio.ensure_future(call())
+
+    try:
+        with (
+            gc_timer(split),
+            wrapped(split, type(store), "claim_due", "store: claim_due (in a thread)"),
+            wrapped(split, type(store), "record_attempts", "store: record_attempts (in a thread)"),
+            wrapped(split, delivery, "headers_for", "delivery: headers_for (signing)"),
+            wrapped(split, delivery, "body_for", "delivery: body_for (envelope)"),
+        ):
+            if profile_out:
+                delivery.in_daemon_thread = inline  # type: ignore[assignment]
+                (seconds, report), lines = profile_hot_spots(
+                    lambda: asyncio.run(drain()), save_to=Path(profile_out)
+                )
+                result["profile"] = lines
+            else:
+                seconds, report = asyncio.run(drain())
+    finally:
+        store.close()
+    split.add("drain total", seconds)
+    result.update(
+        seconds=seconds,
+        attempted=report.attempted,
+        delivered=report.delivered,
+        failed=report.failed,
+        split=print_split(split, "drain total"),
+    )
+    return result
+
+
+def child_floor(cfg: str, loop: str) -> dict[str, Any]:
+    """Bare aiohttp, IN_FLIGHT requests in flight on one session, the engine's own bodies
+    and headers (built before the clock starts)."""
+    import aiohttp
+
+    from trigger_engine.clock import now
+    from trigger_engine.config import load_config
+    from trigger_engine.delivery import body_for, headers_for
+    from trigger_engine.store import Store
+
+    config = load_config(Path(cfg))
+    sink = config.sinks[0]
+    store = Store.open(config.database_url())
+    try:
+        claimed = store.claim_due(owner="floor", now=now(), lease=3600, capacity={sink.name: 10**9})
+    finally:
+        store.close()
+    stamp = int(time.time())
+    requests = []
+    for d in claimed:
+        body = body_for(sink, d)
+        requests.append((body, headers_for(sink, d, body, stamp)))
+    url = sink.url
+
+    async def post_all() -> tuple[float, int]:
+        ok = 0
+        connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            items = iter(requests)
+
+            async def worker() -> None:
+                nonlocal ok
+                for body, headers in items:
+                    async with session.post(url, data=body, headers=headers) as response:
+                        await response.read()
+                        ok += 200 <= response.status < 300
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+            return time.perf_counter() - t0, ok
+
+    if loop == "uvloop":
+        import uvloop
+
+        seconds, ok = uvloop.run(post_all())
+    else:
+        seconds, ok = asyncio.run(post_all())
+    return {"seconds": seconds, "ok": ok, "requests": len(requests)}
+
+
+# --------------------------------------------------------------------------- harness
+
+
+def bench(n: int, runs: int, profile: bool, e2e: bool) -> dict[str, float]:
+    with (
+        tmpdir("deliver") as tmp_name,
+        ReceiverProcess() as receiver,
+        SimulatorProcess(leads=n) as sim,
+    ):
+        tmp = Path(tmp_name)
+        template = tmp / "template.db"
+        cfg = config_for(tmp, "template", sim.base_url, receiver.url, template)
+        made = child(["make", str(cfg)])
+        assert made["new_events"] == n, made
+        print(
+            f"\n-- N = {n:,} pending events (one sink, max_in_flight = {IN_FLIGHT}, signed), "
+            f"receiver {receiver.url}"
+        )
+        print(f"   template: {db_counts(template)}")
+
+        engine, floor_a, floor_u, e2e_walls, busy = [], [], [], [], []
+        for r in range(runs):
+            busy.append(wait_quiet())
+            log(f"run {r + 1}/{runs} (machine {busy[-1]:.0%} busy before) ...")
+            for name, runs_, loop in (("fa", floor_a, "asyncio"), ("fu", floor_u, "uvloop")):
+                db = tmp / f"{name}{r}.db"
+                copy_db(template, db)
+                c = config_for(tmp, f"{name}{r}", sim.base_url, receiver.url, db)
+                before = receiver.count()
+                got = child(["floor", str(c), loop])
+                assert got["ok"] == n and receiver.count() - before == n, got
+                runs_.append(got["seconds"])
+                db.unlink()
+            db = tmp / f"e{r}.db"
+            copy_db(template, db)
+            c = config_for(tmp, f"e{r}", sim.base_url, receiver.url, db)
+            before = receiver.count()
+            got = child(["drain", str(c)])
+            counts = db_counts(db)
+            assert got["delivered"] == n and receiver.count() - before == n, (got, counts)
+            assert counts["attempts"] == n and counts["delivered"] == n, counts
+            engine.append(got["seconds"])
+            last_split = got["split"]
+            db.unlink()
+            if e2e:
+                db = tmp / f"x{r}.db"
+                copy_db(template, db)
+                c = config_for(tmp, f"x{r}", sim.base_url, receiver.url, db)
+                res = run_child(engine_cmd("run", "--once", "-c", str(c))).check()
+                assert db_counts(db)["delivered"] == n
+                e2e_walls.append(res.wall)
+                db.unlink()
+
+        def line(label: str, secs: list[float]) -> str:
+            m = median(secs)
+            return (
+                f"   {label:<44} {fmt_s(m):>10} {n / m:9,.0f} req/s   "
+                f"[{', '.join(f'{s:.2f}' for s in secs)}]"
+            )
+
+        print(f"   {'':44} {'median':>10} {'throughput':>15}")
+        print(line("floor: aiohttp, 32 in flight, asyncio loop", floor_a))
+        print(line("floor: aiohttp, 32 in flight, uvloop", floor_u))
+        print(line("engine: Dispatcher.drain() (attempts recorded)", engine))
+        e_tp = n / median(engine)
+        a_tp, u_tp = n / median(floor_a), n / median(floor_u)
+        best = max(a_tp, u_tp)
+        verdict = "meets" if e_tp / best >= TARGET else "MISSES"
+        print(
+            f"   RATIO engine / fastest floor throughput = {e_tp / best:.2f}x  "
+            f"(target >= {TARGET}x: {verdict})"
+        )
+        print(f"   ratio engine / asyncio-loop floor       = {e_tp / a_tp:.2f}x")
+        if e2e_walls:
+            m = median(e2e_walls)
+            walls = ", ".join(f"{s:.2f}" for s in e2e_walls)
+            print(
+                f"   run --once end to end (start-up + poll of {n:,} known + drain): "
+                f"{fmt_s(m)} ({n / m:,.0f} deliveries/s)  [{walls}]"
+            )
+        print(f"   other load before each run: {', '.join(f'{b:.0%}' for b in busy)} of 2 cores")
+        print(
+            "   engine's split of the last drain (wrapped functions; store calls run in "
+            "daemon threads, so they overlap the event loop):"
+        )
+        for text in last_split:
+            print(f" {text}")
+        if profile:
+            log("profile ...")
+            db = tmp / "p.db"
+            copy_db(template, db)
+            c = config_for(tmp, "p", sim.base_url, receiver.url, db)
+            out = PROFILE_DIR / f"deliver_{n}.txt"
+            got = child(["drain", str(c), str(out)])
+            print(
+                f"   profile of one drain, store calls inline (pyinstrument; tree in "
+                f"{out}); that drain took {fmt_s(got['seconds'])}:"
+            )
+            for text in got["profile"]:
+                print(f" {text}")
+        return {"n": n, "engine": e_tp, "floor": best, "ratio": e_tp / best}
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        role, rest = sys.argv[2], sys.argv[3:]
+        if role == "make":
+            out = child_make(rest[0])
+        elif role == "drain":
+            out = child_drain(rest[0], rest[1] if len(rest) > 1 else None)
+        else:
+            out = child_floor(rest[0], rest[1])
+        print(json.dumps(out))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--no-e2e", action="store_true")
+    args = parser.parse_args()
+    header("deliver (issue 7): N pending deliveries vs bare aiohttp, same receiver")
+    r = bench(args.n, args.runs, not args.no_profile, not args.no_e2e)
+    print("\n-- summary")
+    print(
+        f"   deliver N={r['n']:,}: engine {r['engine']:,.0f} req/s, floor {r['floor']:,.0f} "
+        f"req/s -> {r['ratio']:.2f}x (target >= {TARGET}x)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
