@@ -1,6 +1,6 @@
 #!/bin/sh
 # benchmarks/run_all.sh LABEL: every benchmark at its defaults, one after the other, each
-# output kept in benchmarks/results/LABEL/NAME.txt (profiles beside them). About 25 minutes.
+# output kept in benchmarks/results/LABEL/NAME.txt (profiles beside them). About 17 minutes.
 # Set BENCH_ENGINE_SRC to measure another source tree (see snapshot.sh).
 set -u
 label=${1:-current}

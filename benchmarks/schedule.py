@@ -117,6 +117,13 @@ def run(accounts: int, interval: float, rounds: int, grace: float) -> None:
             elif event.code == EVENT_JOB_ERROR:
                 events["job_error"] += 1
 
+        hooks = ("_schedule_polls", "_poll_if_due", "poller")
+        missing = [name for name in hooks if not hasattr(engine, name)]
+        if missing:
+            raise SystemExit(
+                f"schedule.py measures lag by wrapping Engine.{', Engine.'.join(hooks)}; "
+                f"this engine has no {', '.join(missing)}: update the hooks in schedule.py"
+            )
         original_schedule = engine._schedule_polls
         original_poll_if_due = engine._poll_if_due
 
