@@ -247,6 +247,8 @@ class EngineSettings(_Model):
     shutdown_grace: Duration = 30.0
     retention: PositiveDuration = 30 * 86400.0
     lease: PositiveDuration = 30.0
+    # How many polls run at once; None: 4 on SQLite, 8 on PostgreSQL (scheduler.py).
+    poll_workers: Annotated[StrictInt, Field(ge=1, le=256)] | None = None
 
     @field_validator("database")
     @classmethod

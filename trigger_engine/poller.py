@@ -7,6 +7,7 @@ store's outbox transaction (seen keys, events and deliveries together).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from trigger_engine.gc_pause import gc_paused
 from trigger_engine.logs import get_logger
 from trigger_engine.retry import poll_backoff, should_pause
 from trigger_engine.source import Source
-from trigger_engine.store import Fence, Store
+from trigger_engine.store import Fence, PollState, Store
 
 log = get_logger("trigger_engine.poll")
 
@@ -43,6 +44,17 @@ class PollReport:
     keyless: int = 0
     error: str | None = None
     duration: float = 0.0
+
+
+# A trigger that knows fewer items than this, and has had its first poll, polls with the
+# cyclic GC left on: its lists are small, and the GC is process-wide (see gc_pause).
+GC_HOLD_MIN_ITEMS = 1000
+
+
+def may_be_large(state: PollState | None) -> bool:
+    """Whether a poll may parse a large list: its first (size unknown) or one of a
+    trigger that knows at least ``GC_HOLD_MIN_ITEMS`` items."""
+    return state is None or state.seeded_at is None or state.items_known >= GC_HOLD_MIN_ITEMS
 
 
 def subscribed_sinks(config: Config, event_type: str) -> list[str]:
@@ -66,13 +78,23 @@ class Poller:
         self.rand = rand
 
     def poll(
-        self, account: Account, trigger: TriggerSettings, *, fence: Fence | None = None
+        self,
+        account: Account,
+        trigger: TriggerSettings,
+        *,
+        fence: Fence | None = None,
+        state: PollState | None = None,
     ) -> PollReport:
         """One poll. With ``fence`` (a poll lease), its result is written only while that
-        lease still holds; otherwise the report says ``lease_lost`` and nothing changed."""
+        lease still holds; otherwise the report says ``lease_lost`` and nothing changed.
+        ``state``: the trigger's state as its claim saw it (else it is read here)."""
+        if state is None:
+            state = self.store.poll_state(account.name, trigger.name)
         try:
-            with gc_paused():  # a poll builds and keys large acyclic data: see gc_pause
-                return self._poll(account, trigger, fence)
+            # A poll that may parse and key a large list holds the cyclic GC (gc_pause);
+            # the small polls of a busy schedule leave it alone.
+            with gc_paused() if may_be_large(state) else contextlib.nullcontext():
+                return self._poll(account, trigger, fence, state)
         except LeaseLost as exc:
             log.warning("poll.lease_lost", account=account.name, trigger=trigger.name)
             return PollReport(
@@ -83,9 +105,14 @@ class Poller:
                 error=str(exc),
             )
 
-    def _poll(self, account: Account, trigger: TriggerSettings, fence: Fence | None) -> PollReport:
+    def _poll(
+        self,
+        account: Account,
+        trigger: TriggerSettings,
+        fence: Fence | None,
+        state: PollState | None,
+    ) -> PollReport:
         started = time.perf_counter()
-        state = self.store.poll_state(account.name, trigger.name)
         see_everything = (
             state is None or state.seeded_at is None or trigger.update_fields is not None
         )
@@ -100,7 +127,7 @@ class Poller:
         try:
             items = self.source.fetch(account, trigger, keep_going=keep_going)
         except SourceError as exc:
-            return self._failed(account, trigger, exc, time.perf_counter() - started, fence)
+            return self._failed(account, trigger, exc, time.perf_counter() - started, fence, state)
         keyed = key_items(items, trigger.key, trigger.update_fields)
         if keyed.keyless:
             log.warning(
@@ -171,9 +198,9 @@ class Poller:
         exc: SourceError,
         duration: float,
         fence: Fence | None,
+        state: PollState | None,
     ) -> PollReport:
         at = self.clock()
-        state = self.store.poll_state(account.name, trigger.name)
         failures = (state.consecutive_failures if state else 0) + 1
         delay = poll_backoff(
             failures=failures,

@@ -3,9 +3,16 @@ interval, while the dispatcher delivers continuously; SIGINT/SIGTERM stop it cle
 
 APScheduler's pitfalls are handled here (see the design notes): job defaults are set on
 the scheduler (coalesce, a generous misfire grace), every request has a timeout, signal
-handlers are ours, and a poll runs in a daemon thread of its own (``in_daemon_thread``)
-that the job only starts: APScheduler's asyncio executor cancels running jobs at shutdown,
-and nothing must wait for a thread that a stop at once abandons.
+handlers are ours, and a job only queues its poll for a bounded pool of long-lived daemon
+threads (``[engine] poll_workers``; :class:`~trigger_engine.workers.WorkerPool`):
+APScheduler's asyncio executor cancels running jobs at shutdown, and nothing must wait for
+a thread that a stop at once abandons. One poll per (account, trigger) is queued or running
+at a time.
+
+Spreading: the first runs are spread, in config order, over the shortest interval, at
+least :data:`START_RATE` polls a second (:func:`start_spacing`); each job then keeps its
+own offset, so a large schedule polls at an even rate instead of all at once. A reload
+(SIGHUP) spreads the new schedule the same way.
 
 Stopping:
 
@@ -13,6 +20,7 @@ Stopping:
   ``[engine] shutdown_grace`` to finish and are recorded, polls in flight the rest of that
   same grace (a poll is one transaction: it commits whole or not at all); what did not
   finish is released (deliveries) or abandoned (polls) and the next start does it again.
+  Polls queued but not started at the stop are dropped (the next start polls them).
   ``trigger-engine run`` then exits 0.
 * **Second signal:** stop at once. The main task is cancelled, in-flight requests are
   abandoned, what already finished is recorded if the database answers within a second,
@@ -48,13 +56,27 @@ from trigger_engine.logs import get_logger
 from trigger_engine.metrics import Metrics
 from trigger_engine.poller import Poller, PollReport
 from trigger_engine.source import Source
-from trigger_engine.store import AttemptOutcome, Fence, Store
+from trigger_engine.store import AttemptOutcome, PollClaim, Store
+from trigger_engine.workers import WorkerPool
 
 log = get_logger("trigger_engine.scheduler")
 
 PRUNE_EVERY = 3600.0  # seconds between retention sweeps
 HEARTBEAT_EVERY = 10.0  # seconds between a node's heartbeats
 MIN_GAP = 0.9  # a trigger is not polled again before this fraction of its interval
+START_RATE = 20.0  # polls per second at least, when the first runs are spread out
+# Default [engine] poll_workers: SQLite has one connection (its transactions queue up
+# anyway; the workers overlap HTTP waits), PostgreSQL a pool of 5 (+10 overflow).
+POLL_WORKERS = {"sqlite": 4, "postgresql": 8}
+
+
+def start_spacing(jobs: int, shortest_interval: float) -> float:
+    """Seconds between the first runs of consecutive poll jobs: ``jobs`` spread evenly
+    over the shortest interval, but never slower than ``START_RATE`` polls a second (a
+    small config polls everything within a fraction of a second of the start)."""
+    if jobs <= 1:
+        return 0.0
+    return min(shortest_interval / jobs, 1.0 / START_RATE)
 
 
 def node_name() -> str:
@@ -129,24 +151,26 @@ class Engine:
             await in_daemon_thread(self._release_leftovers)
         reports = []
         for account, trigger in poll_jobs(self.config):
-            state = self.store.poll_state(account.name, trigger.name)
-            if state is not None and state.paused:
+            claim = self._claim(account, trigger, min_gap=None)
+            if claim.refused == "paused":
                 log.info("poll.skipped_paused", account=account.name, trigger=trigger.name)
                 continue
-            fence = self._claim(account, trigger, min_gap=None)
-            if fence is None:
-                holder = self.store.poll_state(account.name, trigger.name)
+            if claim.fence is None:
                 reports.append(
                     PollReport(
                         account.name,
                         trigger.name,
                         ok=True,
                         outcome="skipped",
-                        error=f"node {holder.lease_owner if holder else '?'} is polling it",
+                        error=f"node {claim.state.lease_owner or '?'} is polling it",
                     )
                 )
                 continue
-            reports.append(await in_daemon_thread(self.poller.poll, account, trigger, fence=fence))
+            reports.append(
+                await in_daemon_thread(
+                    self.poller.poll, account, trigger, fence=claim.fence, state=claim.state
+                )
+            )
         await in_daemon_thread(self.store.release_poll_leases, self.owner)
         async with Dispatcher(self.config, self.store, owner=self.owner) as dispatcher:
             delivery = await dispatcher.drain()
@@ -154,8 +178,13 @@ class Engine:
         return OnceReport(reports, delivery)
 
     def _claim(
-        self, account: Account, trigger: TriggerSettings, *, min_gap: float | None
-    ) -> Fence | None:
+        self,
+        account: Account,
+        trigger: TriggerSettings,
+        *,
+        min_gap: float | None,
+        honour_backoff: bool = False,
+    ) -> PollClaim:
         return self.store.claim_poll(
             account.name,
             trigger.name,
@@ -163,7 +192,14 @@ class Engine:
             now=now(),
             lease=self.poll_lease(trigger),
             min_gap=min_gap,
+            honour_backoff=honour_backoff,
         )
+
+    @property
+    def poll_workers(self) -> int:
+        """How many polls run at once: ``[engine] poll_workers``, else by database."""
+        configured = self.config.engine.poll_workers
+        return configured if configured is not None else POLL_WORKERS.get(self.store.dialect, 4)
 
     def poll_lease(self, trigger: TriggerSettings) -> float:
         """How long a poll lease lasts: ``[engine] lease`` beyond the longest the requests
@@ -246,14 +282,15 @@ class Engine:
                 job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             )
             polls: dict[tuple[str, str], PollFuture] = {}
+            workers = WorkerPool(self.poll_workers, name="poll")
 
             async def poll_job(account: Account, trigger: TriggerSettings) -> None:
-                # Starts the poll and returns at once (never cancelled mid-poll by
-                # scheduler.shutdown); one poll per (account, trigger) at a time.
+                # Queues the poll and returns at once (never cancelled mid-poll by
+                # scheduler.shutdown); one poll per (account, trigger) queued or running.
                 job = (account.name, trigger.name)
-                if stop.is_set() or job in polls:
+                if stop.is_set() or workers.stopped or job in polls:
                     return
-                future = in_daemon_thread(self._poll_if_due, account, trigger)
+                future = workers.submit(self._poll_if_due, account, trigger)
                 polls[job] = future
                 future.add_done_callback(partial(self._polled, polls, job, dispatcher))
 
@@ -294,6 +331,7 @@ class Engine:
                 node=self.owner,
                 accounts=len(self.config.accounts),
                 polls=len(poll_jobs(self.config)),
+                poll_workers=workers.size,
                 sinks=len(self.config.sinks),
                 listen=self.config.engine.listen,
             )
@@ -303,6 +341,9 @@ class Engine:
                 await dispatcher.run(stop, grace=self.grace)
             finally:
                 scheduler.shutdown(wait=False)
+                dropped = workers.stop()
+                if dropped:
+                    log.info("poll.dropped_at_stop", polls=dropped, next_start="polls them")
                 await self._wait_for_polls(polls)
                 if not being_cancelled():
                     await in_daemon_thread(self._leave)
@@ -312,20 +353,27 @@ class Engine:
                     old.close()
                 self._scheduler = None
 
-    def _schedule_polls(self, *, first_run: datetime | None) -> None:
-        """One job per (account, enabled trigger); the jobs of a previous config go."""
+    def _schedule_polls(self, *, first_run: datetime) -> None:
+        """One job per (account, enabled trigger); the jobs of a previous config go. Job
+        ``i`` (in config order) first runs at ``first_run + i * start_spacing(...)``, then
+        every interval from there."""
         assert self._scheduler is not None
         for job in self._scheduler.get_jobs():
             if job.id not in ("retention", "heartbeat"):
                 job.remove()
-        for account, trigger in poll_jobs(self.config):
+        jobs = poll_jobs(self.config)
+        if not jobs:
+            return
+        spacing = start_spacing(len(jobs), min(trigger.interval for _, trigger in jobs))
+        for i, (account, trigger) in enumerate(jobs):
+            first = first_run + timedelta(seconds=i * spacing)
             self._scheduler.add_job(
                 self._poll_job,
-                IntervalTrigger(seconds=trigger.interval, timezone="UTC"),
+                IntervalTrigger(seconds=trigger.interval, start_date=first, timezone="UTC"),
                 args=(account, trigger),
                 id=f"{account.name}/{trigger.name}",
                 name=f"poll {account.name}/{trigger.name}",
-                next_run_time=first_run,
+                next_run_time=first,
             )
 
     async def _start_http(self, scheduler: AsyncIOScheduler) -> web.AppRunner | None:
@@ -387,10 +435,15 @@ class Engine:
         sinks change; seen items, events and deliveries in flight are untouched. The
         database and the listen address need a restart."""
         old = self.config
-        if config.database_url() != old.database_url() or config.engine.listen != old.engine.listen:
+        if (
+            config.database_url() != old.database_url()
+            or config.engine.listen != old.engine.listen
+            or config.engine.poll_workers != old.engine.poll_workers
+        ):
             log.warning(
                 "config.reload_partial",
-                detail="engine.database and engine.listen change at the next restart",
+                detail="engine.database, engine.listen and engine.poll_workers change at "
+                "the next restart",
             )
         if config.source != old.source:
             self._old_sources.append(self.source)
@@ -413,19 +466,17 @@ class Engine:
         self._dispatcher.notify()
 
     def _poll_if_due(self, account: Account, trigger: TriggerSettings) -> PollReport | None:
-        """One scheduled poll, in its thread; None when paused or backing off."""
-        state = self.store.poll_state(account.name, trigger.name)
-        if state is not None and state.paused:
+        """One scheduled poll, on a poll worker; None when the claim is refused: paused,
+        backing off, or (several nodes schedule every trigger) another node holds the
+        lease or started a poll of it less than 90% of an interval ago. The claim checks
+        all of that in its one transaction."""
+        claim = self._claim(
+            account, trigger, min_gap=MIN_GAP * trigger.interval, honour_backoff=True
+        )
+        if claim.fence is None:
+            log.debug("poll.skipped", account=account.name, trigger=trigger.name, why=claim.refused)
             return None
-        if state is not None and state.backoff_until and state.backoff_until > now():
-            log.debug("poll.backing_off", account=account.name, trigger=trigger.name)
-            return None
-        # Several nodes schedule every trigger: the one that claims the lease polls, and
-        # none polls a trigger that any node polled less than 90% of an interval ago.
-        fence = self._claim(account, trigger, min_gap=MIN_GAP * trigger.interval)
-        if fence is None:
-            return None
-        return self.poller.poll(account, trigger, fence=fence)
+        return self.poller.poll(account, trigger, fence=claim.fence, state=claim.state)
 
     def _polled(
         self,
@@ -457,12 +508,14 @@ class Engine:
 
     async def _wait_for_polls(self, polls: dict[tuple[str, str], PollFuture]) -> None:
         """Polls in flight at stop may finish within the grace (counted from the stop);
-        one that does not is abandoned in its daemon thread: its transaction commits
-        whole or, when the process exits first, not at all."""
+        one that does not is abandoned on its worker (a daemon thread): its transaction
+        commits whole or, when the process exits first, not at all."""
         loop = asyncio.get_running_loop()
         started = self._stop_requested_at if self._stop_requested_at is not None else loop.time()
-        if polls and not being_cancelled():
+        running = {future for future in polls.values() if not future.done()}
+        if running and not being_cancelled():
             left = max(0.0, started + self.grace - loop.time())
-            await asyncio.wait(set(polls.values()), timeout=left)
-        if polls:
-            log.warning("poll.abandoned_in_flight", polls=len(polls))
+            await asyncio.wait(running, timeout=left)
+        abandoned = sum(not future.done() for future in running)
+        if abandoned:
+            log.warning("poll.abandoned_in_flight", polls=abandoned)

@@ -27,7 +27,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from sqlalchemy import (
@@ -97,10 +97,26 @@ class PollState:
 @dataclass(frozen=True)
 class Fence:
     """Proof of a poll lease: the owner and the fencing token its claim got. Every write
-    of the poll's result checks it, so a node that lost its lease cannot write."""
+    of the poll's result checks it, so a node that lost its lease cannot write. The poll's
+    result records ``claimed_at`` as its ``last_poll_at``: when the poll started."""
 
     owner: str
     token: int
+    claimed_at: datetime
+
+
+# Why claim_poll refused a poll (PollClaim.refused).
+PollRefusal = Literal["paused", "backing off", "leased", "too soon"]
+
+
+@dataclass(frozen=True)
+class PollClaim:
+    """What :meth:`Store.claim_poll` got: a lease to poll under (``fence``), or why not
+    (``refused``), with the trigger's state as the claim saw it."""
+
+    state: PollState
+    fence: Fence | None = None
+    refused: PollRefusal | None = None
 
 
 @dataclass(frozen=True)
@@ -345,11 +361,7 @@ class Store:
 
     def poll_state(self, account: str, trigger: str) -> PollState | None:
         with self._tx() as conn:
-            row = conn.execute(
-                select(poll_state).where(
-                    poll_state.c.account == account, poll_state.c.trigger == trigger
-                )
-            ).one_or_none()
+            row = self._poll_row(conn, account, trigger)
         return None if row is None else _poll_state(row)
 
     def poll_states(self) -> list[PollState]:
@@ -359,17 +371,21 @@ class Store:
             ).all()
         return [_poll_state(r) for r in rows]
 
+    def _poll_row(self, conn: Connection, account: str, trigger: str) -> Row[Any] | None:
+        return conn.execute(
+            select(poll_state).where(
+                poll_state.c.account == account, poll_state.c.trigger == trigger
+            )
+        ).one_or_none()
+
     def _ensure_poll_row(self, conn: Connection, account: str, trigger: str) -> PollState:
         conn.execute(
             self._insert(poll_state)
             .values(account=account, trigger=trigger)
             .on_conflict_do_nothing(index_elements=["account", "trigger"])
         )
-        row = conn.execute(
-            select(poll_state).where(
-                poll_state.c.account == account, poll_state.c.trigger == trigger
-            )
-        ).one()
+        row = self._poll_row(conn, account, trigger)
+        assert row is not None
         return _poll_state(row)
 
     def known_keys(self, account: str, trigger: str, keys: Sequence[str]) -> set[str]:
@@ -428,8 +444,7 @@ class Store:
         version changed that fire; new items are only remembered. With ``max_new``, a poll
         that would fire more than that holds all of its events (the flood guard)."""
         with self._tx() as conn:
-            state = self._ensure_poll_row(conn, account, trigger)
-            self._check_fence(conn, account, trigger, fence)
+            state = self._check_fence(conn, account, trigger, fence)
             first = state.seeded_at is None
             fire = emit_first or not first
             to_fire: list[tuple[str, Any]] = []
@@ -474,7 +489,7 @@ class Store:
                     else None,
                 )
             values: dict[str, Any] = {
-                "last_poll_at": now,
+                "last_poll_at": now if fence is None else fence.claimed_at,
                 "last_success_at": now,
                 "last_outcome": "ok",
                 "last_error": None,
@@ -640,24 +655,19 @@ class Store:
         """A failed poll changes nothing but the poll's own state. Returns the number of
         consecutive failures so far and when this run of failures began."""
         with self._tx() as conn:
-            self._ensure_poll_row(conn, account, trigger)
             self._check_fence(conn, account, trigger, fence)
-            conn.execute(
+            failures, since = conn.execute(
                 update(poll_state)
                 .where(poll_state.c.account == account, poll_state.c.trigger == trigger)
                 .values(
-                    last_poll_at=now,
+                    last_poll_at=now if fence is None else fence.claimed_at,
                     last_outcome=outcome,
                     last_error=error,
                     consecutive_failures=poll_state.c.consecutive_failures + 1,
                     failing_since=func.coalesce(poll_state.c.failing_since, now),
                     backoff_until=backoff_until,
                 )
-            )
-            failures, since = conn.execute(
-                select(poll_state.c.consecutive_failures, poll_state.c.failing_since).where(
-                    poll_state.c.account == account, poll_state.c.trigger == trigger
-                )
+                .returning(poll_state.c.consecutive_failures, poll_state.c.failing_since)
             ).one()
         return int(failures), since
 
@@ -672,39 +682,58 @@ class Store:
         now: datetime,
         lease: float,
         min_gap: float | None = None,
-    ) -> Fence | None:
-        """Take (or renew) the lease on one trigger's polls. None when another node holds
-        it, or (with ``min_gap``) when the trigger was polled less than ``min_gap`` seconds
-        ago by anyone. Every claim bumps the fencing token."""
-        with self._tx() as conn:
-            self._ensure_poll_row(conn, account, trigger)
-            conds = [
-                poll_state.c.account == account,
-                poll_state.c.trigger == trigger,
+        honour_backoff: bool = False,
+    ) -> PollClaim:
+        """Start a poll: take (or renew) the lease on one trigger's polls, in one
+        transaction (one ``UPDATE … RETURNING`` once the trigger has a row). Every claim
+        bumps the fencing token. Refused (``fence`` None, ``refused`` says why) when the
+        trigger is paused, when (``honour_backoff``) failures put it in backoff, when
+        another node holds the lease, or (``min_gap``) when any node started a poll of it
+        less than ``min_gap`` seconds ago: the gap runs from the previous poll's claim, so
+        a poll that ends late does not push the next one out by an interval."""
+        conds = [
+            poll_state.c.account == account,
+            poll_state.c.trigger == trigger,
+            poll_state.c.paused.is_(False),
+            or_(
+                poll_state.c.lease_owner.is_(None),
+                poll_state.c.lease_owner == owner,
+                poll_state.c.lease_expires_at < now,
+            ),
+        ]
+        if honour_backoff:
+            conds.append(
+                or_(poll_state.c.backoff_until.is_(None), poll_state.c.backoff_until <= now)
+            )
+        if min_gap is not None:
+            conds.append(
                 or_(
-                    poll_state.c.lease_owner.is_(None),
-                    poll_state.c.lease_owner == owner,
-                    poll_state.c.lease_expires_at < now,
-                ),
-            ]
-            if min_gap is not None:
-                conds.append(
-                    or_(
-                        poll_state.c.last_poll_at.is_(None),
-                        poll_state.c.last_poll_at <= now - timedelta(seconds=min_gap),
-                    )
+                    poll_state.c.last_poll_at.is_(None),
+                    poll_state.c.last_poll_at <= now - timedelta(seconds=min_gap),
                 )
-            token = conn.execute(
-                update(poll_state)
-                .where(*conds)
-                .values(
-                    lease_owner=owner,
-                    lease_expires_at=now + timedelta(seconds=lease),
-                    fencing_token=poll_state.c.fencing_token + 1,
-                )
-                .returning(poll_state.c.fencing_token)
-            ).scalar_one_or_none()
-        return None if token is None else Fence(owner, int(token))
+            )
+        claim = (
+            update(poll_state)
+            .where(*conds)
+            .values(
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease),
+                fencing_token=poll_state.c.fencing_token + 1,
+            )
+            .returning(*poll_state.c)
+        )
+        with self._tx() as conn:
+            row = conn.execute(claim).one_or_none()
+            if row is None and self._poll_row(conn, account, trigger) is None:
+                self._ensure_poll_row(conn, account, trigger)  # the trigger's first claim
+                row = conn.execute(claim).one_or_none()
+            if row is not None:
+                fence = Fence(owner, int(row._mapping["fencing_token"]), now)
+                return PollClaim(_poll_state(row), fence=fence)
+            refused_row = self._poll_row(conn, account, trigger)
+        assert refused_row is not None  # the row exists: ensured above, rows are not deleted
+        state = _poll_state(refused_row)
+        return PollClaim(state, refused=_refusal(state, owner, now, honour_backoff))
 
     def release_poll_leases(self, owner: str | None) -> int:
         """Give back every poll lease ``owner`` holds (at shutdown), so that other nodes
@@ -723,12 +752,14 @@ class Store:
 
     def _check_fence(
         self, conn: Connection, account: str, trigger: str, fence: Fence | None
-    ) -> None:
-        """First statement of a fenced write: it also locks the row (PostgreSQL), so a
-        concurrent claim waits for this transaction and then sees the renewed lease."""
+    ) -> PollState:
+        """First statement of a poll's write; returns the trigger's state. With a fence,
+        it checks the lease and locks the row (PostgreSQL), so a concurrent claim waits for
+        this transaction and then sees the renewed lease; without one (tests, tools), it
+        creates the row if needed."""
         if fence is None:
-            return
-        held = conn.execute(
+            return self._ensure_poll_row(conn, account, trigger)
+        row = conn.execute(
             update(poll_state)
             .where(
                 poll_state.c.account == account,
@@ -737,12 +768,14 @@ class Store:
                 poll_state.c.fencing_token == fence.token,
             )
             .values(lease_owner=fence.owner)
-        ).rowcount
-        if not held:
+            .returning(*poll_state.c)
+        ).one_or_none()
+        if row is None:
             raise LeaseLost(
                 f"account '{account}', trigger '{trigger}': another node took over this "
                 f"trigger (fencing token {fence.token} is stale); its result was not written"
             )
+        return _poll_state(row)
 
     # ----------------------------------------------------------------- nodes
 
@@ -1364,6 +1397,18 @@ def _poll_state(row: Row[Any]) -> PollState:
         lease_owner=m["lease_owner"],
         lease_expires_at=m["lease_expires_at"],
     )
+
+
+def _refusal(state: PollState, owner: str, now: datetime, honour_backoff: bool) -> PollRefusal:
+    """Why a claim on this state was refused (the same tests as the claim, in order)."""
+    if state.paused:
+        return "paused"
+    if honour_backoff and state.backoff_until is not None and state.backoff_until > now:
+        return "backing off"
+    held = state.lease_owner not in (None, owner)
+    if held and state.lease_expires_at is not None and state.lease_expires_at >= now:
+        return "leased"
+    return "too soon"
 
 
 def _reason(exc: BaseException) -> str:

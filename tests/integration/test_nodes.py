@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from trigger_engine.dedupe import key_items
 from trigger_engine.errors import AlreadyRunning, LeaseLost
 from trigger_engine.replay import EventFilter
-from trigger_engine.store import Store
+from trigger_engine.store import PollClaim, Store
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
@@ -24,7 +25,8 @@ def store(db_url: str) -> Iterator[Store]:
 
 
 def claim(store: Store, owner: str, at: datetime, *, lease: float = 30, gap: float | None = None):  # type: ignore[no-untyped-def]
-    return store.claim_poll("acme", "leads", owner=owner, now=at, lease=lease, min_gap=gap)
+    """The fence a claim got, or None."""
+    return store.claim_poll("acme", "leads", owner=owner, now=at, lease=lease, min_gap=gap).fence
 
 
 def record(store: Store, ids: list[str], fence, at: datetime = T0):  # type: ignore[no-untyped-def]
@@ -80,6 +82,76 @@ def test_min_gap_keeps_nodes_from_polling_a_trigger_too_often(store: Store) -> N
     record(store, [], fence, at=T0)
     assert claim(store, "node-b", T0 + timedelta(seconds=100), gap=270) is None
     assert claim(store, "node-b", T0 + timedelta(seconds=280), gap=270) is not None
+
+
+def test_min_gap_runs_from_the_previous_polls_start_not_its_end(store: Store) -> None:
+    # A 30 s trigger (gap 27 s) whose poll started at T0 and took 8 s: the poll due at
+    # T0 + 30 s goes ahead (measured from the end, 22 s < 27 s, it would be skipped and
+    # the trigger polled every other interval).
+    fence = claim(store, "node-a", T0, lease=1, gap=27)
+    record(store, [], fence, at=T0 + timedelta(seconds=8))
+    state = store.poll_state("acme", "leads")
+    assert state is not None and state.last_poll_at == T0
+    assert state.last_success_at == T0 + timedelta(seconds=8)
+    assert claim(store, "node-a", T0 + timedelta(seconds=30), gap=27) is not None
+
+
+def test_a_failed_poll_also_counts_from_its_start(store: Store) -> None:
+    fence = claim(store, "node-a", T0, lease=1, gap=27)
+    store.record_poll_failure(
+        "acme",
+        "leads",
+        outcome="transient",
+        error="timed out",
+        backoff_until=None,
+        now=T0 + timedelta(seconds=25),
+        fence=fence,
+    )
+    assert claim(store, "node-b", T0 + timedelta(seconds=26), gap=27) is None
+    assert claim(store, "node-b", T0 + timedelta(seconds=28), gap=27) is not None
+
+
+def test_a_claim_says_why_it_was_refused(store: Store) -> None:
+    def claim_at(at: datetime, owner: str = "node-a", **kw: Any) -> PollClaim:
+        return store.claim_poll("acme", "leads", owner=owner, now=at, lease=30, **kw)
+
+    first = claim_at(T0)  # creates the trigger's row
+    assert first.fence is not None and first.refused is None
+    assert first.state.seeded_at is None and first.state.lease_owner == "node-a"
+    assert claim_at(T0, owner="node-b").refused == "leased"
+    record(store, [], first.fence)
+    assert claim_at(T0 + timedelta(seconds=10), min_gap=27).refused == "too soon"
+
+    store.record_poll_failure(
+        "acme",
+        "leads",
+        outcome="transient",
+        error="HTTP 503",
+        backoff_until=T0 + timedelta(seconds=120),
+        now=T0 + timedelta(seconds=60),
+    )
+    at = T0 + timedelta(seconds=100)
+    backing_off = claim_at(at, honour_backoff=True)
+    assert (backing_off.fence, backing_off.refused) == (None, "backing off")
+    assert backing_off.state.consecutive_failures == 1
+    assert claim_at(at).fence is not None  # run --once: whatever backoff a failure set
+    assert claim_at(T0 + timedelta(seconds=121), honour_backoff=True).fence is not None
+
+    store.set_paused("acme", "leads", paused=True, reason="by hand")
+    paused = claim_at(T0 + timedelta(seconds=200))
+    assert (paused.fence, paused.refused) == (None, "paused")
+    assert paused.state.paused_reason == "by hand"
+
+
+def test_a_claim_returns_the_state_the_poll_needs(store: Store) -> None:
+    fence = claim(store, "node-a", T0)
+    record(store, ["x", "y"], fence)
+    granted = store.claim_poll(
+        "acme", "leads", owner="node-a", now=T0 + timedelta(seconds=60), lease=30
+    )
+    assert granted.fence is not None and granted.fence.token == fence.token + 1
+    assert granted.fence.claimed_at == T0 + timedelta(seconds=60)
+    assert granted.state.items_known == 2 and granted.state.seeded_at == T0
 
 
 def test_release_and_node_views(store: Store) -> None:

@@ -172,6 +172,7 @@ def test_durations_in_fields_and_zero_rules(tmp_path: Path) -> None:
         [engine]
         shutdown_grace = 0
         retention = "7d"
+        poll_workers = 16
         [source]
         timeout = "1500ms"
         [[sinks]]
@@ -184,6 +185,7 @@ def test_durations_in_fields_and_zero_rules(tmp_path: Path) -> None:
     assert config.triggers["leads"].interval == 90.0
     assert config.engine.shutdown_grace == 0.0
     assert config.engine.retention == 7 * 86400.0
+    assert config.engine.poll_workers == 16
     assert config.source.timeout == 1.5
     assert config.sinks[0].timeout == 2.5
     assert config.sinks[0].retry.schedule == (1.0, 60.0, 3600.0)
@@ -738,6 +740,9 @@ def test_duplicate_names(tmp_path: Path, text: str, expected: str) -> None:
         ("[engine]\nlisten = 'h:0'\n" + MINIMAL, "the port must be 1-65535"),
         ("[engine]\nlisten = '::1:80'\n" + MINIMAL, "IPv6 address goes in brackets"),
         ("[engine]\ndatabase = 'nonsense'\n" + MINIMAL, "engine.database: is not a valid"),
+        ("[engine]\npoll_workers = 0\n" + MINIMAL, "engine.poll_workers: must be at least 1"),
+        ("[engine]\npoll_workers = 257\n" + MINIMAL, "engine.poll_workers: must be at most 256"),
+        ("[engine]\npoll_workers = '4'\n" + MINIMAL, "engine.poll_workers: must be an integer"),
         ("[source]\nbase_url = 'https://h/api?k=1'\n" + MINIMAL, "source.base_url: must not"),
         ("[source]\nbase_url = 'file:///x'\n" + MINIMAL, "source.base_url: must be an http"),
         ("[source]\nauth_param = 'a key'\n" + MINIMAL, "source.auth_param: invalid query"),

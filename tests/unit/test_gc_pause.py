@@ -1,11 +1,13 @@
-"""The collector is held while any poll runs and restored after the last one."""
+"""The collector is held while any large poll runs and restored after the last one."""
 
 from __future__ import annotations
 
 import gc
 import threading
 
-from trigger_engine.gc_pause import gc_paused
+from freezegun import freeze_time
+
+from trigger_engine.gc_pause import COLLECT_EVERY, gc_paused
 
 
 def test_overlapping_pauses_restore_the_collector_only_after_the_last() -> None:
@@ -45,4 +47,32 @@ def test_the_collector_comes_back_after_an_error() -> None:
             raise ValueError("boom")
     except ValueError:
         pass
+    assert gc.isenabled()
+
+
+def test_overlapping_holds_still_collect_the_young_generations_every_second() -> None:
+    collections: list[int] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    def short_poll() -> None:
+        with gc_paused():
+            pass
+
+    with freeze_time("2026-11-27 10:00:00") as clock:
+        gc.callbacks.append(seen)
+        try:
+            with gc_paused():  # a long poll
+                short_poll()
+                assert collections == []  # less than a second since the hold began
+                clock.tick(COLLECT_EVERY)
+                short_poll()  # released while the long poll holds on: young ones collected
+                assert collections == [1]
+                short_poll()
+                assert collections == [1]  # the next only a second after that one
+                assert not gc.isenabled()
+        finally:
+            gc.callbacks.remove(seen)
     assert gc.isenabled()

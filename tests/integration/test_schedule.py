@@ -1,0 +1,110 @@
+"""How the daemon lays out its poll jobs: first runs spread at a sustainable rate, and
+the pool of poll workers sized by the database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from trigger_engine.config import Config, config_from_dict
+from trigger_engine.scheduler import START_RATE, Engine, start_spacing
+from trigger_engine.source import Source
+from trigger_engine.store import Store
+
+T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("jobs", "interval", "spacing"),
+    [
+        (1, 300.0, 0.0),  # one job: now
+        (3, 300.0, 1 / START_RATE),  # a small config: everything within 0.1 s
+        (1_000, 300.0, 1 / START_RATE),  # 50 s at START_RATE, not all at once
+        (3_000, 30.0, 0.01),  # 100 polls/s: spread evenly over the interval
+        (30_000, 300.0, 0.01),
+    ],
+)
+def test_start_spacing(jobs: int, interval: float, spacing: float) -> None:
+    assert start_spacing(jobs, interval) == pytest.approx(spacing)
+
+
+def make_config(tmp_path: Path, accounts: int, **engine: Any) -> Config:
+    return config_from_dict(
+        {
+            "engine": {"database": f"sqlite:///{tmp_path}/te.db", **engine},
+            "accounts": [{"name": f"acct{i}", "api_key": "k"} for i in range(accounts)],
+            "triggers": {"leads": {"interval": "30s"}, "campaigns": {"interval": "15m"}},
+        }
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(f"sqlite:///{tmp_path}/te.db")
+    yield s
+    s.close()
+
+
+def first_runs(engine: Engine) -> dict[str, datetime]:
+    assert engine._scheduler is not None
+    return {job.id: job.next_run_time for job in engine._scheduler.get_jobs()}
+
+
+async def _noop(*_args: Any) -> None:
+    return None
+
+
+def schedule(engine: Engine, at: datetime) -> dict[str, datetime]:
+    engine._scheduler = AsyncIOScheduler(timezone="UTC")  # not started: jobs only laid out
+    engine._poll_job = _noop
+    engine._schedule_polls(first_run=at)
+    return first_runs(engine)
+
+
+def test_first_runs_are_spread_in_config_order_and_keep_their_offset(
+    tmp_path: Path, store: Store
+) -> None:
+    config = make_config(tmp_path, 600)  # 1,200 jobs over the shortest interval, 30 s
+    engine = Engine(config, store, Source(config.source))
+    runs = schedule(engine, T0)
+    spacing = 30.0 / 1200
+    assert runs["acct0/leads"] == T0
+    assert runs["acct0/campaigns"] == T0 + timedelta(seconds=spacing)
+    assert runs["acct599/campaigns"] == T0 + timedelta(seconds=1199 * spacing)
+    assert max(runs.values()) < T0 + timedelta(seconds=30)
+    assert engine._scheduler is not None
+    job = engine._scheduler.get_job("acct1/leads")
+    assert job is not None  # later runs keep the job's offset: every interval from its first
+    assert job.trigger.get_next_fire_time(runs["acct1/leads"], T0) == runs[
+        "acct1/leads"
+    ] + timedelta(seconds=30)
+
+
+def test_a_reload_spreads_the_new_schedule_the_same_way(tmp_path: Path, store: Store) -> None:
+    config = make_config(tmp_path, 2)
+    engine = Engine(config, store, Source(config.source))
+    assert schedule(engine, T0) == {
+        "acct0/leads": T0,
+        "acct0/campaigns": T0 + timedelta(seconds=0.05),
+        "acct1/leads": T0 + timedelta(seconds=0.10),
+        "acct1/campaigns": T0 + timedelta(seconds=0.15),
+    }
+    engine.config = make_config(tmp_path, 1)
+    later = T0 + timedelta(minutes=7)
+    engine._schedule_polls(first_run=later)
+    assert first_runs(engine) == {
+        "acct0/leads": later,
+        "acct0/campaigns": later + timedelta(seconds=0.05),
+    }
+
+
+def test_poll_workers_default_by_database_or_as_configured(tmp_path: Path, store: Store) -> None:
+    config = make_config(tmp_path, 1)
+    assert Engine(config, store, Source(config.source)).poll_workers == 4  # SQLite
+    config = make_config(tmp_path, 1, poll_workers=12)
+    assert Engine(config, store, Source(config.source)).poll_workers == 12
