@@ -126,8 +126,9 @@ def child_drain(cfg: str, profile_out: str | None) -> dict[str, Any]:
 
     async def drain() -> tuple[float, Any]:
         async with delivery.Dispatcher(config, store, owner="bench") as dispatcher:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             report = await dispatcher.drain()
+            result["cpu"] = time.process_time() - c0
             return time.perf_counter() - t0, report
 
     def inline(fn: Any, /, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
@@ -194,6 +195,8 @@ def child_floor(cfg: str, loop: str) -> dict[str, Any]:
         requests.append((body, headers_for(sink, d, body, stamp)))
     url = sink.url
 
+    cpu: list[float] = []
+
     async def post_all() -> tuple[float, int]:
         ok = 0
         connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
@@ -207,8 +210,9 @@ def child_floor(cfg: str, loop: str) -> dict[str, Any]:
                         await response.read()
                         ok += 200 <= response.status < 300
 
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+            cpu.append(time.process_time() - c0)
             return time.perf_counter() - t0, ok
 
     if loop == "uvloop":
@@ -217,7 +221,7 @@ def child_floor(cfg: str, loop: str) -> dict[str, Any]:
         seconds, ok = uvloop.run(post_all())
     else:
         seconds, ok = asyncio.run(post_all())
-    return {"seconds": seconds, "ok": ok, "requests": len(requests)}
+    return {"seconds": seconds, "ok": ok, "requests": len(requests), "cpu": cpu[0]}
 
 
 # --------------------------------------------------------------------------- harness
@@ -241,6 +245,7 @@ def bench(n: int, runs: int, profile: bool, e2e: bool) -> dict[str, float]:
         print(f"   template: {db_counts(template)}")
 
         engine, floor_a, floor_u, e2e_walls, busy = [], [], [], [], []
+        cpu: dict[str, list[float]] = {"fa": [], "fu": [], "e": []}
         for r in range(runs):
             busy.append(wait_quiet())
             log(f"run {r + 1}/{runs} (machine {busy[-1]:.0%} busy before) ...")
@@ -252,6 +257,7 @@ def bench(n: int, runs: int, profile: bool, e2e: bool) -> dict[str, float]:
                 got = child(["floor", str(c), loop])
                 assert got["ok"] == n and receiver.count() - before == n, got
                 runs_.append(got["seconds"])
+                cpu[name].append(got["cpu"])
                 db.unlink()
             db = tmp / f"e{r}.db"
             copy_db(template, db)
@@ -262,6 +268,7 @@ def bench(n: int, runs: int, profile: bool, e2e: bool) -> dict[str, float]:
             assert got["delivered"] == n and receiver.count() - before == n, (got, counts)
             assert counts["attempts"] == n and counts["delivered"] == n, counts
             engine.append(got["seconds"])
+            cpu["e"].append(got["cpu"])
             last_split = got["split"]
             db.unlink()
             if e2e:
@@ -293,6 +300,11 @@ def bench(n: int, runs: int, profile: bool, e2e: bool) -> dict[str, float]:
             f"(target >= {TARGET}x: {verdict})"
         )
         print(f"   ratio engine / asyncio-loop floor       = {e_tp / a_tp:.2f}x")
+        per = {k: median(v) / n * 1e6 for k, v in cpu.items()}
+        print(
+            f"   CPU per request (this process, all threads; medians): floor asyncio "
+            f"{per['fa']:.0f} us, floor uvloop {per['fu']:.0f} us, engine {per['e']:.0f} us"
+        )
         if e2e_walls:
             m = median(e2e_walls)
             walls = ", ".join(f"{s:.2f}" for s in e2e_walls)

@@ -20,9 +20,9 @@ import contextlib
 import random
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import ParamSpec, TypeVar
@@ -42,7 +42,9 @@ from trigger_engine.store import DEAD, DELIVERED, FAILED, AttemptOutcome, DueDel
 log = get_logger("trigger_engine.delivery")
 
 USER_AGENT = f"trigger-engine/{__version__}"
-BATCH_WINDOW = 0.005  # seconds an attempt's outcome may wait to be recorded with others
+PREFETCH_ROUNDS = 4  # claim ahead: a sink's queue holds up to this many times max_in_flight
+RECORD_EVERY = 0.05  # seconds an attempt's outcome may wait to be recorded with others
+RECORD_BATCH = 512  # ... or fewer, once this many are waiting
 MAX_RESPONSE = 1024 * 1024  # bytes of a receiver's answer we read (and ignore)
 STOP_AT_ONCE_DB_WAIT = 1.0  # seconds a stop at once grants recording what finished
 
@@ -134,8 +136,53 @@ class DrainReport:
     dead: int = 0
 
 
+@dataclass(frozen=True)
+class _Claimed:
+    delivery: DueDelivery
+    expires: datetime  # the claim's lease: the attempt must be over and recorded by then
+
+
+@dataclass(eq=False)
+class _Lane:
+    """One sink's side of the pipeline: what is claimed and waiting, and the workers
+    sending it (at most ``max_in_flight``)."""
+
+    sink: Sink
+    queue: deque[_Claimed] = field(default_factory=deque)
+    workers: int = 0
+    exhausted: bool = False  # the last claim found less than asked: nothing more due now
+    closed: bool = False  # the sink was removed by a reload
+
+    @property
+    def depth(self) -> int:
+        """How many claimed deliveries may wait here: enough for PREFETCH_ROUNDS rounds."""
+        return self.sink.max_in_flight * PREFETCH_ROUNDS
+
+    def wants(self) -> int:
+        """How many more to claim now: none until the queue is down to half its depth."""
+        if self.exhausted or self.closed or len(self.queue) > self.depth // 2:
+            return 0
+        return self.depth - len(self.queue)
+
+
 class Dispatcher:
-    """Sends due deliveries until told to stop. ``owner`` names this process's claims."""
+    """Sends due deliveries until told to stop. ``owner`` names this process's claims.
+
+    A pipeline, so that no step waits for another (benchmarks/RESULTS.md, "deliver"):
+
+    * **claim ahead**: each sink has a local queue of claimed deliveries, refilled (one
+      transaction for all sinks) when it falls to half of ``PREFETCH_ROUNDS`` times
+      ``max_in_flight``;
+    * **send**: up to ``max_in_flight`` workers per sink take from the queue, so a slot
+      is reused the moment its request ends;
+    * **record**: outcomes are recorded in batches, one transaction each, at most
+      ``RECORD_EVERY`` seconds after the first of a batch (or ``RECORD_BATCH`` at once).
+
+    One coroutine (:meth:`_pump`) claims and records; the database calls run in threads.
+    A claim's lease covers its wait in the queue: twice the longest sink timeout plus
+    ``[engine] lease``; a delivery whose lease would run out before its attempt could be
+    recorded is given back unsent rather than sent late (another node may take it then).
+    """
 
     def __init__(
         self,
@@ -149,23 +196,23 @@ class Dispatcher:
         on_attempt: Callable[[AttemptOutcome], None] | None = None,
     ) -> None:
         self.on_attempt = on_attempt
-        self.config = config
         self.store = store
         self.owner = owner
         self.clock = clock
         self.rand = rand
         self.idle_wait = idle_wait
-        self.sinks: dict[str, Sink] = {}
-        self.reconfigure(config)
-        self._in_flight: dict[str, int] = defaultdict(int)
+        self._lanes: dict[str, _Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: list[AttemptOutcome] = []
+        self._first_outcome_at = 0.0  # loop time of the oldest unrecorded outcome
+        self._give_back: list[int] = []  # claimed, not sent: to release
         self._wake = asyncio.Event()
-        self._stop: asyncio.Event | None = None
+        self._stopping = False  # no new attempt starts
         self._due_by: datetime | None = None  # drain: only what was due when it began
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
         self.report = DrainReport()
+        self.reconfigure(config)
 
     # -------------------------------------------------------------- lifecycle
 
@@ -183,66 +230,198 @@ class Dispatcher:
 
     def reconfigure(self, config: Config) -> None:
         """Take new sinks and settings (a reload). Attempts in flight finish with the sink
-        settings they started with; a removed sink is no longer claimed for."""
+        settings they started with; a removed sink is no longer claimed for, and what
+        was claimed for it and not sent is given back."""
         self.config = config
-        self.sinks = {s.name: s for s in config.sinks}
+        sinks = {s.name: s for s in config.sinks}
+        for name, lane in list(self._lanes.items()):
+            if name not in sinks:
+                lane.closed = True
+                self._give_back.extend(c.delivery.id for c in lane.queue)
+                lane.queue.clear()
+                del self._lanes[name]
+        for name, sink in sinks.items():
+            if name in self._lanes:
+                self._lanes[name].sink = sink
+                self._lanes[name].exhausted = False
+            else:
+                self._lanes[name] = _Lane(sink)
+        # a claim outlives the longest attempt by [engine] lease, plus one attempt's time
+        # of waiting in the queue (see _take): a node that dies with deliveries claimed
+        # has them taken over that long after the claim
+        longest = max((s.timeout for s in config.sinks), default=0.0)
+        self._lease = 2 * longest + config.engine.lease
+        self._poke()
 
     def notify(self) -> None:
         """Wake the dispatcher (new events were created); safe from any thread."""
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wake.set)
+            self._loop.call_soon_threadsafe(self._poke)
+
+    def _poke(self) -> None:
+        """Something may be due: claim for every sink again."""
+        for lane in self._lanes.values():
+            lane.exhausted = False
+        self._wake.set()
 
     # -------------------------------------------------------------- loops
 
     async def run(self, stop: asyncio.Event, *, grace: float) -> None:
         """Deliver continuously until ``stop`` is set; then claim nothing more, let
         in-flight deliveries finish for up to ``grace`` seconds, record them, and release
-        the rest. If the task running this is cancelled (stop at once), in-flight
-        deliveries are abandoned and released rather than waited for, and the
-        cancellation propagates."""
-        self._stop = stop
-        stopper = asyncio.ensure_future(stop.wait())
+        the rest (claimed and not sent included). If the task running this is cancelled
+        (stop at once), in-flight deliveries are abandoned and released rather than
+        waited for, and the cancellation propagates."""
         try:
-            while not stop.is_set():
-                self._wake.clear()
-                await self._flush()
-                if stop.is_set():
-                    break
-                await self._launch()
-                waker = asyncio.ensure_future(self._wake.wait())
-                try:
-                    await asyncio.wait(
-                        {waker, stopper},
-                        timeout=self.idle_wait,
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
-                finally:
-                    waker.cancel()
-                await self._batch_window()
+            await self._pump(stop)
         finally:
-            stopper.cancel()
             await self._shutdown(grace)
-
-    async def _batch_window(self) -> None:
-        """With attempts still in flight, let a few more finish before recording: one
-        transaction (one fsync) per batch, not per attempt (benchmarks/RESULTS.md)."""
-        if self._tasks and len(self._outcomes) < len(self._tasks):
-            await asyncio.sleep(BATCH_WINDOW)
 
     async def drain(self) -> DrainReport:
         """Deliver everything that is due now (``run --once``); retries that fall due
         later stay pending."""
         self._due_by = self.clock()
-        while True:
-            self._wake.clear()
-            await self._flush()
-            launched = await self._launch()
-            if not launched and not self._tasks and not self._outcomes:
-                return self.report
-            await self._wake.wait()
-            await self._batch_window()
+        await self._pump(None)
+        return self.report
+
+    async def _pump(self, stop: asyncio.Event | None) -> None:
+        """Record, give back, claim, wait; until ``stop`` (or, draining, until nothing
+        due is left and everything sent is recorded)."""
+        assert self._loop is not None, "use 'async with Dispatcher(...)'"
+        loop = self._loop
+        stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
+        try:
+            while stopper is None or not stopper.done():
+                self._wake.clear()
+                if self._give_back:  # first: a 410 recorded below makes due ones dead
+                    await self._release_given_back()
+                if self._outcomes and (
+                    len(self._outcomes) >= RECORD_BATCH
+                    or loop.time() >= self._first_outcome_at + RECORD_EVERY
+                    or not self._tasks
+                ):
+                    await self._flush()
+                if stopper is not None and stopper.done():
+                    break
+                if await self._claim():
+                    continue
+                if stop is None and self._idle():
+                    return
+                timeout = self.idle_wait
+                if self._outcomes:
+                    timeout = max(0.0, self._first_outcome_at + RECORD_EVERY - loop.time())
+                waker = asyncio.ensure_future(self._wake.wait())
+                try:
+                    done, _ = await asyncio.wait(
+                        {waker} if stopper is None else {waker, stopper},
+                        timeout=timeout,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    waker.cancel()
+                if not done and not self._outcomes and self._due_by is None:
+                    self._poke()  # idle for idle_wait: retries may have fallen due
+        finally:
+            if stopper is not None:
+                stopper.cancel()
+
+    def _idle(self) -> bool:
+        return not (
+            self._tasks
+            or self._outcomes
+            or self._give_back
+            or any(lane.queue or lane.wants() for lane in self._lanes.values())
+        )
+
+    async def _claim(self) -> int:
+        """Top up the queues that are low; start workers. Returns how many were claimed."""
+        wanted = {name: n for name, lane in self._lanes.items() if (n := lane.wants()) > 0}
+        if not wanted:
+            return 0
+        now = self.clock()
+        claimed = await self._store(
+            self.store.claim_due,
+            owner=self.owner,
+            now=now,
+            lease=self._lease,
+            capacity=wanted,
+            due_by=self._due_by,
+        )
+        expires = now + timedelta(seconds=self._lease)
+        got: dict[str, int] = defaultdict(int)
+        for delivery in claimed:
+            lane = self._lanes.get(delivery.sink)
+            if lane is None or self._stopping:  # removed by a reload meanwhile, or stopping
+                self._give_back.append(delivery.id)
+                continue
+            lane.queue.append(_Claimed(delivery, expires))
+            got[delivery.sink] += 1
+        for name, n in wanted.items():
+            lane = self._lanes.get(name)
+            if lane is None:
+                continue
+            if got[name] < n:
+                lane.exhausted = True
+            self._start_workers(lane)
+        return len(claimed)
+
+    def _start_workers(self, lane: _Lane) -> None:
+        while lane.queue and lane.workers < lane.sink.max_in_flight and not self._stopping:
+            lane.workers += 1
+            task = asyncio.create_task(self._work(lane))
+            self._tasks.add(task)
+            task.add_done_callback(self._worker_done)
+
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not self._tasks:
+            self._wake.set()  # record now; a drain may be over
+
+    async def _work(self, lane: _Lane) -> None:
+        """Send what the lane's queue holds, one at a time, until it is empty."""
+        try:
+            while (claimed := self._take(lane)) is not None:
+                await self._attempt(lane.sink, claimed.delivery)
+        finally:
+            lane.workers -= 1
+
+    def _take(self, lane: _Lane) -> _Claimed | None:
+        low = lane.depth // 2
+        while (
+            lane.queue
+            and not lane.closed
+            and not self._stopping
+            and lane.workers <= lane.sink.max_in_flight  # a reload may have lowered it
+        ):
+            claimed = lane.queue.popleft()
+            if len(lane.queue) == low and not lane.exhausted:
+                self._wake.set()  # time to claim more
+            # the attempt (timeout) and its recording ([engine] lease) must fit in the
+            # claim; if not, give it back unsent: it is claimed again, with a new lease
+            deadline = timedelta(seconds=lane.sink.timeout + self.config.engine.lease)
+            if self.clock() + deadline > claimed.expires:
+                self._give_back.append(claimed.delivery.id)
+                self._wake.set()
+                continue
+            return claimed
+        return None
+
+    async def _store(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """A store call: here, at once, when the database is free this instant (SQLite;
+        see ``Store.run_now``), else in a daemon thread; so the loop never waits for the
+        database, and a claim or a batch of records costs no GIL contention."""
+        ran, result = self.store.run_now(fn, *args, **kwargs)
+        if ran:
+            await asyncio.sleep(0)  # as after a thread: let the tasks it woke run first
+            return result  # type: ignore[return-value]
+        return await in_daemon_thread(fn, *args, **kwargs)
+
+    async def _release_given_back(self) -> None:
+        ids, self._give_back = self._give_back, []
+        await self._store(self.store.release_claims, self.owner, ids=ids)
 
     async def _shutdown(self, grace: float) -> None:
+        self._stopping = True
         try:
             if self._tasks and not being_cancelled():
                 log.info(
@@ -260,11 +439,14 @@ class Dispatcher:
                     deliveries=abandoned,
                     reason="stopping at once" if at_once else f"grace of {grace:g}s exceeded",
                 )
+            for lane in self._lanes.values():
+                lane.queue.clear()  # claimed, never sent: released with the rest below
+            self._give_back.clear()
             if not at_once:
                 await self._flush()
-                released = await in_daemon_thread(self.store.release_claims, self.owner)
+                released = await self._store(self.store.release_claims, self.owner)
                 if released:
-                    log.warning("delivery.released_on_shutdown", deliveries=released)
+                    log.info("delivery.released_on_shutdown", deliveries=released)
             else:
                 # Best effort, bounded: the database may be busy with a poll's transaction.
                 # What is not recorded now was never committed, and is sent again (same
@@ -281,11 +463,11 @@ class Dispatcher:
                     )
                 else:
                     if released:
-                        log.warning("delivery.released_on_shutdown", deliveries=released)
+                        log.info("delivery.released_on_shutdown", deliveries=released)
 
     async def _flush_and_release(self) -> int:
         await self._flush()
-        return await in_daemon_thread(self.store.release_claims, self.owner)
+        return await self._store(self.store.release_claims, self.owner)
 
     async def _abandon_in_flight(self) -> int:
         """Cancel the attempts still in flight; their claims stay until released. Returns
@@ -299,43 +481,15 @@ class Dispatcher:
 
     # -------------------------------------------------------------- steps
 
-    async def _launch(self) -> int:
-        assert self._session is not None, "use 'async with Dispatcher(...)'"
-        capacity = {
-            name: sink.max_in_flight - self._in_flight[name] for name, sink in self.sinks.items()
-        }
-        if not any(c > 0 for c in capacity.values()):
-            return 0
-        claimed = await in_daemon_thread(
-            self.store.claim_due,
-            owner=self.owner,
-            now=self.clock(),
-            # a claim outlives the longest attempt by [engine] lease: a node that dies
-            # mid-delivery has its claims taken over that long after the attempt's timeout
-            lease=max(s.timeout for s in self.sinks.values()) + self.config.engine.lease,
-            capacity=capacity,
-            due_by=self._due_by,
-        )
-        if self._stop is not None and self._stop.is_set():
-            # Told to stop while claiming: send nothing new. The claims are released by
-            # _shutdown, so these deliveries stay due for the next start.
-            return 0
-        for delivery in claimed:
-            self._in_flight[delivery.sink] += 1
-            task = asyncio.create_task(self._attempt(delivery))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return len(claimed)
-
     async def _flush(self) -> None:
         if not self._outcomes:
             return
         batch, self._outcomes = self._outcomes, []
-        await in_daemon_thread(self.store.record_attempts, batch, owner=self.owner)
+        await self._store(self.store.record_attempts, batch, owner=self.owner)
+        soonest: datetime | None = None
         for outcome in batch:
             if self.on_attempt is not None:
                 self.on_attempt(outcome)
-            self._in_flight[outcome.sink] -= 1
             self.report.attempted += 1
             if outcome.new_status == DELIVERED:
                 self.report.delivered += 1
@@ -343,10 +497,17 @@ class Dispatcher:
                 self.report.dead += 1
             else:
                 self.report.failed += 1
+                when = outcome.next_attempt_at
+                if when is not None and (soonest is None or when < soonest):
+                    soonest = when
+        if soonest is not None and self._due_by is None and self._loop is not None:
+            # a retry due before the next idle check: claim for it on time
+            delay = (soonest - self.clock()).total_seconds()
+            if delay < self.idle_wait:
+                self._loop.call_later(max(0.0, delay), self._poke)
 
-    async def _attempt(self, delivery: DueDelivery) -> None:
+    async def _attempt(self, sink: Sink, delivery: DueDelivery) -> None:
         assert self._session is not None
-        sink = self.sinks[delivery.sink]
         body = body_for(sink, delivery)
         started_at = self.clock()
         headers = headers_for(sink, delivery, body, int(started_at.timestamp()))
@@ -375,10 +536,20 @@ class Dispatcher:
         duration_ms = int((time.perf_counter() - t0) * 1000)
         if status is not None and not 200 <= status < 300:
             error = f"HTTP {status}"
-        self._outcomes.append(
-            self._outcome(sink, delivery, started_at, duration_ms, status, error, retry_after)
-        )
-        self._wake.set()
+        outcome = self._outcome(sink, delivery, started_at, duration_ms, status, error, retry_after)
+        if outcome.disable_sink is not None:
+            lane = self._lanes.get(sink.name)
+            if lane is not None:  # gone: send nothing more of what is queued for it
+                self._give_back.extend(c.delivery.id for c in lane.queue)
+                lane.queue.clear()
+                lane.exhausted = True
+        if not self._outcomes:
+            assert self._loop is not None
+            self._first_outcome_at = self._loop.time()
+            self._wake.set()  # so that the pump times the batch
+        self._outcomes.append(outcome)
+        if len(self._outcomes) >= RECORD_BATCH:
+            self._wake.set()
 
     def _outcome(
         self,
