@@ -1,0 +1,244 @@
+"""The delivery pipeline (claim ahead, send, record in batches) against a real local
+receiver (aiohttp, in this process) and the real store, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from aiohttp import web
+from sqlalchemy import select
+
+from trigger_engine.clock import now as clock_now
+from trigger_engine.config import Config, config_from_dict
+from trigger_engine.dedupe import key_items
+from trigger_engine.delivery import PREFETCH_ROUNDS, Dispatcher, DrainReport
+from trigger_engine.models import deliveries
+from trigger_engine.store import Store
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    s = Store.open(db_url)
+    yield s
+    s.close()
+
+
+def make_config(db_url: str, url: str, *, max_in_flight: int) -> Config:
+    return config_from_dict(
+        {
+            "engine": {"database": db_url},
+            "source": {"base_url": "http://alfred.test/api"},
+            "accounts": [{"name": "acme", "api_key": "alfred-key-77e1"}],
+            "triggers": {"leads": {}},
+            "sinks": [{"name": "crm", "url": url, "max_in_flight": max_in_flight}],
+        }
+    )
+
+
+def make_events(store: Store, n: int) -> None:
+    items = [{"id": f"L{i:03d}"} for i in range(n)]
+    result = store.record_poll(
+        "acme",
+        "leads",
+        key_items(items, ["id"]),
+        event_type="lead.new",
+        emit_first=True,
+        sinks=["crm"],
+        now=clock_now(),
+    )
+    assert result.deliveries == n
+
+
+def states(store: Store) -> list[tuple[str, int, str | None]]:
+    with store.engine.connect() as conn:
+        query = select(deliveries.c.status, deliveries.c.attempts, deliveries.c.lease_owner)
+        return [tuple(r) for r in conn.execute(query.order_by(deliveries.c.id))]  # type: ignore[misc]
+
+
+class Receiver:
+    """Counts requests per webhook-id and the most it had in flight at once; ``probe``
+    runs at each request (to look at the database while the dispatcher is mid-way)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.ids: list[str] = []
+        self.in_flight = 0
+        self.peak = 0
+        self.probe: Callable[[], None] | None = None
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            self.ids.append(request.headers["webhook-id"])
+            if self.probe is not None:
+                self.probe()
+            await asyncio.sleep(self.delay)
+            return web.Response(status=204)
+        finally:
+            self.in_flight -= 1
+
+
+@contextlib.asynccontextmanager
+async def serving(rec: Receiver) -> AsyncIterator[Receiver]:
+    app = web.Application()
+    app.router.add_post("/hook", rec.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    rec.url = f"http://127.0.0.1:{port}/hook"
+    try:
+        yield rec
+    finally:
+        await runner.cleanup()
+
+
+def test_claims_ahead_within_bounds_and_delivers_each_event_once(store: Store, db_url: str) -> None:
+    make_events(store, 40)
+    receiver = Receiver(delay=0.01)
+    queued: list[int] = []  # claimed, waiting in the sink's queue, at each request
+
+    async def deliver() -> DrainReport:
+        async with serving(receiver):
+            config = make_config(db_url, receiver.url, max_in_flight=2)
+            async with Dispatcher(config, store, owner="node-a") as dispatcher:
+                receiver.probe = lambda: queued.append(len(dispatcher._lanes["crm"].queue))
+                return await dispatcher.drain()
+
+    report = asyncio.run(deliver())
+
+    assert (report.attempted, report.delivered) == (40, 40)
+    assert len(receiver.ids) == 40 == len(set(receiver.ids))
+    assert receiver.peak == 2  # max_in_flight, and used
+    assert max(queued) <= 2 * PREFETCH_ROUNDS  # claims ahead, by at most this many rounds
+    assert max(queued) > 2  # ... and it does claim ahead
+    assert states(store) == [("delivered", 1, None)] * 40
+
+
+def test_a_claim_that_could_run_out_before_its_attempt_ends_is_given_back(
+    store: Store, db_url: str
+) -> None:
+    """A delivery waits in the queue; if its lease no longer covers an attempt (timeout)
+    plus its recording ([engine] lease), it is released unsent and claimed again."""
+    make_events(store, 6)
+    receiver = Receiver()
+    config = make_config(db_url, "http://127.0.0.1:1/unused", max_in_flight=1)
+    start = clock_now()
+    jumped: list[datetime] = []
+
+    def clock() -> datetime:
+        # the first time a worker takes from the queue, the claim is 2 sink timeouts old
+        if len(jumped) == 1:
+            jumped.append(start)
+            return start + timedelta(seconds=2 * config.sinks[0].timeout)
+        return start + timedelta(seconds=len(jumped))
+
+    released = []
+    real_release = store.release_claims
+
+    def release_claims(owner: str | None = None, *, ids: Any = ()) -> int:
+        released.append(list(ids))
+        return real_release(owner, ids=ids)
+
+    store.release_claims = release_claims  # type: ignore[method-assign]
+
+    async def deliver() -> DrainReport:
+        async with serving(receiver):
+            cfg = make_config(db_url, receiver.url, max_in_flight=1)
+            async with Dispatcher(cfg, store, owner="node-a", clock=clock) as dispatcher:
+                original_take = dispatcher._take
+
+                def take(lane: Any) -> Any:
+                    if not jumped:
+                        jumped.append(start)
+                    return original_take(lane)
+
+                dispatcher._take = take  # type: ignore[method-assign]
+                return await dispatcher.drain()
+
+    report = asyncio.run(deliver())
+
+    assert released[0] == [1]  # the first taken, when the clock jumped: given back unsent
+    assert report.delivered == 6 and len(receiver.ids) == 6 == len(set(receiver.ids))
+    assert states(store) == [("delivered", 1, None)] * 6
+
+
+def test_stop_records_what_finished_and_releases_what_was_queued(store: Store, db_url: str) -> None:
+    make_events(store, 10)
+    receiver = Receiver(delay=0.2)
+
+    async def deliver() -> None:
+        stop, first = asyncio.Event(), asyncio.Event()
+        receiver.probe = first.set
+        async with serving(receiver):
+            config = make_config(db_url, receiver.url, max_in_flight=1)
+            async with Dispatcher(config, store, owner="node-a") as dispatcher:
+                task = asyncio.create_task(dispatcher.run(stop, grace=5))
+                await asyncio.wait_for(first.wait(), 10)
+                stop.set()
+                await asyncio.wait_for(task, 10)
+
+    asyncio.run(deliver())
+    assert len(receiver.ids) == 1
+    assert states(store) == [("delivered", 1, None)] + [("pending", 0, None)] * 9
+
+
+# ----------------------------------------------------------------- Store.run_now
+
+
+@pytest.mark.timeout(20)  # waiting would take the 30 s busy timeout
+def test_run_now_runs_at_once_when_sqlite_is_free_and_never_waits_otherwise(
+    tmp_path: Any,
+) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'te.db'}")
+    try:
+        assert store.run_now(store.release_claims) == (True, 0)
+
+        # another process (here: another connection) holds the file's write lock
+        other = sqlite3.connect(tmp_path / "te.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        assert store.run_now(store.release_claims) == (False, None)
+        other.execute("ROLLBACK")
+        other.close()
+
+        # another thread is using the connection (a poll's transaction)
+        inside, leave = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with store._tx():
+                inside.set()
+                leave.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        inside.wait(10)
+        assert store.run_now(store.release_claims) == (False, None)
+        leave.set()
+        holder.join()
+
+        # and the connection went back to waiting for other processes as before
+        assert store.run_now(store.release_claims) == (True, 0)
+        with store.engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            assert driver.execute("PRAGMA busy_timeout").fetchone() == (30000,)
+    finally:
+        store.close()
+
+
+def test_run_now_never_runs_on_postgresql(pg_url: str) -> None:
+    store = Store.open(pg_url)
+    try:
+        assert store.run_now(store.release_claims) == (False, None)
+    finally:
+        store.close()
