@@ -12,6 +12,12 @@ E3  SQLite inserts of N events / seen keys / deliveries: SQLAlchemy Core execute
 E4  the cost of one small commit with ``synchronous=FULL`` (store.py) and ``NORMAL``;
 E5  recording 32 attempts: 32 UPDATE statements through SQLAlchemy (record_attempts) against
     one driver-level executemany.
+E6  the persistence the deliver benchmark requires, alone (no HTTP): 10,000 pending
+    deliveries claimed 128 at a time and their attempts recorded 256 at a time, through
+    ``Store.claim_due`` / ``Store.record_attempts`` against the same statements through the
+    bare sqlite3 driver (the floor of persisting them), CPU per delivery.
+
+    /work/venv/bin/python benchmarks/experiments.py --only e6       # ~10 s
 """
 
 from __future__ import annotations
@@ -316,15 +322,119 @@ def e4_e5() -> None:
         engine.dispose()
 
 
+def e6_persist(n: int = 10_000, claim: int = 128, record: int = 256) -> None:
+    from datetime import timedelta
+
+    from trigger_engine.store import DELIVERED, AttemptOutcome, Store
+
+    stamp = "2026-11-27 07:00:00.000000"
+    body = '{"id": %d, "name": "%s"}'
+
+    def fresh(path: str) -> None:
+        Store.open(f"sqlite:///{path}").close()  # the schema, by the migrations
+        con = sqlite3.connect(path)
+        con.executemany(
+            "INSERT INTO events (seq, id, type, account, trigger, item_key, payload, created_at)"
+            " VALUES (?, ?, 'lead.new', 'acme', 'leads', ?, ?, ?)",
+            [(i, f"msg_{i:026d}", str(i), body % (i, "x" * 400), stamp) for i in range(1, n + 1)],
+        )
+        con.executemany(
+            "INSERT INTO deliveries (id, event_id, sink, status, attempts, next_attempt_at,"
+            " created_at) VALUES (?, ?, 'crm', 'pending', 0, ?, ?)",
+            [(i, f"msg_{i:026d}", stamp, stamp) for i in range(1, n + 1)],
+        )
+        con.commit()
+        con.close()
+
+    def engine(path: str) -> float:
+        store = Store.open(f"sqlite:///{path}")
+        now = datetime(2026, 11, 27, 8, tzinfo=UTC)
+        c0 = time.process_time()
+        pending: list[AttemptOutcome] = []
+        while got := store.claim_due(owner="me", now=now, lease=60, capacity={"crm": claim}):
+            pending += [
+                AttemptOutcome(d.id, "crm", d.event_id, 1, now, 1, 204, None, DELIVERED)
+                for d in got
+            ]
+            if len(pending) >= record:
+                store.record_attempts(pending, owner="me")
+                pending = []
+        store.record_attempts(pending, owner="me")
+        spent = time.process_time() - c0
+        store.close()
+        return spent
+
+    def bare(path: str) -> float:
+        con = sqlite3.connect(path, isolation_level=None)
+        con.execute("PRAGMA synchronous=FULL")
+        t = (datetime(2026, 11, 27, 8) + timedelta(0)).isoformat(" ", "microseconds")
+        c0 = time.process_time()
+        pending: list[tuple[int, str]] = []
+        while True:
+            con.execute("BEGIN IMMEDIATE")
+            rows = con.execute(
+                "SELECT d.id, d.attempts, e.id, e.type, e.account, e.created_at, e.payload"
+                " FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.sink = 'crm'"
+                " AND d.status = 'pending' AND d.lease_owner IS NULL ORDER BY d.id LIMIT ?",
+                (claim,),
+            ).fetchall()
+            ids = [r[0] for r in rows]
+            con.execute(
+                "UPDATE deliveries SET lease_owner = 'me', lease_expires_at = ?"
+                f" WHERE id IN ({', '.join('?' * len(ids))})",
+                (t, *ids),
+            )
+            con.execute("COMMIT")
+            if not rows:
+                break
+            pending += [(r[0], r[2]) for r in rows]
+            if len(pending) >= record:
+                con.execute("BEGIN IMMEDIATE")
+                con.executemany(
+                    "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms,"
+                    " status_code) VALUES (?, 1, ?, 1, 204)",
+                    [(i, t) for i, _ in pending],
+                )
+                con.executemany(
+                    "UPDATE deliveries SET status = 'delivered', attempts = 1, lease_owner ="
+                    " NULL, lease_expires_at = NULL, last_attempt_at = ?, last_status_code ="
+                    " 204, delivered_at = ? WHERE id = ? AND lease_owner = 'me'",
+                    [(t, t, i) for i, _ in pending],
+                )
+                con.execute("COMMIT")
+                pending = []
+        spent = time.process_time() - c0
+        con.close()
+        return spent
+
+    results: dict[str, list[float]] = {"engine": [], "bare": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(3):
+            for name, run in (("bare", bare), ("engine", engine)):
+                path = f"{tmp}/{name}{r}.db"
+                fresh(path)
+                results[name].append(run(path))
+    e, b = (sorted(results[k])[1] / n * 1e6 for k in ("engine", "bare"))
+    print(
+        f"E6  persisting {n:,} deliveries (claims of {claim}, records of {record}), CPU per "
+        f"delivery, median of 3: Store {e:.1f} us, bare sqlite3 {b:.1f} us ({e / b:.2f}x)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--only", choices=["e6"], help="run only this experiment")
     args = parser.parse_args()
     common.header("experiments behind the suggestions (no floor)")
+    if args.only == "e6":
+        e6_persist()
+        return 0
     e0_fetch(args.n)
     items = e1_e2(args.n)
     e3_inserts(items)
     e4_e5()
+    e6_persist()
     return 0
 
 

@@ -998,18 +998,12 @@ class Store:
 
             if self.dialect == "sqlite":  # the hot path, raw (see _due_rows)
                 t = _sqlite_time
+                started = [t(o.started_at) for o in outcomes]
                 conn.exec_driver_sql(
                     _SQLITE_INSERT_ATTEMPT,
                     [
-                        (
-                            o.delivery_id,
-                            o.attempt,
-                            t(o.started_at),
-                            o.duration_ms,
-                            o.status_code,
-                            o.error,
-                        )
-                        for o in outcomes
+                        (o.delivery_id, o.attempt, at, o.duration_ms, o.status_code, o.error)
+                        for o, at in zip(outcomes, started, strict=True)
                     ],
                 )
                 conn.exec_driver_sql(
@@ -1019,14 +1013,14 @@ class Store:
                             status := status_of(o),
                             o.attempt,
                             t(o.next_attempt_at) if status == FAILED else None,
-                            t(o.started_at),
+                            at,
                             o.status_code,
                             o.error,
-                            t(o.started_at) if status == DELIVERED else None,
+                            at if status == DELIVERED else None,
                             o.delivery_id,
                             owner,
                         )
-                        for o in outcomes
+                        for o, at in zip(outcomes, started, strict=True)
                     ],
                 )
             else:
@@ -1538,7 +1532,9 @@ def _sqlite_time(value: datetime | None) -> str | None:
     format (``2026-11-27 07:00:00.000000``), which sorts as time does."""
     if value is None:
         return None
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
 
 
 def _from_sqlite_time(value: str) -> datetime:
