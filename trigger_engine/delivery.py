@@ -178,7 +178,8 @@ class Dispatcher:
     * **record**: outcomes are recorded in batches, one transaction each, at most
       ``RECORD_EVERY`` seconds after the first of a batch (or ``RECORD_BATCH`` at once).
 
-    One coroutine (:meth:`_pump`) claims and records; the database calls run in threads.
+    One coroutine (:meth:`_pump`) claims and records; each database call runs at once
+    when SQLite is free this instant, else in a thread (:meth:`_store`).
     A claim's lease covers its wait in the queue: twice the longest sink timeout plus
     ``[engine] lease``; a delivery whose lease would run out before its attempt could be
     recorded is given back unsent rather than sent late (another node may take it then).
@@ -205,6 +206,8 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._outcomes: list[AttemptOutcome] = []
         self._first_outcome_at = 0.0  # loop time of the oldest unrecorded outcome
+        self._record_now = False  # an outcome disables a sink: record it before claiming
+        self._poked_at = 0.0  # loop time every sink was last asked to claim again
         self._give_back: list[int] = []  # claimed, not sent: to release
         self._wake = asyncio.Event()
         self._stopping = False  # no new attempt starts
@@ -262,6 +265,8 @@ class Dispatcher:
         """Something may be due: claim for every sink again."""
         for lane in self._lanes.values():
             lane.exhausted = False
+        if self._loop is not None:
+            self._poked_at = self._loop.time()
         self._wake.set()
 
     # -------------------------------------------------------------- loops
@@ -296,11 +301,16 @@ class Dispatcher:
                 if self._give_back:  # first: a 410 recorded below makes due ones dead
                     await self._release_given_back()
                 if self._outcomes and (
-                    len(self._outcomes) >= RECORD_BATCH
+                    self._record_now
+                    or len(self._outcomes) >= RECORD_BATCH
                     or loop.time() >= self._first_outcome_at + RECORD_EVERY
                     or not self._tasks
                 ):
                     await self._flush()
+                if self._due_by is None and loop.time() >= self._poked_at + self.idle_wait:
+                    # every idle_wait, even while busy: a sink whose queue ran dry may have
+                    # retries due by now
+                    self._poke()
                 if stopper is not None and stopper.done():
                     break
                 if await self._claim():
@@ -308,19 +318,20 @@ class Dispatcher:
                 if stop is None and self._idle():
                     return
                 timeout = self.idle_wait
+                if self._due_by is None:
+                    timeout = max(0.0, self._poked_at + self.idle_wait - loop.time())
                 if self._outcomes:
-                    timeout = max(0.0, self._first_outcome_at + RECORD_EVERY - loop.time())
+                    record_in = self._first_outcome_at + RECORD_EVERY - loop.time()
+                    timeout = max(0.0, min(timeout, record_in))
                 waker = asyncio.ensure_future(self._wake.wait())
                 try:
-                    done, _ = await asyncio.wait(
+                    await asyncio.wait(
                         {waker} if stopper is None else {waker, stopper},
                         timeout=timeout,
                         return_when=asyncio.FIRST_COMPLETED,
                     )
                 finally:
                     waker.cancel()
-                if not done and not self._outcomes and self._due_by is None:
-                    self._poke()  # idle for idle_wait: retries may have fallen due
         finally:
             if stopper is not None:
                 stopper.cancel()
@@ -485,6 +496,7 @@ class Dispatcher:
         if not self._outcomes:
             return
         batch, self._outcomes = self._outcomes, []
+        self._record_now = False
         await self._store(self.store.record_attempts, batch, owner=self.owner)
         soonest: datetime | None = None
         for outcome in batch:
@@ -543,6 +555,8 @@ class Dispatcher:
                 self._give_back.extend(c.delivery.id for c in lane.queue)
                 lane.queue.clear()
                 lane.exhausted = True
+            self._record_now = True  # before any claim: the sink is disabled only then
+            self._wake.set()
         if not self._outcomes:
             assert self._loop is not None
             self._first_outcome_at = self._loop.time()

@@ -42,15 +42,15 @@ def make_config(db_url: str, url: str, *, max_in_flight: int) -> Config:
     )
 
 
-def make_events(store: Store, n: int) -> None:
+def make_events(store: Store, n: int, *, sink: str = "crm", account: str = "acme") -> None:
     items = [{"id": f"L{i:03d}"} for i in range(n)]
     result = store.record_poll(
-        "acme",
+        account,
         "leads",
         key_items(items, ["id"]),
         event_type="lead.new",
         emit_first=True,
-        sinks=["crm"],
+        sinks=[sink],
         now=clock_now(),
     )
     assert result.deliveries == n
@@ -66,8 +66,9 @@ class Receiver:
     """Counts requests per webhook-id and the most it had in flight at once; ``probe``
     runs at each request (to look at the database while the dispatcher is mid-way)."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, statuses: tuple[int, ...] = ()) -> None:
         self.delay = delay
+        self.statuses = list(statuses)  # answered in turn, then 204
         self.ids: list[str] = []
         self.in_flight = 0
         self.peak = 0
@@ -82,7 +83,7 @@ class Receiver:
             if self.probe is not None:
                 self.probe()
             await asyncio.sleep(self.delay)
-            return web.Response(status=204)
+            return web.Response(status=self.statuses.pop(0) if self.statuses else 204)
         finally:
             self.in_flight -= 1
 
@@ -191,6 +192,51 @@ def test_stop_records_what_finished_and_releases_what_was_queued(store: Store, d
     asyncio.run(deliver())
     assert len(receiver.ids) == 1
     assert states(store) == [("delivered", 1, None)] + [("pending", 0, None)] * 9
+
+
+def test_a_retry_falls_due_on_time_while_another_sink_keeps_the_dispatcher_busy(
+    store: Store, db_url: str
+) -> None:
+    """The busy sink always has outcomes waiting to be recorded; the other sink's retry
+    (due 1 s after its failure) must still be claimed then, not when the busy one is done."""
+    make_events(store, 200, sink="busy")
+    make_events(store, 1, sink="flaky", account="other")
+    busy, flaky = Receiver(delay=0.02), Receiver(statuses=(500,))
+    busy_sent_at_retry: list[int] = []
+
+    async def deliver() -> None:
+        stop, retried = asyncio.Event(), asyncio.Event()
+
+        def on_flaky() -> None:
+            if len(flaky.ids) == 2:
+                busy_sent_at_retry.append(len(busy.ids))
+                retried.set()
+
+        flaky.probe = on_flaky
+        async with serving(busy), serving(flaky):
+            config = config_from_dict(
+                {
+                    "engine": {"database": db_url},
+                    "source": {"base_url": "http://alfred.test/api"},
+                    "accounts": [{"name": "acme", "api_key": "alfred-key-77e1"}],
+                    "triggers": {"leads": {}},
+                    "sinks": [
+                        {"name": "busy", "url": busy.url, "max_in_flight": 1},
+                        {"name": "flaky", "url": flaky.url, "retry": {"schedule": ["1s"]}},
+                    ],
+                }
+            )
+            dispatcher = Dispatcher(config, store, owner="node-a", rand=lambda: 0.5, idle_wait=0.2)
+            async with dispatcher:
+                task = asyncio.create_task(dispatcher.run(stop, grace=5))
+                await asyncio.wait_for(retried.wait(), 30)
+                stop.set()
+                await asyncio.wait_for(task, 10)
+
+    asyncio.run(deliver())
+    assert flaky.ids[0] == flaky.ids[1]  # the same webhook-id, retried
+    (sent,) = busy_sent_at_retry
+    assert 0 < sent < 200  # the busy sink was still at work when the retry went out
 
 
 # ----------------------------------------------------------------- Store.run_now
