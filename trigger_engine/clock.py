@@ -14,4 +14,6 @@ def now() -> datetime:
 
 def isoformat_z(moment: datetime) -> str:
     """``2026-11-27T10:00:00Z``: UTC, second precision, as in the webhook envelope."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="seconds")[:19] + "Z"  # (strftime is 4x slower)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import threading
 import time
@@ -123,9 +124,17 @@ def headers_for(sink: Sink, delivery: DueDelivery, body: bytes, timestamp: int) 
         }
     )
     if sink.secret is not None:
-        key = secret_key(sink.secret.get_secret_value())
+        key = _secret_key(sink.secret.get_secret_value())
         headers["webhook-signature"] = sign(key, delivery.event_id, timestamp, body)
     return headers
+
+
+_secret_key = functools.lru_cache(maxsize=256)(secret_key)  # decoded once per sink secret
+
+
+@functools.lru_cache(maxsize=256)
+def _client_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds)
 
 
 @dataclass
@@ -532,7 +541,7 @@ class Dispatcher:
                 sink.url,
                 data=body,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=sink.timeout),
+                timeout=_client_timeout(sink.timeout),
                 allow_redirects=False,
             ) as response:
                 status = response.status
