@@ -255,7 +255,8 @@ def _create_private_file(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
-BUSY_TIMEOUT_MS = 30_000  # SQLite: how long a transaction waits for another process's
+BUSY_TIMEOUT_MS = 30_000  # SQLite: ms a transaction waits for another process's write lock
+CONNECTION_WAIT = 120.0  # SQLite: seconds a store call waits for the one connection
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -275,7 +276,7 @@ def _make_engine(url: str) -> Engine:
             url,
             pool_size=1,  # one connection: one writer (see DESIGN-NOTES on SQLite's WAL bug)
             max_overflow=0,
-            pool_timeout=120,
+            pool_timeout=CONNECTION_WAIT,
             connect_args={"check_same_thread": False, "timeout": 30},
         )
 
@@ -336,8 +337,21 @@ class Store:
         with self._serialized(), self.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
 
-    def _serialized(self) -> contextlib.AbstractContextManager[Any]:
-        return self._conn_lock if self._conn_lock is not None else contextlib.nullcontext()
+    @contextlib.contextmanager
+    def _serialized(self) -> Iterator[None]:
+        """SQLite: wait for the one connection, as long as the pool would have."""
+        lock = self._conn_lock
+        if lock is None:
+            yield
+            return
+        if not lock.acquire(timeout=CONNECTION_WAIT):
+            raise DatabaseError(
+                f"the database failed: its connection stayed busy for {CONNECTION_WAIT:g}s"
+            )
+        try:
+            yield
+        finally:
+            lock.release()
 
     def run_now(
         self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs

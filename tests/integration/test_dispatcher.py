@@ -19,6 +19,7 @@ from trigger_engine.clock import now as clock_now
 from trigger_engine.config import Config, config_from_dict
 from trigger_engine.dedupe import key_items
 from trigger_engine.delivery import PREFETCH_ROUNDS, Dispatcher, DrainReport
+from trigger_engine.errors import DatabaseError
 from trigger_engine.models import deliveries
 from trigger_engine.store import Store
 
@@ -288,3 +289,30 @@ def test_run_now_never_runs_on_postgresql(pg_url: str) -> None:
         assert store.run_now(store.release_claims) == (False, None)
     finally:
         store.close()
+
+
+def test_a_store_call_waits_for_the_sqlite_connection_within_a_bound(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import trigger_engine.store as store_module
+
+    monkeypatch.setattr(store_module, "CONNECTION_WAIT", 0.05)
+    store = Store.open(f"sqlite:///{tmp_path / 'te.db'}")
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store._tx():
+            inside.set()
+            leave.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        inside.wait(10)
+        with pytest.raises(DatabaseError, match=r"connection stayed busy for 0\.05s"):
+            store.release_claims()
+    finally:
+        leave.set()
+        holder.join()
+    assert store.release_claims() == 0  # free again
+    store.close()
