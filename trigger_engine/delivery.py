@@ -16,16 +16,13 @@ wait: in-flight requests are abandoned, and what can be recorded and released wi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import random
-import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 from typing import ParamSpec, TypeVar
 
 import aiohttp
@@ -39,6 +36,7 @@ from trigger_engine.logs import get_logger
 from trigger_engine.retry import RetryPolicy, Verdict, decide, parse_retry_after
 from trigger_engine.signing import secret_key, sign
 from trigger_engine.store import DEAD, DELIVERED, FAILED, AttemptOutcome, DueDelivery, Store
+from trigger_engine.workers import in_daemon_thread
 
 log = get_logger("trigger_engine.delivery")
 
@@ -51,45 +49,6 @@ STOP_AT_ONCE_DB_WAIT = 1.0  # seconds a stop at once grants recording what finis
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-
-
-def in_daemon_thread(
-    fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
-) -> asyncio.Future[_T]:
-    """Run the blocking ``fn`` in a new daemon thread; await the returned future.
-
-    Why not ``asyncio.to_thread``: its threads belong to the loop's default executor, which
-    ``asyncio.run()`` joins before returning (``loop.shutdown_default_executor``, without a
-    timeout on 3.11), and ``concurrent.futures`` joins its workers again at interpreter exit.
-    A poll blocked in its HTTP request (up to ``source.timeout``) or a store call waiting for
-    the one SQLite connection would then hold up a stop that must be immediate. Nothing
-    waits for a daemon thread, and abandoning one is safe for what runs here: a store call
-    is one transaction, which SQLite (WAL, synchronous=FULL) or PostgreSQL applies whole or
-    not at all when the process exits in the middle, exactly as after ``kill -9``; an
-    abandoned request is retried. Cancelling the future does not stop the thread; its
-    result is then dropped. (``os._exit`` was the alternative, and would also skip flushing
-    logs and closing the database cleanly.) A thread per call costs ~0.1 ms, small next to
-    the transaction it runs.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[_T] = loop.create_future()
-
-    def settle(outcome: Callable[[], None]) -> None:
-        if not future.done():  # else the caller stopped waiting (cancelled)
-            outcome()
-
-    def work() -> None:
-        outcome: Callable[[], None]
-        try:
-            outcome = partial(future.set_result, fn(*args, **kwargs))
-        except BaseException as exc:  # handed to the awaiting task, never lost in the thread
-            outcome = partial(future.set_exception, exc)
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-            loop.call_soon_threadsafe(settle, outcome)
-
-    name = getattr(fn, "__name__", "call")
-    threading.Thread(target=work, name=f"trigger-engine-{name}", daemon=True).start()
-    return future
 
 
 def being_cancelled() -> bool:

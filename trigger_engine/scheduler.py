@@ -49,7 +49,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from trigger_engine import __version__, logs
 from trigger_engine.clock import now
 from trigger_engine.config import Account, Config, TriggerSettings
-from trigger_engine.delivery import Dispatcher, DrainReport, being_cancelled, in_daemon_thread
+from trigger_engine.delivery import Dispatcher, DrainReport, being_cancelled
 from trigger_engine.errors import RuntimeFailure, TriggerEngineError
 from trigger_engine.http_api import make_app, serve
 from trigger_engine.logs import get_logger
@@ -57,7 +57,7 @@ from trigger_engine.metrics import Metrics
 from trigger_engine.poller import Poller, PollReport
 from trigger_engine.source import Source
 from trigger_engine.store import AttemptOutcome, PollClaim, Store
-from trigger_engine.workers import WorkerPool
+from trigger_engine.workers import WorkerPool, in_daemon_thread
 
 log = get_logger("trigger_engine.scheduler")
 
