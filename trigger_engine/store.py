@@ -35,7 +35,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
-    bindparam,
     create_engine,
     delete,
     event,
@@ -304,6 +303,15 @@ class Store:
         self.dialect = engine.dialect.name
         self._lock_fd: int | None = None
         self._param = "%s" if self.dialect == "postgresql" else "?"  # the DB-API paramstyle
+        # The delivery hot path runs raw statements (see _due_rows), the same on both
+        # databases but for the paramstyle, the row lock and how a time is passed.
+        p = self._param
+        sqlite_db = self.dialect == "sqlite"
+        self._claim_sql = _CLAIM_SQL.format(p=p) + ("" if sqlite_db else _SKIP_LOCKED)
+        self._insert_attempt_sql = _INSERT_ATTEMPT_SQL.format(p=p)
+        self._record_attempt_sql = _RECORD_ATTEMPT_SQL.format(p=p)
+        self._db_time: Callable[[datetime | None], Any] = _sqlite_time if sqlite_db else _same
+        self._from_db_time: Callable[[Any], datetime] = _from_sqlite_time if sqlite_db else _as_utc
         # SQLite has one connection (pool_size=1); this lock is the queue for it, so that
         # run_now can tell whether it is free at this instant.
         self._conn_lock = threading.RLock() if self.dialect == "sqlite" else None
@@ -915,9 +923,10 @@ class Store:
         capacity: Mapping[str, int],
         due_by: datetime | None = None,
     ) -> list[DueDelivery]:
-        """Claim, per sink, up to ``capacity[sink]`` due deliveries, oldest first: one
-        SELECT (with the events' bodies; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
-        nodes claim disjoint rows) and one UPDATE per sink, in one transaction.
+        """Claim, per sink, up to ``capacity[sink]`` due deliveries, oldest first: per
+        sink, one SELECT per due status (with the events' bodies; ``FOR UPDATE SKIP
+        LOCKED`` on PostgreSQL, so nodes claim disjoint rows) and one UPDATE, all in one
+        transaction.
         ``due_by`` (default ``now``): only deliveries due by then (``run --once`` passes
         its start, so a retry that falls due during the run waits for the next one)."""
         due = now if due_by is None else min(due_by, now)
@@ -932,17 +941,10 @@ class Store:
                 if not rows:
                     continue
                 ids = [r[0] for r in rows]
-                if self.dialect == "sqlite":  # the hot path, raw (see _due_rows)
-                    conn.exec_driver_sql(
-                        _SQLITE_LEASE % ", ".join("?" * len(ids)),
-                        (owner, _sqlite_time(expires), *ids),
-                    )
-                else:
-                    conn.execute(
-                        update(deliveries)
-                        .where(deliveries.c.id.in_(ids))
-                        .values(lease_owner=owner, lease_expires_at=expires)
-                    )
+                conn.exec_driver_sql(
+                    _LEASE_SQL.format(p=self._param, ids=", ".join([self._param] * len(ids))),
+                    (owner, self._db_time(expires), *ids),
+                )
                 claimed.extend(
                     DueDelivery(
                         id=r[0],
@@ -967,33 +969,16 @@ class Store:
         One query per status, each read in id order from the (sink, status, id) index and
         stopping at ``limit``: with both statuses in one query SQLite reads, joins and
         sorts every due row at each claim (7 ms per claim of 128 with 10,000 due; 0.3 ms
-        this way). On SQLite the query is run raw, and on PostgreSQL through SQLAlchemy
-        (with ``FOR UPDATE SKIP LOCKED``): the claim is on the delivery hot path, where
+        this way). Raw statements: the claim is on the delivery hot path, where
         SQLAlchemy's per-row parameter and result processing was half its cost
         (benchmarks/RESULTS.md, "deliver")."""
         found: list[tuple[int, int, str, str, str, datetime, str]] = []
+        t = self._db_time
         for status in DUE_STATUSES:
-            if self.dialect == "sqlite":
-                cursor = conn.exec_driver_sql(
-                    _SQLITE_CLAIM, (sink, status, _sqlite_time(due), _sqlite_time(now), limit)
-                )
-                found.extend(
-                    (r[0], r[1], r[2], r[3], r[4], _from_sqlite_time(r[5]), r[6]) for r in cursor
-                )
-            else:
-                query = _CLAIM.where(
-                    deliveries.c.sink == sink,
-                    deliveries.c.status == status,
-                    deliveries.c.next_attempt_at <= due,
-                    or_(
-                        deliveries.c.lease_expires_at.is_(None),
-                        deliveries.c.lease_expires_at < now,
-                    ),
-                ).limit(limit)
-                found.extend(
-                    (r.id, r.attempts, r.event_id, r.type, r.account, r.created_at, r.payload)
-                    for r in conn.execute(query)
-                )
+            cursor = conn.exec_driver_sql(self._claim_sql, (sink, status, t(due), t(now), limit))
+            found.extend(
+                (r[0], r[1], r[2], r[3], r[4], self._from_db_time(r[5]), r[6]) for r in cursor
+            )
         found.sort(key=lambda r: r[0])
         return found[:limit]
 
@@ -1010,66 +995,32 @@ class Store:
                 # a retry to a sink disabled while this attempt was in flight is dead
                 return DEAD if o.new_status == FAILED and o.sink in disabled else o.new_status
 
-            if self.dialect == "sqlite":  # the hot path, raw (see _due_rows)
-                t = _sqlite_time
-                started = [t(o.started_at) for o in outcomes]
-                conn.exec_driver_sql(
-                    _SQLITE_INSERT_ATTEMPT,
-                    [
-                        (o.delivery_id, o.attempt, at, o.duration_ms, o.status_code, o.error)
-                        for o, at in zip(outcomes, started, strict=True)
-                    ],
-                )
-                conn.exec_driver_sql(
-                    _SQLITE_RECORD_ATTEMPT,
-                    [
-                        (
-                            status := status_of(o),
-                            o.attempt,
-                            t(o.next_attempt_at) if status == FAILED else None,
-                            at,
-                            o.status_code,
-                            o.error,
-                            at if status == DELIVERED else None,
-                            o.delivery_id,
-                            owner,
-                        )
-                        for o, at in zip(outcomes, started, strict=True)
-                    ],
-                )
-            else:
-                conn.execute(
-                    insert(attempts),
-                    [
-                        {
-                            "delivery_id": o.delivery_id,
-                            "attempt": o.attempt,
-                            "started_at": o.started_at,
-                            "duration_ms": o.duration_ms,
-                            "status_code": o.status_code,
-                            "error": o.error,
-                        }
-                        for o in outcomes
-                    ],
-                )
-                rows = []
-                for o in outcomes:
-                    status = status_of(o)
-                    rows.append(
-                        {
-                            "b_id": o.delivery_id,
-                            "b_owner": owner,
-                            "b_status": status,
-                            "b_attempts": o.attempt,
-                            "b_next": o.next_attempt_at if status == FAILED else None,
-                            "b_at": o.started_at,
-                            "b_code": o.status_code,
-                            "b_error": o.error,
-                            "b_delivered": o.started_at if status == DELIVERED else None,
-                        }
+            t = self._db_time  # the hot path, raw (see _due_rows)
+            started = [t(o.started_at) for o in outcomes]
+            conn.exec_driver_sql(
+                self._insert_attempt_sql,
+                [
+                    (o.delivery_id, o.attempt, at, o.duration_ms, o.status_code, o.error)
+                    for o, at in zip(outcomes, started, strict=True)
+                ],
+            )
+            conn.exec_driver_sql(
+                self._record_attempt_sql,
+                [
+                    (
+                        status := status_of(o),
+                        o.attempt,
+                        t(o.next_attempt_at) if status == FAILED else None,
+                        at,
+                        o.status_code,
+                        o.error,
+                        at if status == DELIVERED else None,
+                        o.delivery_id,
+                        owner,
                     )
-                # one statement, compiled once, run for the whole batch (executemany)
-                conn.execute(_RECORD_ATTEMPT, rows)
+                    for o, at in zip(outcomes, started, strict=True)
+                ],
+            )
             successes: dict[str, datetime] = {}
             for o in outcomes:
                 if o.new_status == DELIVERED:
@@ -1482,58 +1433,28 @@ class Store:
 
 # --------------------------------------------------------------------------- helpers
 
-# The delivery hot path on SQLite, raw (see Store._due_rows); the same statements as
-# _CLAIM and _RECORD_ATTEMPT below. coalesce() keeps SQLite's planner off the
-# (status, next_attempt_at) index, which would read and sort every due row.
-_SQLITE_CLAIM = """
+# The delivery hot path, raw (see Store._due_rows), with {p} the DB-API placeholder.
+# coalesce() keeps SQLite's planner off the (status, next_attempt_at) index, which would
+# read and sort every due row; PostgreSQL adds _SKIP_LOCKED, so nodes claim disjoint rows.
+_CLAIM_SQL = """
 SELECT d.id, d.attempts, e.id, e.type, e.account, e.created_at, e.payload
 FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
-WHERE d.sink = ? AND d.status = ? AND coalesce(d.next_attempt_at, NULL) <= ?
-  AND (d.lease_expires_at IS NULL OR d.lease_expires_at < ?)
-ORDER BY d.id LIMIT ?
+WHERE d.sink = {p} AND d.status = {p} AND coalesce(d.next_attempt_at, NULL) <= {p}
+  AND (d.lease_expires_at IS NULL OR d.lease_expires_at < {p})
+ORDER BY d.id LIMIT {p}
 """
-_SQLITE_LEASE = "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ? WHERE id IN (%s)"
-_SQLITE_INSERT_ATTEMPT = """
+_SKIP_LOCKED = "FOR UPDATE OF d SKIP LOCKED"
+_LEASE_SQL = "UPDATE deliveries SET lease_owner = {p}, lease_expires_at = {p} WHERE id IN ({ids})"
+_INSERT_ATTEMPT_SQL = """
 INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code, error)
-VALUES (?, ?, ?, ?, ?, ?)
+VALUES ({p}, {p}, {p}, {p}, {p}, {p})
 """
-_SQLITE_RECORD_ATTEMPT = """
-UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, lease_owner = NULL,
-  lease_expires_at = NULL, last_attempt_at = ?, last_status_code = ?, last_error = ?,
-  delivered_at = ?
-WHERE id = ? AND lease_owner = ?
+_RECORD_ATTEMPT_SQL = """
+UPDATE deliveries SET status = {p}, attempts = {p}, next_attempt_at = {p}, lease_owner = NULL,
+  lease_expires_at = NULL, last_attempt_at = {p}, last_status_code = {p}, last_error = {p},
+  delivered_at = {p}
+WHERE id = {p} AND lease_owner = {p}
 """
-
-_CLAIM = (
-    select(
-        deliveries.c.id,
-        deliveries.c.attempts,
-        events.c.id.label("event_id"),
-        events.c.type,
-        events.c.account,
-        events.c.created_at,
-        events.c.payload,
-    )
-    .join(events, events.c.id == deliveries.c.event_id)
-    .order_by(deliveries.c.id)
-    .with_for_update(skip_locked=True, of=deliveries)
-)
-
-_RECORD_ATTEMPT = (
-    update(deliveries)
-    .where(deliveries.c.id == bindparam("b_id"), deliveries.c.lease_owner == bindparam("b_owner"))
-    .values(
-        status=bindparam("b_status"),
-        attempts=bindparam("b_attempts"),
-        next_attempt_at=bindparam("b_next", type_=deliveries.c.next_attempt_at.type),
-        lease_owner=None,
-        lease_expires_at=None,
-        last_attempt_at=bindparam("b_at", type_=deliveries.c.last_attempt_at.type),
-        last_status_code=bindparam("b_code"),
-        last_error=bindparam("b_error"),
-        delivered_at=bindparam("b_delivered", type_=deliveries.c.delivered_at.type),
-    )
-)
 
 
 def _chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -1549,6 +1470,10 @@ def _sqlite_time(value: datetime | None) -> str | None:
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
     return value.isoformat(" ", "microseconds")[:26]  # without the "+00:00"
+
+
+def _same(value: datetime | None) -> datetime | None:
+    return value  # PostgreSQL: the driver passes an aware datetime as timestamptz
 
 
 def _from_sqlite_time(value: str) -> datetime:
