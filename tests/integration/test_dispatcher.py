@@ -31,14 +31,17 @@ def store(db_url: str) -> Iterator[Store]:
     s.close()
 
 
-def make_config(db_url: str, url: str, *, max_in_flight: int) -> Config:
+def make_config(
+    db_url: str, url: str = "", *, max_in_flight: int = 8, sinks: list[dict[str, Any]] | None = None
+) -> Config:
+    """One sink "crm" at ``url``, or the given ``sinks``."""
     return config_from_dict(
         {
             "engine": {"database": db_url},
             "source": {"base_url": "http://alfred.test/api"},
             "accounts": [{"name": "acme", "api_key": "alfred-key-77e1"}],
             "triggers": {"leads": {}},
-            "sinks": [{"name": "crm", "url": url, "max_in_flight": max_in_flight}],
+            "sinks": sinks or [{"name": "crm", "url": url, "max_in_flight": max_in_flight}],
         }
     )
 
@@ -215,17 +218,12 @@ def test_a_retry_falls_due_on_time_while_another_sink_keeps_the_dispatcher_busy(
 
         flaky.probe = on_flaky
         async with serving(busy), serving(flaky):
-            config = config_from_dict(
-                {
-                    "engine": {"database": db_url},
-                    "source": {"base_url": "http://alfred.test/api"},
-                    "accounts": [{"name": "acme", "api_key": "alfred-key-77e1"}],
-                    "triggers": {"leads": {}},
-                    "sinks": [
-                        {"name": "busy", "url": busy.url, "max_in_flight": 1},
-                        {"name": "flaky", "url": flaky.url, "retry": {"schedule": ["1s"]}},
-                    ],
-                }
+            config = make_config(
+                db_url,
+                sinks=[
+                    {"name": "busy", "url": busy.url, "max_in_flight": 1},
+                    {"name": "flaky", "url": flaky.url, "retry": {"schedule": ["1s"]}},
+                ],
             )
             dispatcher = Dispatcher(config, store, owner="node-a", rand=lambda: 0.5, idle_wait=0.2)
             async with dispatcher:
@@ -241,6 +239,26 @@ def test_a_retry_falls_due_on_time_while_another_sink_keeps_the_dispatcher_busy(
 
 
 # ----------------------------------------------------------------- Store.run_now
+
+
+@contextlib.contextmanager
+def connection_held_elsewhere(store: Store) -> Iterator[None]:
+    """Another thread holds SQLite's one connection in a transaction (as a poll does)."""
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store._tx():
+            inside.set()
+            leave.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert inside.wait(10)
+        yield
+    finally:
+        leave.set()
+        holder.join()
 
 
 @pytest.mark.timeout(20)  # waiting would take the 30 s busy timeout
@@ -259,19 +277,8 @@ def test_run_now_runs_at_once_when_sqlite_is_free_and_never_waits_otherwise(
         other.close()
 
         # another thread is using the connection (a poll's transaction)
-        inside, leave = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            with store._tx():
-                inside.set()
-                leave.wait(10)
-
-        holder = threading.Thread(target=hold)
-        holder.start()
-        inside.wait(10)
-        assert store.run_now(store.release_claims) == (False, None)
-        leave.set()
-        holder.join()
+        with connection_held_elsewhere(store):
+            assert store.run_now(store.release_claims) == (False, None)
 
         # and the connection went back to waiting for other processes as before
         assert store.run_now(store.release_claims) == (True, 0)
@@ -298,21 +305,10 @@ def test_a_store_call_waits_for_the_sqlite_connection_within_a_bound(
 
     monkeypatch.setattr(store_module, "CONNECTION_WAIT", 0.05)
     store = Store.open(f"sqlite:///{tmp_path / 'te.db'}")
-    inside, leave = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store._tx():
-            inside.set()
-            leave.wait(10)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    try:
-        inside.wait(10)
-        with pytest.raises(DatabaseError, match=r"connection stayed busy for 0\.05s"):
-            store.release_claims()
-    finally:
-        leave.set()
-        holder.join()
+    with (
+        connection_held_elsewhere(store),
+        pytest.raises(DatabaseError, match=r"connection stayed busy for 0\.05s"),
+    ):
+        store.release_claims()
     assert store.release_claims() == 0  # free again
     store.close()
