@@ -379,7 +379,7 @@ def _simulator_main(argv: list[str]) -> int:
 
     import asyncio
 
-    from trigger_engine.simulator import Simulator
+    from trigger_engine.sandbox.simulator import Simulator
 
     sim = Simulator(api_key=API_KEY, seed=args.seed, initial=args.initial)
     if args.leads:
@@ -628,10 +628,11 @@ def instrumented_run_once(config_path: Path) -> tuple[Split, dict[str, Any]]:
     t0 = time.perf_counter()
     import asyncio
 
-    import trigger_engine.cli  # noqa: F401  (what `python -m trigger_engine` imports)
-    from trigger_engine import poller, source, store
-    from trigger_engine.config import load_config
-    from trigger_engine.scheduler import Engine
+    import trigger_engine.cli.main  # noqa: F401  (what `python -m trigger_engine` imports)
+    from trigger_engine.config.models import load_config
+    from trigger_engine.db import store
+    from trigger_engine.polling import poller, source
+    from trigger_engine.runtime.daemon import Engine
 
     split.add("import trigger_engine (cli, scheduler)", time.perf_counter() - t0)
 
@@ -842,11 +843,11 @@ def _split_main(argv: list[str]) -> int:
 def _profile_main(argv: list[str]) -> int:
     """``common.py profile CONFIG OUT.txt``: every poll of the config, in this process's
     main thread, under pyinstrument (store open excluded); hot spots on stdout (JSON)."""
-    from trigger_engine.config import load_config
-    from trigger_engine.poller import Poller
-    from trigger_engine.scheduler import poll_jobs
-    from trigger_engine.source import Source
-    from trigger_engine.store import Store
+    from trigger_engine.config.models import load_config
+    from trigger_engine.db.store import Store
+    from trigger_engine.polling.poller import Poller
+    from trigger_engine.polling.source import Source
+    from trigger_engine.runtime.daemon import poll_jobs
 
     config = load_config(Path(argv[0]))
     store = Store.open(config.database_url())

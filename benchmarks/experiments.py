@@ -93,7 +93,7 @@ def e0_fetch(n: int) -> None:
 
 
 def e1_e2(n: int) -> list[dict[str, Any]]:
-    from trigger_engine.simulator import Simulator
+    from trigger_engine.sandbox.simulator import Simulator
 
     sim = Simulator(initial=0)
     sim.add_leads(n)
@@ -139,8 +139,8 @@ def e1_e2(n: int) -> list[dict[str, Any]]:
 def e3_inserts(items: list[dict[str, Any]]) -> None:
     from sqlalchemy import create_engine, insert
 
-    from trigger_engine.models import deliveries, events, metadata, seen_keys
-    from trigger_engine.store import new_event_id
+    from trigger_engine.db.schema import deliveries, events, metadata, seen_keys
+    from trigger_engine.db.store import new_event_id
 
     n = len(items)
     now = datetime.now(UTC)
@@ -240,7 +240,7 @@ def e3_inserts(items: list[dict[str, Any]]) -> None:
 def e4_e5() -> None:
     from sqlalchemy import create_engine, event, update
 
-    from trigger_engine.models import deliveries, metadata
+    from trigger_engine.db.schema import deliveries, metadata
 
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("FULL", "NORMAL"):
@@ -325,7 +325,7 @@ def e4_e5() -> None:
 def e6_persist(n: int = 10_000, claim: int = 128, record: int = 256) -> None:
     from datetime import timedelta
 
-    from trigger_engine.store import DELIVERED, AttemptOutcome, Store
+    from trigger_engine.db.store import DELIVERED, AttemptOutcome, Store
 
     stamp = "2026-11-27 07:00:00.000000"
     body = '{"id": %d, "name": "%s"}'

@@ -71,11 +71,11 @@ def run(accounts: int, interval: float, rounds: int, grace: float, extra: float 
         EVENT_JOB_SUBMITTED,
     )
 
-    from trigger_engine import logs
-    from trigger_engine.config import load_config
-    from trigger_engine.scheduler import Engine
-    from trigger_engine.source import Source
-    from trigger_engine.store import Store
+    from trigger_engine.config.models import load_config
+    from trigger_engine.db.store import Store
+    from trigger_engine.ops import logs
+    from trigger_engine.polling.source import Source
+    from trigger_engine.runtime.daemon import Engine
 
     jobs = accounts * len(TRIGGERS)
     duration = rounds * interval - 1.0 + extra

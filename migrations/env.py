@@ -1,4 +1,4 @@
-"""Alembic environment. The engine runs migrations itself (``trigger_engine.migrate``),
+"""Alembic environment. The engine runs migrations itself (``trigger_engine.db.migrate``),
 handing over an open connection; ``alembic`` on the command line is not needed."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from trigger_engine.models import metadata
+from trigger_engine.db.schema import metadata
 
 
 def _run(connection: Connection) -> None:

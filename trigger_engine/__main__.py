@@ -1,3 +1,3 @@
-from trigger_engine.cli import main
+from trigger_engine.cli.main import main
 
 raise SystemExit(main())

@@ -16,12 +16,12 @@ from aiohttp import web
 from sqlalchemy import select
 
 from trigger_engine.clock import now as clock_now
-from trigger_engine.config import Config, config_from_dict
-from trigger_engine.dedupe import key_items
-from trigger_engine.delivery import PREFETCH_ROUNDS, Dispatcher, DrainReport
+from trigger_engine.config.models import Config, config_from_dict
+from trigger_engine.core.dedupe import key_items
+from trigger_engine.db.schema import deliveries
+from trigger_engine.db.store import Store
+from trigger_engine.delivery.dispatcher import PREFETCH_ROUNDS, Dispatcher, DrainReport
 from trigger_engine.errors import DatabaseError
-from trigger_engine.models import deliveries
-from trigger_engine.store import Store
 
 
 @pytest.fixture
@@ -301,7 +301,7 @@ def test_run_now_never_runs_on_postgresql(pg_url: str) -> None:
 def test_a_store_call_waits_for_the_sqlite_connection_within_a_bound(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import trigger_engine.store as store_module
+    import trigger_engine.db.store as store_module
 
     monkeypatch.setattr(store_module, "CONNECTION_WAIT", 0.05)
     store = Store.open(f"sqlite:///{tmp_path / 'te.db'}")

@@ -7,9 +7,9 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
-from trigger_engine.migrate import alembic_config, migrations_dir
-from trigger_engine.models import metadata
-from trigger_engine.store import Store
+from trigger_engine.db.migrate import alembic_config, migrations_dir
+from trigger_engine.db.schema import metadata
+from trigger_engine.db.store import Store
 
 
 def test_upgrade_head_matches_the_models(db_url: str) -> None:

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from trigger_engine.dedupe import key_items
+from trigger_engine.core.dedupe import key_items
+from trigger_engine.core.filters import EventFilter
+from trigger_engine.db.store import PollClaim, Store
 from trigger_engine.errors import AlreadyRunning, LeaseLost
-from trigger_engine.replay import EventFilter
-from trigger_engine.store import PollClaim, Store
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 

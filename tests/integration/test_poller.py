@@ -12,11 +12,11 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import func, select
 
-from trigger_engine.config import Config, config_from_dict
-from trigger_engine.models import events, seen_keys
-from trigger_engine.poller import Poller
-from trigger_engine.source import Source
-from trigger_engine.store import Store
+from trigger_engine.config.models import Config, config_from_dict
+from trigger_engine.db.schema import events, seen_keys
+from trigger_engine.db.store import Store
+from trigger_engine.polling.poller import Poller
+from trigger_engine.polling.source import Source
 
 KEY = "alfred-key-77e1"
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)

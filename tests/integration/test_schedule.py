@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from trigger_engine.config import Config, config_from_dict
-from trigger_engine.scheduler import START_RATE, Engine, start_spacing
-from trigger_engine.source import Source
-from trigger_engine.store import Store
+from trigger_engine.config.models import Config, config_from_dict
+from trigger_engine.db.store import Store
+from trigger_engine.polling.source import Source
+from trigger_engine.runtime.daemon import START_RATE, Engine, start_spacing
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 

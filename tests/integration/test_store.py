@@ -14,10 +14,10 @@ import orjson
 import pytest
 from sqlalchemy import event, func, select
 
-from trigger_engine.dedupe import key_items
+from trigger_engine.core.dedupe import key_items
+from trigger_engine.db.schema import attempts, deliveries, events, seen_keys, sink_state
+from trigger_engine.db.store import AttemptOutcome, Store
 from trigger_engine.errors import DatabaseError
-from trigger_engine.models import attempts, deliveries, events, seen_keys, sink_state
-from trigger_engine.store import AttemptOutcome, Store
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 

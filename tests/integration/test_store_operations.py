@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from trigger_engine.dedupe import key_items
-from trigger_engine.models import attempts, deliveries, events, seen_keys
-from trigger_engine.replay import EventFilter
-from trigger_engine.store import AttemptOutcome, Store
+from trigger_engine.core.dedupe import key_items
+from trigger_engine.core.filters import EventFilter
+from trigger_engine.db.schema import attempts, deliveries, events, seen_keys
+from trigger_engine.db.store import AttemptOutcome, Store
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 SINKS = ("crm", "ops")

@@ -13,9 +13,9 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from tests.integration.test_poller import Upstream, count, make_config, poller_for
-from trigger_engine.models import deliveries, events
-from trigger_engine.replay import EventFilter
-from trigger_engine.store import Store
+from trigger_engine.core.filters import EventFilter
+from trigger_engine.db.schema import deliveries, events
+from trigger_engine.db.store import Store
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from trigger_engine.config import (
+from trigger_engine.config.models import (
     Account,
     Config,
     EngineSettings,

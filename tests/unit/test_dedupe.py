@@ -1,4 +1,4 @@
-"""Tests for trigger_engine.dedupe: one response keyed, then new-versus-seen."""
+"""Tests for trigger_engine.core.dedupe: one response keyed, then new-versus-seen."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from trigger_engine.dedupe import KeyedItems, key_items, unseen
+from trigger_engine.core.dedupe import KeyedItems, key_items, unseen
 
 
 def _ids(n: int) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ import threading
 
 from freezegun import freeze_time
 
-from trigger_engine.gc_pause import COLLECT_EVERY, gc_paused
+from trigger_engine.polling.gc_pause import COLLECT_EVERY, gc_paused
 
 
 def test_overlapping_pauses_restore_the_collector_only_after_the_last() -> None:

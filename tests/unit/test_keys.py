@@ -1,4 +1,4 @@
-"""Tests for trigger_engine.keys: item → primary key (single, dotted, composite)."""
+"""Tests for trigger_engine.core.keys: item → primary key (single, dotted, composite)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from trigger_engine.keys import item_key, missing_field
+from trigger_engine.core.keys import item_key, missing_field
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Tests for trigger_engine.logs: one line per happening, secrets never written."""
+"""Tests for trigger_engine.ops.logs: one line per happening, secrets never written."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from trigger_engine import logs
+from trigger_engine.ops import logs
 
 SECRET = "s3cret"
 NOISY = ("httpx", "httpcore", "apscheduler", "aiohttp.access")

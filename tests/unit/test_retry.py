@@ -1,4 +1,4 @@
-"""Tests for trigger_engine.retry: the delivery retry policy and the poll backoff, as tables."""
+"""Tests for trigger_engine.core.retry: the delivery retry policy and poll backoff, as tables."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from trigger_engine.retry import (
+from trigger_engine.core.retry import (
     DEFAULT_SCHEDULE,
     MAX_POLL_BACKOFF,
     MAX_RETRY_AFTER,

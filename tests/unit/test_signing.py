@@ -1,4 +1,4 @@
-"""Tests for trigger_engine.signing: Standard Webhooks signatures, checked with the
+"""Tests for trigger_engine.core.signing: Standard Webhooks signatures, checked with the
 reference ``standardwebhooks`` package and against an independent computation."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from freezegun import freeze_time
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from trigger_engine.signing import SECRET_PREFIX, secret_key, sign
+from trigger_engine.core.signing import SECRET_PREFIX, secret_key, sign
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # base64 of 24 bytes
 OTHER_SECRET = "whsec_" + base64.b64encode(b"another-secret-of-24-byt").decode()

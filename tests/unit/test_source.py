@@ -1,4 +1,4 @@
-"""Tests for trigger_engine.source: the Meet Alfred client over httpx.MockTransport.
+"""Tests for trigger_engine.polling.source: the Meet Alfred client over httpx.MockTransport.
 
 Every failure is one row of a table: what the API (or the network) did, what kind of
 failure that is, and what the message says; no message may ever carry the API key.
@@ -15,9 +15,9 @@ import pytest
 from freezegun import freeze_time
 
 from trigger_engine import __version__
-from trigger_engine.config import Account, SourceSettings, TriggerSettings, config_from_dict
+from trigger_engine.config.models import Account, SourceSettings, TriggerSettings, config_from_dict
 from trigger_engine.errors import FailureKind, SourceError
-from trigger_engine.source import REDACTED, Source, classify_status, parse_items, redact
+from trigger_engine.polling.source import REDACTED, Source, classify_status, parse_items, redact
 
 KEY = "k-SECRET-123"
 BASE = "http://alfred.test/api"
@@ -381,7 +381,7 @@ def test_unreadable_retry_after_bytes_are_ignored() -> None:
 
 
 def test_oversized_body_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("trigger_engine.source.MAX_BODY", 16)
+    monkeypatch.setattr("trigger_engine.polling.source.MAX_BODY", 16)
     error = fetch_error(respond(200, b"[" + b'"x",' * 10 + b'"x"]', JSON))
     assert error.kind is FailureKind.BAD_BODY
     assert "larger than" in str(error)

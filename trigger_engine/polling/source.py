@@ -17,13 +17,13 @@ import orjson
 
 from trigger_engine import __version__
 from trigger_engine.clock import now
-from trigger_engine.config import Account, SourceSettings, TriggerSettings
+from trigger_engine.config.models import Account, SourceSettings, TriggerSettings
+from trigger_engine.core.keys import lookup
+from trigger_engine.core.retry import parse_retry_after
 from trigger_engine.errors import FailureKind, SourceError
-from trigger_engine.keys import lookup
-from trigger_engine.logs import get_logger
-from trigger_engine.retry import parse_retry_after
+from trigger_engine.ops.logs import get_logger
 
-log = get_logger("trigger_engine.source")
+log = get_logger("trigger_engine.polling.source")
 
 REDACTED = "***"
 MAX_BODY = 512 * 1024 * 1024  # refuse to buffer more than this from one response

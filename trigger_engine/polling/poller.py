@@ -17,14 +17,14 @@ from typing import Any
 
 from trigger_engine.clock import isoformat_z
 from trigger_engine.clock import now as clock_now
-from trigger_engine.config import Account, Config, TriggerSettings
-from trigger_engine.dedupe import key_items
+from trigger_engine.config.models import Account, Config, TriggerSettings
+from trigger_engine.core.dedupe import key_items
+from trigger_engine.core.retry import poll_backoff, should_pause
+from trigger_engine.db.store import Fence, PollState, Store
 from trigger_engine.errors import LeaseLost, SourceError
-from trigger_engine.gc_pause import gc_paused
-from trigger_engine.logs import get_logger
-from trigger_engine.retry import poll_backoff, should_pause
-from trigger_engine.source import Source
-from trigger_engine.store import Fence, PollState, Store
+from trigger_engine.ops.logs import get_logger
+from trigger_engine.polling.gc_pause import gc_paused
+from trigger_engine.polling.source import Source
 
 log = get_logger("trigger_engine.poll")
 

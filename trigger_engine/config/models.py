@@ -38,8 +38,8 @@ from pydantic_core import ErrorDetails
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from trigger_engine.config.builtin import BUILTIN
 from trigger_engine.errors import ConfigError
-from trigger_engine.triggers import BUILTIN
 
 __all__ = [
     "Account",

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from trigger_engine.poller import PollReport
-from trigger_engine.store import AttemptOutcome, SinkStats
+from trigger_engine.db.store import AttemptOutcome, SinkStats
+from trigger_engine.polling.poller import PollReport
 
 BACKLOG_STATUSES = ("pending", "failed", "dead", "held")
 

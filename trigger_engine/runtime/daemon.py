@@ -4,7 +4,7 @@ interval, while the dispatcher delivers continuously; SIGINT/SIGTERM stop it cle
 APScheduler's pitfalls are handled here (see the design notes): job defaults are set on
 the scheduler (coalesce, a generous misfire grace), every request has a timeout, signal
 handlers are ours, and a job only queues its poll for a bounded pool of long-lived daemon
-threads (``[engine] poll_workers``; :class:`~trigger_engine.workers.WorkerPool`):
+threads (``[engine] poll_workers``; :class:`~trigger_engine.runtime.threads.WorkerPool`):
 APScheduler's asyncio executor cancels running jobs at shutdown, and nothing must wait for
 a thread that a stop at once abandons. One poll per (account, trigger) is queued or running
 at a time.
@@ -46,20 +46,21 @@ from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from trigger_engine import __version__, logs
+from trigger_engine import __version__
 from trigger_engine.clock import now
-from trigger_engine.config import Account, Config, TriggerSettings
-from trigger_engine.delivery import Dispatcher, DrainReport, being_cancelled
+from trigger_engine.config.models import Account, Config, TriggerSettings
+from trigger_engine.db.store import AttemptOutcome, PollClaim, Store
+from trigger_engine.delivery.dispatcher import Dispatcher, DrainReport, being_cancelled
 from trigger_engine.errors import RuntimeFailure, TriggerEngineError
-from trigger_engine.http_api import make_app, serve
-from trigger_engine.logs import get_logger
-from trigger_engine.metrics import Metrics
-from trigger_engine.poller import Poller, PollReport
-from trigger_engine.source import Source
-from trigger_engine.store import AttemptOutcome, PollClaim, Store
-from trigger_engine.workers import WorkerPool, in_daemon_thread
+from trigger_engine.ops import logs
+from trigger_engine.ops.http_api import make_app, serve
+from trigger_engine.ops.logs import get_logger
+from trigger_engine.ops.metrics import Metrics
+from trigger_engine.polling.poller import Poller, PollReport
+from trigger_engine.polling.source import Source
+from trigger_engine.runtime.threads import WorkerPool, in_daemon_thread
 
-log = get_logger("trigger_engine.scheduler")
+log = get_logger("trigger_engine.runtime.daemon")
 
 PRUNE_EVERY = 3600.0  # seconds between retention sweeps
 HEARTBEAT_EVERY = 10.0  # seconds between a node's heartbeats

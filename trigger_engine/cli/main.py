@@ -17,16 +17,8 @@ from typing import NoReturn
 
 import orjson
 
-from trigger_engine import __version__, logs
-from trigger_engine.clock import now
-from trigger_engine.config import Config, find_config_path, load_config, parse_duration
-from trigger_engine.dedupe import key_items
-from trigger_engine.errors import FailureKind, SourceError, TriggerEngineError, UsageError
-from trigger_engine.poller import subscribed_sinks
-from trigger_engine.replay import DELIVERY_STATUSES, EventFilter, build_filter
-from trigger_engine.scheduler import Engine
-from trigger_engine.source import Source
-from trigger_engine.status import (
+from trigger_engine import __version__
+from trigger_engine.cli.render import (
     event_dict,
     event_line,
     node_dicts,
@@ -35,7 +27,16 @@ from trigger_engine.status import (
     status_text,
     trigger_rows,
 )
-from trigger_engine.store import Store
+from trigger_engine.clock import now
+from trigger_engine.config.models import Config, find_config_path, load_config, parse_duration
+from trigger_engine.core.dedupe import key_items
+from trigger_engine.core.filters import DELIVERY_STATUSES, EventFilter, build_filter
+from trigger_engine.db.store import Store
+from trigger_engine.errors import FailureKind, SourceError, TriggerEngineError, UsageError
+from trigger_engine.ops import logs
+from trigger_engine.polling.poller import subscribed_sinks
+from trigger_engine.polling.source import Source
+from trigger_engine.runtime.daemon import Engine
 
 PROG = "trigger-engine"
 
@@ -445,7 +446,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
-    from trigger_engine.simulator import serve_forever
+    from trigger_engine.sandbox.simulator import serve_forever
 
     logs.setup(level=logging.DEBUG if args.debug else logging.INFO, secrets=[args.api_key])
     return serve_forever(
@@ -454,7 +455,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from trigger_engine.demo import run_demo
+    from trigger_engine.sandbox.demo import run_demo
 
     logs.setup(level=logging.DEBUG if args.debug else logging.WARNING)
     return run_demo(args.duration)

@@ -20,13 +20,13 @@ import orjson
 from aiohttp import web
 from rich.console import Console
 
-from trigger_engine.config import config_from_dict
-from trigger_engine.poller import PollReport
-from trigger_engine.scheduler import Engine
-from trigger_engine.signing import secret_key, sign
-from trigger_engine.simulator import Simulator, SimulatorThread
-from trigger_engine.source import Source
-from trigger_engine.store import AttemptOutcome, Store
+from trigger_engine.config.models import config_from_dict
+from trigger_engine.core.signing import secret_key, sign
+from trigger_engine.db.store import AttemptOutcome, Store
+from trigger_engine.polling.poller import PollReport
+from trigger_engine.polling.source import Source
+from trigger_engine.runtime.daemon import Engine
+from trigger_engine.sandbox.simulator import Simulator, SimulatorThread
 
 DEMO_KEY = "demo"
 

@@ -31,14 +31,14 @@ import orjson
 from trigger_engine import __version__
 from trigger_engine.clock import isoformat_z
 from trigger_engine.clock import now as clock_now
-from trigger_engine.config import Config, Sink
-from trigger_engine.logs import get_logger
-from trigger_engine.retry import RetryPolicy, Verdict, decide, parse_retry_after
-from trigger_engine.signing import secret_key, sign
-from trigger_engine.store import DEAD, DELIVERED, FAILED, AttemptOutcome, DueDelivery, Store
-from trigger_engine.workers import in_daemon_thread
+from trigger_engine.config.models import Config, Sink
+from trigger_engine.core.retry import RetryPolicy, Verdict, decide, parse_retry_after
+from trigger_engine.core.signing import secret_key, sign
+from trigger_engine.db.store import DEAD, DELIVERED, FAILED, AttemptOutcome, DueDelivery, Store
+from trigger_engine.ops.logs import get_logger
+from trigger_engine.runtime.threads import in_daemon_thread
 
-log = get_logger("trigger_engine.delivery")
+log = get_logger("trigger_engine.delivery.dispatcher")
 
 USER_AGENT = f"trigger-engine/{__version__}"
 PREFETCH_ROUNDS = 4  # claim ahead: a sink's queue holds up to this many times max_in_flight

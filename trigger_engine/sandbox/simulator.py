@@ -59,7 +59,7 @@ import orjson
 from aiohttp import web
 
 from trigger_engine.errors import RuntimeFailure
-from trigger_engine.gc_pause import gc_paused
+from trigger_engine.polling.gc_pause import gc_paused
 
 Record = dict[str, Any]
 _T = TypeVar("_T")

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trigger_engine.keys import item_key, item_version, missing_field
+from trigger_engine.core.keys import item_key, item_version, missing_field
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from trigger_engine.errors import TriggerEngineError
-from trigger_engine.metrics import Metrics
+from trigger_engine.ops.metrics import Metrics
 
 
 def make_app(

@@ -50,10 +50,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row, make_url
 from sqlalchemy.sql.elements import ColumnElement
 
-from trigger_engine import migrate
-from trigger_engine.dedupe import KeyedItems, changed, unseen
-from trigger_engine.errors import AlreadyRunning, DatabaseError, LeaseLost
-from trigger_engine.models import (
+from trigger_engine.core.dedupe import KeyedItems, changed, unseen
+from trigger_engine.core.filters import EventFilter, ReplayResult
+from trigger_engine.db import migrate
+from trigger_engine.db.schema import (
     attempts,
     deliveries,
     events,
@@ -62,7 +62,7 @@ from trigger_engine.models import (
     seen_keys,
     sink_state,
 )
-from trigger_engine.replay import EventFilter, ReplayResult
+from trigger_engine.errors import AlreadyRunning, DatabaseError, LeaseLost
 
 # Bound parameters per IN (...) or multi-row statement: well under SQLite's 32766.
 _CHUNK = 5000
