@@ -185,7 +185,9 @@ def child_floor(cfg: str, loop: str) -> dict[str, Any]:
     sink = config.sinks[0]
     store = Store.open(config.database_url())
     try:
-        claimed = store.claim_due(owner="floor", now=now(), lease=3600, capacity={sink.name: 10**9})
+        claimed = store.deliveries.claim_due(
+            owner="floor", now=now(), lease=3600, capacity={sink.name: 10**9}
+        )
     finally:
         store.close()
     stamp = int(time.time())

@@ -139,8 +139,8 @@ def e1_e2(n: int) -> list[dict[str, Any]]:
 def e3_inserts(items: list[dict[str, Any]]) -> None:
     from sqlalchemy import create_engine, insert
 
+    from trigger_engine.core.events import new_event_id
     from trigger_engine.db.schema import deliveries, events, metadata, seen_keys
-    from trigger_engine.db.store import new_event_id
 
     n = len(items)
     now = datetime.now(UTC)
@@ -325,7 +325,11 @@ def e4_e5() -> None:
 def e6_persist(n: int = 10_000, claim: int = 128, record: int = 256) -> None:
     from datetime import timedelta
 
-    from trigger_engine.db.store import DELIVERED, AttemptOutcome, Store
+    from trigger_engine.db.store import Store
+    from trigger_engine.types import DeliveryStatus
+
+    DELIVERED = DeliveryStatus.DELIVERED
+    from trigger_engine.types import AttemptOutcome
 
     stamp = "2026-11-27 07:00:00.000000"
     body = '{"id": %d, "name": "%s"}'
@@ -351,15 +355,17 @@ def e6_persist(n: int = 10_000, claim: int = 128, record: int = 256) -> None:
         now = datetime(2026, 11, 27, 8, tzinfo=UTC)
         c0 = time.process_time()
         pending: list[AttemptOutcome] = []
-        while got := store.claim_due(owner="me", now=now, lease=60, capacity={"crm": claim}):
+        while got := store.deliveries.claim_due(
+            owner="me", now=now, lease=60, capacity={"crm": claim}
+        ):
             pending += [
                 AttemptOutcome(d.id, "crm", d.event_id, 1, now, 1, 204, None, DELIVERED)
                 for d in got
             ]
             if len(pending) >= record:
-                store.record_attempts(pending, owner="me")
+                store.deliveries.record_attempts(pending, owner="me")
                 pending = []
-        store.record_attempts(pending, owner="me")
+        store.deliveries.record_attempts(pending, owner="me")
         spent = time.process_time() - c0
         store.close()
         return spent

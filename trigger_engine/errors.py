@@ -5,14 +5,14 @@
     ├── ConfigError           exit 2: bad configuration (names file, key or variable)
     └── RuntimeFailure        exit 1: the world let us down
         ├── DatabaseError     the database is unreachable or refused us
-        └── SourceError       a poll of the Meet Alfred API failed (see ``source.FailureKind``)
+        └── SourceError       a poll of the Meet Alfred API failed (see ``types.FailureKind``)
 
 Messages are one sentence for a person, and never contain a secret.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
+from trigger_engine.types import FailureKind
 
 
 class TriggerEngineError(Exception):
@@ -42,15 +42,6 @@ class LeaseLost(RuntimeFailure):
 
 class AlreadyRunning(RuntimeFailure):
     """Another process runs the engine on the same SQLite file."""
-
-
-class FailureKind(StrEnum):
-    """Why a poll failed, which decides what happens next."""
-
-    TRANSIENT = "transient"  # timeouts, connection errors, 429, 5xx: try again later
-    AUTH = "auth"  # 401/403: the API key was refused
-    CLIENT = "client"  # other 4xx: our request is wrong (path, params)
-    BAD_BODY = "bad_body"  # 2xx but not a usable list of objects
 
 
 class SourceError(RuntimeFailure):

@@ -48,7 +48,7 @@ def make_config(
 
 def make_events(store: Store, n: int, *, sink: str = "crm", account: str = "acme") -> None:
     items = [{"id": f"L{i:03d}"} for i in range(n)]
-    result = store.record_poll(
+    result = store.polls.record(
         account,
         "leads",
         key_items(items, ["id"]),
@@ -61,7 +61,7 @@ def make_events(store: Store, n: int, *, sink: str = "crm", account: str = "acme
 
 
 def states(store: Store) -> list[tuple[str, int, str | None]]:
-    with store.engine.connect() as conn:
+    with store.db.engine.connect() as conn:
         query = select(deliveries.c.status, deliveries.c.attempts, deliveries.c.lease_owner)
         return [tuple(r) for r in conn.execute(query.order_by(deliveries.c.id))]  # type: ignore[misc]
 
@@ -149,13 +149,13 @@ def test_a_claim_that_could_run_out_before_its_attempt_ends_is_given_back(
         return start + timedelta(seconds=len(jumped))
 
     released = []
-    real_release = store.release_claims
+    real_release = store.deliveries.release_claims
 
     def release_claims(owner: str | None = None, *, ids: Any = ()) -> int:
         released.append(list(ids))
         return real_release(owner, ids=ids)
 
-    store.release_claims = release_claims  # type: ignore[method-assign]
+    store.deliveries.release_claims = release_claims  # type: ignore[method-assign]
 
     async def deliver() -> DrainReport:
         async with serving(receiver):
@@ -247,7 +247,7 @@ def connection_held_elsewhere(store: Store) -> Iterator[None]:
     inside, leave = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with store._tx():
+        with store.db.tx():
             inside.set()
             leave.wait(10)
 
@@ -267,22 +267,22 @@ def test_run_now_runs_at_once_when_sqlite_is_free_and_never_waits_otherwise(
 ) -> None:
     store = Store.open(f"sqlite:///{tmp_path / 'te.db'}")
     try:
-        assert store.run_now(store.release_claims) == (True, 0)
+        assert store.run_now(store.deliveries.release_claims) == (True, 0)
 
         # another process (here: another connection) holds the file's write lock
         other = sqlite3.connect(tmp_path / "te.db", isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
-        assert store.run_now(store.release_claims) == (False, None)
+        assert store.run_now(store.deliveries.release_claims) == (False, None)
         other.execute("ROLLBACK")
         other.close()
 
         # another thread is using the connection (a poll's transaction)
         with connection_held_elsewhere(store):
-            assert store.run_now(store.release_claims) == (False, None)
+            assert store.run_now(store.deliveries.release_claims) == (False, None)
 
         # and the connection went back to waiting for other processes as before
-        assert store.run_now(store.release_claims) == (True, 0)
-        with store.engine.connect() as conn:
+        assert store.run_now(store.deliveries.release_claims) == (True, 0)
+        with store.db.engine.connect() as conn:
             driver = conn.connection.driver_connection
             assert driver is not None
             assert driver.execute("PRAGMA busy_timeout").fetchone() == (30000,)
@@ -293,7 +293,7 @@ def test_run_now_runs_at_once_when_sqlite_is_free_and_never_waits_otherwise(
 def test_run_now_never_runs_on_postgresql(pg_url: str) -> None:
     store = Store.open(pg_url)
     try:
-        assert store.run_now(store.release_claims) == (False, None)
+        assert store.run_now(store.deliveries.release_claims) == (False, None)
     finally:
         store.close()
 
@@ -301,14 +301,14 @@ def test_run_now_never_runs_on_postgresql(pg_url: str) -> None:
 def test_a_store_call_waits_for_the_sqlite_connection_within_a_bound(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import trigger_engine.db.store as store_module
+    import trigger_engine.db.engine as db_engine
 
-    monkeypatch.setattr(store_module, "CONNECTION_WAIT", 0.05)
+    monkeypatch.setattr(db_engine, "CONNECTION_WAIT", 0.05)
     store = Store.open(f"sqlite:///{tmp_path / 'te.db'}")
     with (
         connection_held_elsewhere(store),
         pytest.raises(DatabaseError, match=r"connection stayed busy for 0\.05s"),
     ):
-        store.release_claims()
-    assert store.release_claims() == 0  # free again
+        store.deliveries.release_claims()
+    assert store.deliveries.release_claims() == 0  # free again
     store.close()

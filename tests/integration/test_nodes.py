@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from trigger_engine.core.dedupe import key_items
-from trigger_engine.core.filters import EventFilter
-from trigger_engine.db.store import PollClaim, Store
+from trigger_engine.db.store import Store
 from trigger_engine.errors import AlreadyRunning, LeaseLost
+from trigger_engine.types import EventFilter, PollClaim
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
@@ -26,11 +26,11 @@ def store(db_url: str) -> Iterator[Store]:
 
 def claim(store: Store, owner: str, at: datetime, *, lease: float = 30, gap: float | None = None):  # type: ignore[no-untyped-def]
     """The fence a claim got, or None."""
-    return store.claim_poll("acme", "leads", owner=owner, now=at, lease=lease, min_gap=gap).fence
+    return store.polls.claim("acme", "leads", owner=owner, now=at, lease=lease, min_gap=gap).fence
 
 
 def record(store: Store, ids: list[str], fence, at: datetime = T0):  # type: ignore[no-untyped-def]
-    return store.record_poll(
+    return store.polls.record(
         "acme",
         "leads",
         key_items([{"id": i} for i in ids], ["id"]),
@@ -61,7 +61,7 @@ def test_a_node_whose_lease_was_taken_over_cannot_commit_its_poll(store: Store) 
     with pytest.raises(LeaseLost, match="fencing token"):
         record(store, ["x", "y"], old)
     with pytest.raises(LeaseLost):
-        store.record_poll_failure(
+        store.polls.record_failure(
             "acme",
             "leads",
             outcome="transient",
@@ -70,8 +70,8 @@ def test_a_node_whose_lease_was_taken_over_cannot_commit_its_poll(store: Store) 
             now=T0,
             fence=old,
         )
-    assert store.list_events(EventFilter(), limit=10) == []
-    state = store.poll_state("acme", "leads")
+    assert store.events.list(EventFilter(), limit=10) == []
+    state = store.polls.state("acme", "leads")
     assert state is not None and state.consecutive_failures == 0
     # the new owner's result is written
     assert record(store, ["x", "y"], new).new_events == 2
@@ -90,7 +90,7 @@ def test_min_gap_runs_from_the_previous_polls_start_not_its_end(store: Store) ->
     # the trigger polled every other interval).
     fence = claim(store, "node-a", T0, lease=1, gap=27)
     record(store, [], fence, at=T0 + timedelta(seconds=8))
-    state = store.poll_state("acme", "leads")
+    state = store.polls.state("acme", "leads")
     assert state is not None and state.last_poll_at == T0
     assert state.last_success_at == T0 + timedelta(seconds=8)
     assert claim(store, "node-a", T0 + timedelta(seconds=30), gap=27) is not None
@@ -98,7 +98,7 @@ def test_min_gap_runs_from_the_previous_polls_start_not_its_end(store: Store) ->
 
 def test_a_failed_poll_also_counts_from_its_start(store: Store) -> None:
     fence = claim(store, "node-a", T0, lease=1, gap=27)
-    store.record_poll_failure(
+    store.polls.record_failure(
         "acme",
         "leads",
         outcome="transient",
@@ -113,7 +113,7 @@ def test_a_failed_poll_also_counts_from_its_start(store: Store) -> None:
 
 def test_a_claim_says_why_it_was_refused(store: Store) -> None:
     def claim_at(at: datetime, owner: str = "node-a", **kw: Any) -> PollClaim:
-        return store.claim_poll("acme", "leads", owner=owner, now=at, lease=30, **kw)
+        return store.polls.claim("acme", "leads", owner=owner, now=at, lease=30, **kw)
 
     first = claim_at(T0)  # creates the trigger's row
     assert first.fence is not None and first.refused is None
@@ -122,7 +122,7 @@ def test_a_claim_says_why_it_was_refused(store: Store) -> None:
     record(store, [], first.fence)
     assert claim_at(T0 + timedelta(seconds=10), min_gap=27).refused == "too soon"
 
-    store.record_poll_failure(
+    store.polls.record_failure(
         "acme",
         "leads",
         outcome="transient",
@@ -137,7 +137,7 @@ def test_a_claim_says_why_it_was_refused(store: Store) -> None:
     assert claim_at(at).fence is not None  # run --once: whatever backoff a failure set
     assert claim_at(T0 + timedelta(seconds=121), honour_backoff=True).fence is not None
 
-    store.set_paused("acme", "leads", paused=True, reason="by hand")
+    store.polls.set_paused("acme", "leads", paused=True, reason="by hand")
     paused = claim_at(T0 + timedelta(seconds=200))
     assert (paused.fence, paused.refused) == (None, "paused")
     assert paused.state.paused_reason == "by hand"
@@ -146,7 +146,7 @@ def test_a_claim_says_why_it_was_refused(store: Store) -> None:
 def test_a_claim_returns_the_state_the_poll_needs(store: Store) -> None:
     fence = claim(store, "node-a", T0)
     record(store, ["x", "y"], fence)
-    granted = store.claim_poll(
+    granted = store.polls.claim(
         "acme", "leads", owner="node-a", now=T0 + timedelta(seconds=60), lease=30
     )
     assert granted.fence is not None and granted.fence.token == fence.token + 1
@@ -155,15 +155,15 @@ def test_a_claim_returns_the_state_the_poll_needs(store: Store) -> None:
 
 
 def test_release_and_node_views(store: Store) -> None:
-    store.heartbeat("node-a", version="0.1.0", now=T0)
-    store.heartbeat("node-b", version="0.1.0", now=T0)
+    store.nodes.heartbeat("node-a", version="0.1.0", now=T0)
+    store.nodes.heartbeat("node-b", version="0.1.0", now=T0)
     claim(store, "node-a", T0)
-    (a, b) = store.node_views(T0 + timedelta(seconds=1))
+    (a, b) = store.nodes.views(T0 + timedelta(seconds=1))
     assert (a.name, a.leases, b.leases) == ("node-a", ("acme/leads",), ())
-    assert store.release_poll_leases("node-a") == 1
+    assert store.polls.release_leases("node-a") == 1
     assert claim(store, "node-b", T0 + timedelta(seconds=2)) is not None
-    store.heartbeat("node-a", version="0.1.0", now=T0 + timedelta(seconds=3), stopping=True)
-    (a, _b) = store.node_views(T0 + timedelta(seconds=3))
+    store.nodes.heartbeat("node-a", version="0.1.0", now=T0 + timedelta(seconds=3), stopping=True)
+    (a, _b) = store.nodes.views(T0 + timedelta(seconds=3))
     assert a.stopped_at == T0 + timedelta(seconds=3) and a.started_at == T0
 
 

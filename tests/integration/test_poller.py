@@ -66,7 +66,7 @@ def poller_for(config: Config, store: Store, upstream: Upstream) -> Poller:
 
 
 def count(store: Store, table: Any) -> int:
-    with store.engine.connect() as conn:
+    with store.db.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
@@ -105,7 +105,7 @@ def test_composite_and_nested_keys_from_the_config(
     upstream.reply = lambda _r: httpx.Response(200, json=same_person_two_campaigns)
     report = poller.poll(config.accounts[0], config.triggers["leads"])
     assert (report.new_events, report.duplicates) == (2, 1)
-    with store.engine.connect() as conn:
+    with store.db.engine.connect() as conn:
         keys = set(conn.execute(select(seen_keys.c.key)).scalars())
     assert keys == {'[46,"P1"]', '[47,"P1"]'}
 
@@ -135,7 +135,7 @@ def test_a_failed_poll_marks_nothing_and_fires_nothing(
     assert not report.ok
     assert KEY not in (report.error or "")
     assert (count(store, seen_keys), count(store, events)) == (1, 0)
-    state = store.poll_state("acme", "leads")
+    state = store.polls.state("acme", "leads")
     assert state is not None
     assert state.consecutive_failures == 1
     assert state.backoff_until == T0 + timedelta(seconds=300)  # one interval, rand=0.5
@@ -170,7 +170,7 @@ def test_consecutive_failures_back_off_exponentially(
     with freeze_time(T0):
         for _ in range(6):
             poller.poll(account, trigger)
-            state = store.poll_state("acme", "leads")
+            state = store.polls.state("acme", "leads")
             assert state is not None and state.backoff_until is not None
             waits.append((state.backoff_until - T0).total_seconds())
     assert waits == [300, 600, 1200, 2400, 3600, 3600]

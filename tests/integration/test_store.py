@@ -15,9 +15,11 @@ import pytest
 from sqlalchemy import event, func, select
 
 from trigger_engine.core.dedupe import key_items
+from trigger_engine.db import events as event_rows
 from trigger_engine.db.schema import attempts, deliveries, events, seen_keys, sink_state
-from trigger_engine.db.store import AttemptOutcome, Store
+from trigger_engine.db.store import Store
 from trigger_engine.errors import DatabaseError
+from trigger_engine.types import AttemptOutcome
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
@@ -34,7 +36,7 @@ def leads(*ids: str) -> list[dict[str, Any]]:
 
 
 def poll(store: Store, items: list[Any], *, emit: bool = False, sinks=("crm",), now=T0, **kw: Any):
-    return store.record_poll(
+    return store.polls.record(
         kw.get("account", "acme"),
         kw.get("trigger", "leads"),
         key_items(items, ["id"]),
@@ -46,12 +48,12 @@ def poll(store: Store, items: list[Any], *, emit: bool = False, sinks=("crm",), 
 
 
 def count(store: Store, table: Any, *where: Any) -> int:
-    with store.engine.connect() as conn:
+    with store.db.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
 
 
 def rows(store: Store, query: Any) -> list[Any]:
-    with store.engine.connect() as conn:
+    with store.db.engine.connect() as conn:
         return list(conn.execute(query).all())
 
 
@@ -63,7 +65,7 @@ def test_seeding_first_poll_remembers_everything_and_fires_nothing(store: Store)
     assert (result.first_poll, result.remembered, result.new_events) == (True, 3, 0)
     assert count(store, events) == 0
     assert count(store, seen_keys, seen_keys.c.seeded) == 3
-    state = store.poll_state("acme", "leads")
+    state = store.polls.state("acme", "leads")
     assert state is not None and state.seeded_at == T0 and state.items_known == 3
 
 
@@ -110,7 +112,7 @@ def test_event_keeps_the_item_exactly_and_accounts_are_separate(store: Store) ->
 
 
 def test_disabled_sink_gets_dead_deliveries_not_pending(store: Store) -> None:
-    store.set_sink_enabled("ops", False, reason="by hand", now=T0)
+    store.sinks.set_enabled("ops", False, reason="by hand", now=T0)
     poll(store, [])
     poll(store, leads("a"), sinks=("crm", "ops"))
     statuses = dict(rows(store, select(deliveries.c.sink, deliveries.c.status)))
@@ -125,7 +127,7 @@ def test_a_failure_inside_the_poll_transaction_keeps_nothing(
     def boom(*_a: Any, **_k: Any) -> None:
         raise RuntimeError("crash between keys and events")
 
-    monkeypatch.setattr(store, "_create_events", boom)
+    monkeypatch.setattr(event_rows, "insert_events", boom)
     with pytest.raises(RuntimeError):
         poll(store, leads("a", "b"))
     assert count(store, seen_keys) == 0
@@ -137,17 +139,17 @@ def test_a_failure_inside_the_poll_transaction_keeps_nothing(
 def test_poll_failure_changes_only_the_poll_state(store: Store) -> None:
     poll(store, leads("a"))
     failures = [
-        store.record_poll_failure(
+        store.polls.record_failure(
             "acme", "leads", outcome="transient", error="HTTP 500", backoff_until=T0, now=T0
         )
         for _ in range(3)
     ]
     assert failures == [(1, T0), (2, T0), (3, T0)]  # the run of failures began at T0
-    state = store.poll_state("acme", "leads")
+    state = store.polls.state("acme", "leads")
     assert state is not None
     assert (state.last_outcome, state.last_error, state.items_known) == ("transient", "HTTP 500", 1)
     assert poll(store, leads("a")).first_poll is False
-    state = store.poll_state("acme", "leads")
+    state = store.polls.state("acme", "leads")
     assert state is not None and state.consecutive_failures == 0 and state.backoff_until is None
 
 
@@ -177,7 +179,7 @@ def test_concurrent_polls_cannot_fire_an_item_twice(db_url: str) -> None:
 def test_a_large_poll_costs_a_handful_of_statements_per_thousand_items(store: Store) -> None:
     statements: list[str] = []
 
-    @event.listens_for(store.engine, "before_cursor_execute")
+    @event.listens_for(store.db.engine, "before_cursor_execute")
     def _count(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
         statements.append(statement)
 
@@ -209,20 +211,22 @@ def _outcome(d: Any, status: str, *, code: int | None = 200, at: datetime = T0, 
 def test_claims_go_oldest_first_within_each_sinks_capacity(store: Store) -> None:
     poll(store, [])
     poll(store, leads("c", "b", "a"), sinks=("crm", "ops"))
-    claimed = store.claim_due(owner="n1", now=T0, lease=60, capacity={"crm": 2, "ops": 1})
+    claimed = store.deliveries.claim_due(
+        owner="n1", now=T0, lease=60, capacity={"crm": 2, "ops": 1}
+    )
     by_sink = {
         s: [orjson.loads(d.payload)["id"] for d in claimed if d.sink == s] for s in ("crm", "ops")
     }
     assert by_sink == {"crm": ["a", "b"], "ops": ["a"]}
     # leased deliveries are not claimed again; the rest are
-    again = store.claim_due(owner="n2", now=T0, lease=60, capacity={"crm": 5, "ops": 5})
+    again = store.deliveries.claim_due(owner="n2", now=T0, lease=60, capacity={"crm": 5, "ops": 5})
     assert sorted((d.sink, orjson.loads(d.payload)["id"]) for d in again) == [
         ("crm", "c"),
         ("ops", "b"),
         ("ops", "c"),
     ]
     # an expired lease makes a delivery claimable again
-    later = store.claim_due(
+    later = store.deliveries.claim_due(
         owner="n3", now=T0 + timedelta(seconds=61), lease=60, capacity={"crm": 5}
     )
     assert len(later) == 3
@@ -231,9 +235,11 @@ def test_claims_go_oldest_first_within_each_sinks_capacity(store: Store) -> None
 def test_not_due_and_disabled_sinks_are_not_claimed(store: Store) -> None:
     poll(store, [], now=T0)
     poll(store, leads("a"), sinks=("crm", "ops"), now=T0 + timedelta(seconds=10))
-    assert store.claim_due(owner="n", now=T0, lease=60, capacity={"crm": 5, "ops": 5}) == []
-    store.set_sink_enabled("ops", False, reason="by hand", now=T0)
-    claimed = store.claim_due(
+    assert (
+        store.deliveries.claim_due(owner="n", now=T0, lease=60, capacity={"crm": 5, "ops": 5}) == []
+    )
+    store.sinks.set_enabled("ops", False, reason="by hand", now=T0)
+    claimed = store.deliveries.claim_due(
         owner="n", now=T0 + timedelta(seconds=10), lease=60, capacity={"crm": 5, "ops": 5}
     )
     assert [d.sink for d in claimed] == ["crm"]
@@ -242,9 +248,9 @@ def test_not_due_and_disabled_sinks_are_not_claimed(store: Store) -> None:
 def test_recording_attempts_moves_deliveries_through_their_states(store: Store) -> None:
     poll(store, [])
     poll(store, leads("c", "b", "a"))
-    a, b, c = store.claim_due(owner="n", now=T0, lease=60, capacity={"crm": 3})
+    a, b, c = store.deliveries.claim_due(owner="n", now=T0, lease=60, capacity={"crm": 3})
     retry_at = T0 + timedelta(seconds=5)
-    store.record_attempts(
+    store.deliveries.record_attempts(
         [
             _outcome(a, "delivered"),
             _outcome(b, "failed", code=500, next_attempt_at=retry_at),
@@ -267,23 +273,23 @@ def test_recording_attempts_moves_deliveries_through_their_states(store: Store) 
     assert count(store, attempts) == 3
     assert rows(store, select(sink_state.c.last_success_at)) == [(T0,)]
     # the failed one comes back when due, with its attempt count
-    assert store.next_due_at(["crm"]) == retry_at
-    (again,) = store.claim_due(owner="n", now=retry_at, lease=60, capacity={"crm": 3})
+    assert store.deliveries.next_due_at(["crm"]) == retry_at
+    (again,) = store.deliveries.claim_due(owner="n", now=retry_at, lease=60, capacity={"crm": 3})
     assert (again.id, again.attempts) == (b.id, 1)
 
 
 def test_a_gone_receiver_disables_the_sink_and_kills_its_queue(store: Store) -> None:
     poll(store, [])
     poll(store, leads("b", "a"))
-    (first,) = store.claim_due(owner="n", now=T0, lease=60, capacity={"crm": 1})
-    store.record_attempts(
+    (first,) = store.deliveries.claim_due(owner="n", now=T0, lease=60, capacity={"crm": 1})
+    store.deliveries.record_attempts(
         [_outcome(first, "dead", code=410, disable_sink="the receiver answered 410 Gone")],
         owner="n",
     )
-    assert store.disabled_sinks() == {"crm"}
+    assert store.sinks.disabled() == {"crm"}
     assert count(store, deliveries, deliveries.c.status == "dead") == 2
-    store.set_sink_enabled("crm", True, reason="", now=T0)
-    assert store.disabled_sinks() == set()
+    store.sinks.set_enabled("crm", True, reason="", now=T0)
+    assert store.sinks.disabled() == set()
 
 
 def test_an_attempt_recorded_by_a_former_lease_holder_does_not_move_the_delivery(
@@ -291,11 +297,11 @@ def test_an_attempt_recorded_by_a_former_lease_holder_does_not_move_the_delivery
 ) -> None:
     poll(store, [])
     poll(store, leads("a"))
-    (d,) = store.claim_due(owner="old", now=T0, lease=1, capacity={"crm": 1})
+    (d,) = store.deliveries.claim_due(owner="old", now=T0, lease=1, capacity={"crm": 1})
     later = T0 + timedelta(seconds=5)
-    (taken,) = store.claim_due(owner="new", now=later, lease=60, capacity={"crm": 1})
+    (taken,) = store.deliveries.claim_due(owner="new", now=later, lease=60, capacity={"crm": 1})
     assert taken.id == d.id
-    store.record_attempts([_outcome(d, "dead", code=500)], owner="old")
+    store.deliveries.record_attempts([_outcome(d, "dead", code=500)], owner="old")
     (row,) = rows(store, select(deliveries.c.status, deliveries.c.lease_owner))
     assert tuple(row) == ("pending", "new")
     assert count(store, attempts) == 1  # the attempt happened and is recorded
@@ -304,11 +310,11 @@ def test_an_attempt_recorded_by_a_former_lease_holder_does_not_move_the_delivery
 def test_release_claims_makes_in_flight_deliveries_due_again(store: Store) -> None:
     poll(store, [])
     poll(store, leads("b", "a"))
-    store.claim_due(owner="n1", now=T0, lease=600, capacity={"crm": 1})
-    store.claim_due(owner="n2", now=T0, lease=600, capacity={"crm": 1})
-    assert store.release_claims("n1") == 1
-    assert len(store.claim_due(owner="n3", now=T0, lease=600, capacity={"crm": 5})) == 1
-    assert store.release_claims() == 2
+    store.deliveries.claim_due(owner="n1", now=T0, lease=600, capacity={"crm": 1})
+    store.deliveries.claim_due(owner="n2", now=T0, lease=600, capacity={"crm": 1})
+    assert store.deliveries.release_claims("n1") == 1
+    assert len(store.deliveries.claim_due(owner="n3", now=T0, lease=600, capacity={"crm": 5})) == 1
+    assert store.deliveries.release_claims() == 2
 
 
 # ----------------------------------------------------------------------- files and errors

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import func, select
 
 from trigger_engine.core.dedupe import key_items
-from trigger_engine.core.filters import EventFilter
 from trigger_engine.db.schema import attempts, deliveries, events, seen_keys
-from trigger_engine.db.store import AttemptOutcome, Store
+from trigger_engine.db.store import Store
+from trigger_engine.types import AttemptOutcome, EventFilter
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 SINKS = ("crm", "ops")
@@ -38,7 +38,7 @@ def poll(
     trigger: str = "leads",
     event_type: str = "lead.new",
 ) -> None:
-    store.record_poll(
+    store.polls.record(
         account,
         trigger,
         key_items(items(*ids), ["id"]),
@@ -50,13 +50,15 @@ def poll(
 
 
 def count(store: Store, table: Any, *where: Any) -> int:
-    with store.engine.connect() as conn:
+    with store.db.engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
 
 
 def deliver_all(store: Store, now: datetime, status: str = "delivered", code: int = 200) -> None:
-    claimed = store.claim_due(owner="n", now=now, lease=60, capacity={s: 100 for s in SINKS})
-    store.record_attempts(
+    claimed = store.deliveries.claim_due(
+        owner="n", now=now, lease=60, capacity={s: 100 for s in SINKS}
+    )
+    store.deliveries.record_attempts(
         [
             AttemptOutcome(
                 d.id,
@@ -88,10 +90,10 @@ def history(store: Store) -> Store:
 
 
 def test_events_are_listed_newest_first_with_every_delivery(history: Store) -> None:
-    found = history.list_events(EventFilter(), limit=10)
+    found = history.events.list(EventFilter(), limit=10)
     assert [e.item_key for e in found] == ["g", "c1", "b", "a"]
     assert [d.sink for d in found[0].deliveries] == ["crm", "ops"]
-    assert [e.item_key for e in history.list_events(EventFilter(), limit=2)] == ["g", "c1"]
+    assert [e.item_key for e in history.events.list(EventFilter(), limit=2)] == ["g", "c1"]
 
 
 @pytest.mark.parametrize(
@@ -106,34 +108,40 @@ def test_events_are_listed_newest_first_with_every_delivery(history: Store) -> N
     ],
 )
 def test_event_filters(history: Store, selection: EventFilter, keys: list[str]) -> None:
-    assert [e.item_key for e in history.list_events(selection, limit=10)] == keys
+    assert [e.item_key for e in history.events.list(selection, limit=10)] == keys
 
 
 def test_replay_requeues_with_the_same_event_and_a_fresh_history(history: Store) -> None:
     later = T0 + timedelta(hours=3)
     deliver_all(history, later)
-    (a,) = history.list_events(EventFilter(item_key="a"), limit=1)
-    dry = history.replay(EventFilter(event_ids=(a.id,)), known_sinks=SINKS, now=later, dry_run=True)
+    (a,) = history.events.list(EventFilter(item_key="a"), limit=1)
+    dry = history.deliveries.replay(
+        EventFilter(event_ids=(a.id,)), known_sinks=SINKS, now=later, dry_run=True
+    )
     assert (dry.events, dry.queued) == (1, 2)
     assert count(history, deliveries, deliveries.c.status == "pending") == 0  # dry: untouched
-    result = history.replay(
+    result = history.deliveries.replay(
         EventFilter(event_ids=(a.id,), sinks=("crm",)), known_sinks=SINKS, now=later, dry_run=False
     )
     assert (result.events, result.queued) == (1, 1)
-    (again,) = history.claim_due(owner="n", now=later, lease=60, capacity={"crm": 5, "ops": 5})
+    (again,) = history.deliveries.claim_due(
+        owner="n", now=later, lease=60, capacity={"crm": 5, "ops": 5}
+    )
     assert (again.event_id, again.sink, again.attempts) == (a.id, "crm", 0)
     assert count(history, attempts) == 7  # the replayed delivery's attempt is gone
 
 
 def test_replay_skips_disabled_unknown_and_in_flight_deliveries(history: Store) -> None:
-    history.set_sink_enabled("ops", False, reason="410", now=T0)
-    history.claim_due(owner="n", now=T0, lease=600, capacity={"crm": 1})  # "a" to crm: in flight
-    result = history.replay(
+    history.sinks.set_enabled("ops", False, reason="410", now=T0)
+    history.deliveries.claim_due(
+        owner="n", now=T0, lease=600, capacity={"crm": 1}
+    )  # "a" to crm: in flight
+    result = history.deliveries.replay(
         EventFilter(accounts=("acme",)), known_sinks=("crm",), now=T0, dry_run=False
     )
     assert (result.queued, result.skipped_unknown, result.skipped_in_flight) == (2, 3, 1)
     assert result.skipped_disabled == 0  # ops is unknown to this config: counted as such
-    result = history.replay(
+    result = history.deliveries.replay(
         EventFilter(accounts=("acme",)), known_sinks=SINKS, now=T0, dry_run=True
     )
     assert result.skipped_disabled == 3
@@ -143,7 +151,7 @@ def test_replay_by_status_touches_only_those(history: Store) -> None:
     later = T0 + timedelta(hours=3)
     deliver_all(history, later, status="dead", code=500)
     poll(history, ["z", "b", "a"], now=later)
-    result = history.replay(
+    result = history.deliveries.replay(
         EventFilter(statuses=("dead",)), known_sinks=SINKS, now=later, dry_run=False
     )
     assert result.queued == 8
@@ -154,18 +162,18 @@ def test_backfill_fires_remembered_items_once(store: Store) -> None:
     poll(store, ["c", "b", "a"])  # seed: remembered, not fired
     poll(store, ["d", "c", "b", "a"])  # d fires normally
     listed = key_items(items("d", "c", "b"), ["id"])  # "a" is no longer listed
-    dry = store.backfill(
+    dry = store.polls.backfill(
         "acme", "leads", listed, event_type="lead.new", sinks=["crm"], now=T0, dry_run=True
     )
     assert (dry.fired, dry.not_listed) == (2, 1)
     assert count(store, events) == 1
-    done = store.backfill(
+    done = store.polls.backfill(
         "acme", "leads", listed, event_type="lead.new", sinks=["crm"], now=T0, dry_run=False
     )
     assert (done.fired, done.deliveries) == (2, 2)
-    keys = [e.item_key for e in store.list_events(EventFilter(), limit=10)]
+    keys = [e.item_key for e in store.events.list(EventFilter(), limit=10)]
     assert keys == ["c", "b", "d"]  # newest first: "b" (older upstream) fired before "c"
-    again = store.backfill(
+    again = store.polls.backfill(
         "acme", "leads", listed, event_type="lead.new", sinks=["crm"], now=T0, dry_run=False
     )
     assert (again.fired, again.not_listed) == (0, 1)
@@ -174,12 +182,14 @@ def test_backfill_fires_remembered_items_once(store: Store) -> None:
 
 def test_prune_removes_only_old_fully_delivered_events(history: Store) -> None:
     later = T0 + timedelta(days=40)
-    claimed = history.claim_due(owner="n", now=later, lease=60, capacity={"crm": 100, "ops": 100})
+    claimed = history.deliveries.claim_due(
+        owner="n", now=later, lease=60, capacity={"crm": 100, "ops": 100}
+    )
     outcomes = []
     for d in claimed:  # everything delivered except "b" to ops, which is dead
         dead = (
             d.sink == "ops"
-            and d.event_id == history.list_events(EventFilter(item_key="b"), limit=1)[0].id
+            and d.event_id == history.events.list(EventFilter(item_key="b"), limit=1)[0].id
         )
         outcomes.append(
             AttemptOutcome(
@@ -194,10 +204,10 @@ def test_prune_removes_only_old_fully_delivered_events(history: Store) -> None:
                 "dead" if dead else "delivered",
             )
         )
-    history.record_attempts(outcomes, owner="n")
-    pruned = history.prune(T0 + timedelta(minutes=90))
+    history.deliveries.record_attempts(outcomes, owner="n")
+    pruned = history.events.prune(T0 + timedelta(minutes=90))
     assert pruned == 2  # "a" and "c1": old and delivered; "b" has a dead delivery; "g" is new
-    remaining = [e.item_key for e in history.list_events(EventFilter(), limit=10)]
+    remaining = [e.item_key for e in history.events.list(EventFilter(), limit=10)]
     assert remaining == ["g", "b"]
     assert count(history, attempts) == 4
     assert count(history, seen_keys) == 4  # seen keys are never pruned
@@ -205,7 +215,7 @@ def test_prune_removes_only_old_fully_delivered_events(history: Store) -> None:
 
 def test_pause_keeps_the_seen_set_and_resume_clears_backoff(store: Store) -> None:
     poll(store, ["a"])
-    store.record_poll_failure(
+    store.polls.record_failure(
         "acme",
         "leads",
         outcome="transient",
@@ -213,15 +223,15 @@ def test_pause_keeps_the_seen_set_and_resume_clears_backoff(store: Store) -> Non
         backoff_until=T0 + timedelta(hours=1),
         now=T0,
     )
-    store.set_paused("acme", "leads", paused=True, reason="by hand")
-    state = store.poll_state("acme", "leads")
+    store.polls.set_paused("acme", "leads", paused=True, reason="by hand")
+    state = store.polls.state("acme", "leads")
     assert state is not None and (state.paused, state.paused_reason, state.items_known) == (
         True,
         "by hand",
         1,
     )
-    store.set_paused("acme", "leads", paused=False, reason=None)
-    state = store.poll_state("acme", "leads")
+    store.polls.set_paused("acme", "leads", paused=False, reason=None)
+    state = store.polls.state("acme", "leads")
     assert state is not None
     assert (state.paused, state.backoff_until, state.consecutive_failures) == (False, None, 0)
     assert state.seeded_at is not None
@@ -230,7 +240,7 @@ def test_pause_keeps_the_seen_set_and_resume_clears_backoff(store: Store) -> Non
 def test_sink_stats_count_by_status(history: Store) -> None:
     deliver_all(history, T0 + timedelta(hours=3))
     poll(history, ["n", "b", "a"], now=T0 + timedelta(hours=4))
-    stats = history.sink_stats()
+    stats = history.sinks.stats()
     assert stats["crm"].counts == {"pending": 1, "failed": 0, "delivered": 4, "dead": 0, "held": 0}
     assert stats["crm"].oldest_due_created_at == T0 + timedelta(hours=4)
     assert stats["crm"].last_success_at == T0 + timedelta(hours=3)

@@ -13,9 +13,9 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from tests.integration.test_poller import Upstream, count, make_config, poller_for
-from trigger_engine.core.filters import EventFilter
 from trigger_engine.db.schema import deliveries, events
 from trigger_engine.db.store import Store
+from trigger_engine.types import EventFilter
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
@@ -144,7 +144,7 @@ def test_a_failure_on_a_later_page_fails_the_whole_poll(
         config.accounts[0], config.triggers["new_leads"]
     )
     assert not report.ok and "page=2" in (report.error or "")
-    assert store.poll_state("acme", "new_leads").seeded_at is None  # type: ignore[union-attr]
+    assert store.polls.state("acme", "new_leads").seeded_at is None  # type: ignore[union-attr]
 
 
 def test_a_changed_status_fires_exactly_one_lead_updated(
@@ -167,7 +167,7 @@ def test_a_changed_status_fires_exactly_one_lead_updated(
     updates = poller.poll(account, config.triggers["lead_updates"])
     new = poller.poll(account, config.triggers["leads"])
     assert (updates.new_events, new.new_events) == (1, 1)
-    found = {(e.type, e.item_key) for e in store.list_events(EventFilter(), limit=10)}
+    found = {(e.type, e.item_key) for e in store.events.list(EventFilter(), limit=10)}
     assert found == {("lead.updated", "B"), ("lead.new", "C")}
     # polled again without change: nothing; a second change of B: one more
     assert poller.poll(account, config.triggers["lead_updates"]).new_events == 0
@@ -189,13 +189,13 @@ def test_the_flood_guard_holds_every_event_of_an_oversized_poll(
     records[:0] = leads(8, prefix="b")
     flood = poller.poll(account, trigger)
     assert (flood.new_events, flood.held) == (8, 8)
-    with store.engine.connect() as conn:
+    with store.db.engine.connect() as conn:
         statuses = sorted(conn.execute(select(deliveries.c.status)).scalars())
     assert statuses == ["held"] * 8 + ["pending"] * 3
     assert count(store, events) == 11  # held, never dropped
-    held = store.list_events(EventFilter(statuses=("held",)), limit=100)
+    held = store.events.list(EventFilter(statuses=("held",)), limit=100)
     assert len(held) == 8 and "max_new_per_poll = 5" in (held[0].deliveries[0].last_error or "")
-    released = store.replay(
+    released = store.deliveries.replay(
         EventFilter(statuses=("held",)), known_sinks=["crm"], now=T0, dry_run=False
     )
     assert released.queued == 8
@@ -216,7 +216,7 @@ def test_sustained_failures_pause_the_trigger_and_a_restart_resumes_it(
     for moment in moments:
         with freeze_time(moment):
             poller.poll(account, trigger)
-        state = store.poll_state("acme", "leads")
+        state = store.polls.state("acme", "leads")
         assert state is not None
         paused_after.append(state.paused)
     # 3 failures within 12 h: not yet (less than a day); the 4th, 25 h after the first: paused
@@ -226,12 +226,12 @@ def test_sustained_failures_pause_the_trigger_and_a_restart_resumes_it(
     )
     assert "api_key=***" in (state.paused_reason or "")
     assert state.items_known == 0  # the seen set (empty first poll) is kept as it was
-    assert store.resume_auto_paused() == [("acme", "leads")]
-    state = store.poll_state("acme", "leads")
+    assert store.polls.resume_auto_paused() == [("acme", "leads")]
+    state = store.polls.state("acme", "leads")
     assert state is not None and not state.paused and state.failing_since is None
     # a pause by hand survives a restart
-    store.set_paused("acme", "leads", paused=True, reason="by hand")
-    assert store.resume_auto_paused() == []
+    store.polls.set_paused("acme", "leads", paused=True, reason="by hand")
+    assert store.polls.resume_auto_paused() == []
 
 
 def test_a_trigger_that_succeeds_now_and_then_is_never_paused(
@@ -247,5 +247,5 @@ def test_a_trigger_that_succeeds_now_and_then_is_never_paused(
         )
         with freeze_time(T0 + timedelta(hours=hour)):
             poller.poll(account, trigger)
-    state = store.poll_state("acme", "leads")
+    state = store.polls.state("acme", "leads")
     assert state is not None and not state.paused

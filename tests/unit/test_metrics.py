@@ -8,11 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from trigger_engine.db.store import AttemptOutcome, SinkStats
 from trigger_engine.errors import DatabaseError
 from trigger_engine.ops.http_api import make_app
 from trigger_engine.ops.metrics import Metrics
-from trigger_engine.polling.poller import PollReport
+from trigger_engine.types import AttemptOutcome, PollReport, SinkStats
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -30,13 +30,14 @@ from trigger_engine.cli.render import (
 from trigger_engine.clock import now
 from trigger_engine.config.models import Config, find_config_path, load_config, parse_duration
 from trigger_engine.core.dedupe import key_items
-from trigger_engine.core.filters import DELIVERY_STATUSES, EventFilter, build_filter
+from trigger_engine.core.filters import build_filter
 from trigger_engine.db.store import Store
-from trigger_engine.errors import FailureKind, SourceError, TriggerEngineError, UsageError
+from trigger_engine.errors import SourceError, TriggerEngineError, UsageError
 from trigger_engine.ops import logs
 from trigger_engine.polling.poller import subscribed_sinks
 from trigger_engine.polling.source import Source
 from trigger_engine.runtime.daemon import Engine
+from trigger_engine.types import DELIVERY_STATUSES, EventFilter, FailureKind, PollOutcome
 
 PROG = "trigger-engine"
 
@@ -194,7 +195,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     for poll in report.polls:
-        if poll.outcome in ("skipped", "lease_lost"):
+        if poll.outcome in (PollOutcome.SKIPPED, PollOutcome.LEASE_LOST):
             print(f"{poll.account}/{poll.trigger}: not polled here: {poll.error}")
         elif poll.ok:
             what = (
@@ -263,8 +264,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = _open(config)
     try:
         moment = now()
-        doc = status_dict(config, store.poll_states(), store.sink_stats(), moment)
-        doc["nodes"] = node_dicts(store.node_views(moment), moment)
+        doc = status_dict(config, store.polls.states(), store.sinks.stats(), moment)
+        doc["nodes"] = node_dicts(store.nodes.views(moment), moment)
     finally:
         store.close()
     if args.json:
@@ -301,7 +302,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     selection = _filter(args, config, item_key=args.key)
     store = _open(config)
     try:
-        found = store.list_events(selection, limit=args.limit)
+        found = store.events.list(selection, limit=args.limit)
     finally:
         store.close()
     if args.json:
@@ -325,7 +326,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     selection = _filter(args, config, event_ids=tuple(args.event), sinks=tuple(args.sink))
     store = _open(config)
     try:
-        result = store.replay(selection, known_sinks=sink_names, now=now(), dry_run=args.dry_run)
+        result = store.deliveries.replay(
+            selection, known_sinks=sink_names, now=now(), dry_run=args.dry_run
+        )
     finally:
         store.close()
     verb = "would queue" if args.dry_run else "queued"
@@ -354,7 +357,7 @@ def cmd_sinks(args: argparse.Namespace) -> int:
     try:
         if args.action:
             _check_names(config, "sink", [args.name], [s.name for s in config.sinks])
-            store.set_sink_enabled(
+            store.sinks.set_enabled(
                 args.name, args.action == "enable", reason="disabled by hand", now=now()
             )
             print(f"sink '{args.name}' {args.action}d")
@@ -364,7 +367,7 @@ def cmd_sinks(args: argparse.Namespace) -> int:
                     f"--since TIME --sink {args.name} --status dead'"
                 )
             return 0
-        rows = sink_dicts(config, store.sink_stats(), now())
+        rows = sink_dicts(config, store.sinks.stats(), now())
     finally:
         store.close()
     for s in rows:
@@ -388,13 +391,15 @@ def cmd_triggers(args: argparse.Namespace) -> int:
             _check_names(config, "account", [args.account], [a.name for a in config.accounts])
             _check_names(config, "trigger", [args.trigger], list(config.triggers))
             paused = args.action == "pause"
-            store.set_paused(args.account, args.trigger, paused=paused, reason="paused by hand")
+            store.polls.set_paused(
+                args.account, args.trigger, paused=paused, reason="paused by hand"
+            )
             print(
                 f"{args.account}/{args.trigger} {args.action}d"
                 + ("; what it has seen is kept" if paused else "")
             )
             return 0
-        rows = trigger_rows(config, store.poll_states())
+        rows = trigger_rows(config, store.polls.states())
     finally:
         store.close()
     moment = now()
@@ -424,7 +429,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
                         print(f"{account.name}/{trigger.name}: failed: {exc}")
                         failed = True
                         continue
-                    result = store.backfill(
+                    result = store.polls.backfill(
                         account.name,
                         trigger.name,
                         key_items(items, trigger.key),

@@ -10,7 +10,24 @@ from urllib.parse import urlsplit
 
 from trigger_engine.clock import isoformat_z
 from trigger_engine.config.models import Config
-from trigger_engine.db.store import EventView, NodeView, PollState, SinkStats
+from trigger_engine.types import (
+    DUE_STATUSES,
+    DeliveryStatus,
+    EventView,
+    NodeView,
+    PollOutcome,
+    PollState,
+    SinkStats,
+)
+
+# A sink's deliveries by status, in the order status and sinks --json list them.
+_COUNTED = (
+    DeliveryStatus.PENDING,
+    DeliveryStatus.FAILED,
+    DeliveryStatus.DEAD,
+    DeliveryStatus.HELD,
+    DeliveryStatus.DELIVERED,
+)
 
 
 def _ts(moment: datetime | None) -> str | None:
@@ -128,11 +145,7 @@ def sink_dicts(config: Config, stats: dict[str, SinkStats], now: datetime) -> li
                 "state": "disabled" if st and st.disabled else "enabled",
                 "disabled_reason": st.disabled_reason if st else None,
                 "disabled_at": _ts(st.disabled_at) if st else None,
-                "pending": counts.get("pending", 0),
-                "failed": counts.get("failed", 0),
-                "dead": counts.get("dead", 0),
-                "held": counts.get("held", 0),
-                "delivered": counts.get("delivered", 0),
+                **{status.value: counts.get(status, 0) for status in _COUNTED},
                 "in_flight": st.in_flight if st else 0,
                 "last_success_at": _ts(st.last_success_at) if st else None,
                 "oldest_pending_seconds": (
@@ -161,7 +174,7 @@ def status_text(status: dict[str, Any]) -> str:
             f"  {t['account']}/{t['trigger']}: {t['state']}; last poll {last} ({outcome}); "
             f"{t['items_known']} items known"
         )
-        if t["last_error"] and t["last_outcome"] != "ok":
+        if t["last_error"] and t["last_outcome"] != PollOutcome.OK:
             lines.append(f"      last error: {t['last_error']}")
     if status.get("nodes"):
         lines.append("NODES")
@@ -215,9 +228,9 @@ def event_line(e: EventView) -> str:
     parts = []
     for d in e.deliveries:
         detail = f"{d.attempts} attempt{'s' if d.attempts != 1 else ''}"
-        if d.status != "delivered" and d.last_error:
+        if d.status != DeliveryStatus.DELIVERED and d.last_error:
             detail += f", last: {d.last_error}"
-        if d.status in ("pending", "failed") and d.next_attempt_at is not None:
+        if d.status in DUE_STATUSES and d.next_attempt_at is not None:
             detail += f", next {isoformat_z(d.next_attempt_at)}"
         parts.append(f"{d.sink}: {d.status} ({detail})")
     where = "; ".join(parts) or "no sink subscribed"

@@ -81,3 +81,14 @@ def unseen(keyed: KeyedItems, seen: Iterable[str]) -> list[tuple[str, Any]]:
         for key, item in zip(reversed(keyed.keys), reversed(keyed.items), strict=True)
         if key not in known
     ]
+
+
+def flood_guard(new_items: int, max_new: int | None) -> str | None:
+    """Why a poll's events are held rather than sent (Zapier's hold on a poll with too
+    many new items), or None: with ``max_new``, a poll firing more than that holds all."""
+    if max_new is None or new_items <= max_new:
+        return None
+    return (
+        f"held by the flood guard: {new_items} new items in one poll "
+        f"(max_new_per_poll = {max_new}); release with 'trigger-engine replay --status held'"
+    )

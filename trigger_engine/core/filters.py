@@ -7,35 +7,11 @@ relative duration meaning "that long ago") and checks that it makes sense.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from trigger_engine.config.models import parse_duration
 from trigger_engine.errors import UsageError
-
-DELIVERY_STATUSES = ("pending", "failed", "delivered", "dead", "held")
-
-
-@dataclass(frozen=True)
-class EventFilter:
-    event_ids: tuple[str, ...] = ()
-    since: datetime | None = None
-    until: datetime | None = None
-    types: tuple[str, ...] = ()
-    accounts: tuple[str, ...] = ()
-    item_key: str | None = None
-    # delivery-level: an event matches when one of its deliveries does
-    sinks: tuple[str, ...] = ()
-    statuses: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ReplayResult:
-    events: int  # events with at least one delivery queued again
-    queued: int  # deliveries queued again
-    skipped_disabled: int  # to a sink that is disabled
-    skipped_unknown: int  # to a sink no longer in the configuration
-    skipped_in_flight: int  # being attempted right now
+from trigger_engine.types import DELIVERY_STATUSES, EventFilter
 
 
 def parse_time(text: str, now: datetime, *, option: str) -> datetime:

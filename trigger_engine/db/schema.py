@@ -1,19 +1,15 @@
 """The database schema, declared once (SQLAlchemy Core). Migrations must match it exactly
 (``tests/integration/test_migrations.py`` compares them).
 
-Only ``store.py`` (and the Alembic migrations) import this module.
+Only the repositories of ``trigger_engine.db`` (and the Alembic migrations) import it.
 """
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -25,31 +21,8 @@ from sqlalchemy import (
     false,
     text,
 )
-from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
 
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC in, timezone-aware UTC out, on SQLite (which has no time zones:
-    stored as naive UTC text, which sorts correctly) and PostgreSQL (timestamptz)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the store; use clock.now()")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
+from trigger_engine.db.codecs import UTCDateTime
 
 # An auto-incrementing 64-bit id that is SQLite's rowid there.
 Serial = BigInteger().with_variant(Integer(), "sqlite")

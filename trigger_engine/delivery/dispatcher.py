@@ -16,9 +16,7 @@ wait: in-flight requests are abandoned, and what can be recorded and released wi
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
-import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,25 +24,20 @@ from datetime import datetime, timedelta
 from typing import ParamSpec, TypeVar
 
 import aiohttp
-import orjson
 
-from trigger_engine import __version__
-from trigger_engine.clock import isoformat_z
 from trigger_engine.clock import now as clock_now
 from trigger_engine.config.models import Config, Sink
-from trigger_engine.core.retry import RetryPolicy, Verdict, decide, parse_retry_after
-from trigger_engine.core.signing import secret_key, sign
-from trigger_engine.db.store import DEAD, DELIVERED, FAILED, AttemptOutcome, DueDelivery, Store
+from trigger_engine.db.store import Store
+from trigger_engine.delivery.attempt import attempt
 from trigger_engine.ops.logs import get_logger
 from trigger_engine.runtime.threads import in_daemon_thread
+from trigger_engine.types import AttemptOutcome, DeliveryStatus, DueDelivery
 
 log = get_logger("trigger_engine.delivery.dispatcher")
 
-USER_AGENT = f"trigger-engine/{__version__}"
 PREFETCH_ROUNDS = 4  # claim ahead: a sink's queue holds up to this many times max_in_flight
 RECORD_EVERY = 0.05  # seconds an attempt's outcome may wait to be recorded with others
 RECORD_BATCH = 512  # ... or fewer, once this many are waiting
-MAX_RESPONSE = 1024 * 1024  # bytes of a receiver's answer we read (and ignore)
 STOP_AT_ONCE_DB_WAIT = 1.0  # seconds a stop at once grants recording what finished
 
 _P = ParamSpec("_P")
@@ -55,45 +48,6 @@ def being_cancelled() -> bool:
     """Whether the current task was asked to stop at once (``Task.cancel``)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-def envelope(delivery: DueDelivery) -> bytes:
-    """The default body: ``{"type", "timestamp", "account", "data"}``, with ``data`` the
-    item exactly as stored (no re-encoding)."""
-    return b'{"type":%s,"timestamp":%s,"account":%s,"data":%s}' % (
-        orjson.dumps(delivery.event_type),
-        orjson.dumps(isoformat_z(delivery.created_at)),
-        orjson.dumps(delivery.account),
-        delivery.payload,
-    )
-
-
-def body_for(sink: Sink, delivery: DueDelivery) -> bytes:
-    return delivery.payload if sink.format == "raw" else envelope(delivery)
-
-
-def headers_for(sink: Sink, delivery: DueDelivery, body: bytes, timestamp: int) -> dict[str, str]:
-    headers = {name: value.get_secret_value() for name, value in sink.headers.items()}
-    headers.update(
-        {
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-            "webhook-id": delivery.event_id,
-            "webhook-timestamp": str(timestamp),
-        }
-    )
-    if sink.secret is not None:
-        key = _secret_key(sink.secret.get_secret_value())
-        headers["webhook-signature"] = sign(key, delivery.event_id, timestamp, body)
-    return headers
-
-
-_secret_key = functools.lru_cache(maxsize=256)(secret_key)  # decoded once per sink secret
-
-
-@functools.lru_cache(maxsize=256)
-def _client_timeout(seconds: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=seconds)
 
 
 @dataclass
@@ -319,7 +273,7 @@ class Dispatcher:
             return 0
         now = self.clock()
         claimed = await self._store(
-            self.store.claim_due,
+            self.store.deliveries.claim_due,
             owner=self.owner,
             now=now,
             lease=self._lease,
@@ -397,7 +351,7 @@ class Dispatcher:
 
     async def _release_given_back(self) -> None:
         ids, self._give_back = self._give_back, []
-        await self._store(self.store.release_claims, self.owner, ids=ids)
+        await self._store(self.store.deliveries.release_claims, self.owner, ids=ids)
 
     async def _shutdown(self, grace: float) -> None:
         self._stopping = True
@@ -423,7 +377,7 @@ class Dispatcher:
             self._give_back.clear()
             if not at_once:
                 await self._flush()
-                released = await self._store(self.store.release_claims, self.owner)
+                released = await self._store(self.store.deliveries.release_claims, self.owner)
                 if released:
                     log.info("delivery.released_on_shutdown", deliveries=released)
             else:
@@ -446,7 +400,7 @@ class Dispatcher:
 
     async def _flush_and_release(self) -> int:
         await self._flush()
-        return await self._store(self.store.release_claims, self.owner)
+        return await self._store(self.store.deliveries.release_claims, self.owner)
 
     async def _abandon_in_flight(self) -> int:
         """Cancel the attempts still in flight; their claims stay until released. Returns
@@ -465,15 +419,15 @@ class Dispatcher:
             return
         batch, self._outcomes = self._outcomes, []
         self._record_now = False
-        await self._store(self.store.record_attempts, batch, owner=self.owner)
+        await self._store(self.store.deliveries.record_attempts, batch, owner=self.owner)
         soonest: datetime | None = None
         for outcome in batch:
             if self.on_attempt is not None:
                 self.on_attempt(outcome)
             self.report.attempted += 1
-            if outcome.new_status == DELIVERED:
+            if outcome.new_status == DeliveryStatus.DELIVERED:
                 self.report.delivered += 1
-            elif outcome.new_status == DEAD:
+            elif outcome.new_status == DeliveryStatus.DEAD:
                 self.report.dead += 1
             else:
                 self.report.failed += 1
@@ -487,36 +441,9 @@ class Dispatcher:
                 self._loop.call_later(max(0.0, delay), self._poke)
 
     async def _attempt(self, sink: Sink, delivery: DueDelivery) -> None:
+        """Make one attempt and queue its outcome for recording."""
         assert self._session is not None
-        body = body_for(sink, delivery)
-        started_at = self.clock()
-        headers = headers_for(sink, delivery, body, int(started_at.timestamp()))
-        status: int | None = None
-        error: str | None = None
-        retry_after: float | None = None
-        t0 = time.perf_counter()
-        try:
-            async with self._session.post(
-                sink.url,
-                data=body,
-                headers=headers,
-                timeout=_client_timeout(sink.timeout),
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                retry_after = parse_retry_after(response.headers.get("retry-after"), started_at)
-                await response.content.read(MAX_RESPONSE)
-        except TimeoutError:
-            error = f"timed out after {sink.timeout:g}s"
-        except aiohttp.ClientError as exc:
-            error = f"connection failed ({type(exc).__name__}: {exc})".replace(" ()", "")
-        except Exception as exc:  # anything else still ends as a recorded, retried attempt:
-            # a task dying here would keep its claim and its max_in_flight slot until restart
-            error = f"failed ({type(exc).__name__}: {exc})".replace(" ()", "")
-        duration_ms = int((time.perf_counter() - t0) * 1000)
-        if status is not None and not 200 <= status < 300:
-            error = f"HTTP {status}"
-        outcome = self._outcome(sink, delivery, started_at, duration_ms, status, error, retry_after)
+        outcome = await attempt(self._session, sink, delivery, clock=self.clock, rand=self.rand)
         if outcome.disable_sink is not None:
             lane = self._lanes.get(sink.name)
             if lane is not None:  # gone: send nothing more of what is queued for it
@@ -532,59 +459,3 @@ class Dispatcher:
         self._outcomes.append(outcome)
         if len(self._outcomes) >= RECORD_BATCH:
             self._wake.set()
-
-    def _outcome(
-        self,
-        sink: Sink,
-        delivery: DueDelivery,
-        started_at: datetime,
-        duration_ms: int,
-        status: int | None,
-        error: str | None,
-        retry_after: float | None,
-    ) -> AttemptOutcome:
-        attempt = delivery.attempts + 1
-        decision = decide(
-            RetryPolicy(schedule=sink.retry.schedule),
-            attempts=attempt,
-            status=status,
-            retry_after=retry_after,
-            rand=self.rand,
-        )
-        context = {
-            "sink": sink.name,
-            "event_id": delivery.event_id,
-            "attempt": attempt,
-            "status": status,
-            "duration_ms": duration_ms,
-        }
-        next_at: datetime | None = None
-        disable: str | None = None
-        if decision.verdict is Verdict.DELIVERED:
-            new_status = DELIVERED
-            log.debug("delivery.ok", **context)
-        elif decision.verdict is Verdict.RETRY:
-            assert decision.delay is not None
-            new_status = FAILED
-            next_at = self.clock() + timedelta(seconds=decision.delay)
-            log.warning("delivery.retry", **context, error=error, retry_in=f"{decision.delay:.1f}s")
-        elif decision.verdict is Verdict.GONE:
-            new_status = DEAD
-            disable = "the receiver answered 410 Gone"
-            log.error("sink.disabled", **context, reason=disable)
-        else:
-            new_status = DEAD
-            log.error("delivery.dead", **context, error=error)
-        return AttemptOutcome(
-            delivery_id=delivery.id,
-            sink=sink.name,
-            event_id=delivery.event_id,
-            attempt=attempt,
-            started_at=started_at,
-            duration_ms=duration_ms,
-            status_code=status,
-            error=error,
-            new_status=new_status,
-            next_attempt_at=next_at,
-            disable_sink=disable,
-        )

@@ -14,10 +14,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from trigger_engine.db.store import AttemptOutcome, SinkStats
-from trigger_engine.polling.poller import PollReport
+from trigger_engine.types import AttemptOutcome, DeliveryStatus, PollReport, SinkStats
 
-BACKLOG_STATUSES = ("pending", "failed", "dead", "held")
+BACKLOG_STATUSES = tuple(s for s in DeliveryStatus if s is not DeliveryStatus.DELIVERED)
 
 
 class _Backlog(Collector):

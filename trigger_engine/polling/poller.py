@@ -11,7 +11,6 @@ import contextlib
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,30 +19,14 @@ from trigger_engine.clock import now as clock_now
 from trigger_engine.config.models import Account, Config, TriggerSettings
 from trigger_engine.core.dedupe import key_items
 from trigger_engine.core.retry import poll_backoff, should_pause
-from trigger_engine.db.store import Fence, PollState, Store
+from trigger_engine.db.store import Store
 from trigger_engine.errors import LeaseLost, SourceError
 from trigger_engine.ops.logs import get_logger
 from trigger_engine.polling.gc_pause import gc_paused
 from trigger_engine.polling.source import Source
+from trigger_engine.types import Fence, PollOutcome, PollReport, PollState
 
 log = get_logger("trigger_engine.poll")
-
-
-@dataclass(frozen=True)
-class PollReport:
-    account: str
-    trigger: str
-    ok: bool
-    outcome: str  # "ok" or a FailureKind value
-    first_poll: bool = False
-    items: int = 0
-    new_events: int = 0
-    remembered: int = 0
-    held: int = 0
-    duplicates: int = 0
-    keyless: int = 0
-    error: str | None = None
-    duration: float = 0.0
 
 
 # A trigger that knows fewer items than this, and has had its first poll, polls with the
@@ -89,7 +72,7 @@ class Poller:
         lease still holds; otherwise the report says ``lease_lost`` and nothing changed.
         ``state``: the trigger's state as its claim saw it (else it is read here)."""
         if state is None:
-            state = self.store.poll_state(account.name, trigger.name)
+            state = self.store.polls.state(account.name, trigger.name)
         try:
             # A poll that may parse and key a large list holds the cyclic GC (gc_pause);
             # the small polls of a busy schedule leave it alone.
@@ -101,7 +84,7 @@ class Poller:
                 account=account.name,
                 trigger=trigger.name,
                 ok=True,
-                outcome="lease_lost",
+                outcome=PollOutcome.LEASE_LOST,
                 error=str(exc),
             )
 
@@ -122,7 +105,7 @@ class Poller:
             if see_everything:
                 return True
             keys = key_items(page, trigger.key).keys
-            return len(self.store.known_keys(account.name, trigger.name, keys)) < len(keys)
+            return len(self.store.seen.known_keys(account.name, trigger.name, keys)) < len(keys)
 
         try:
             items = self.source.fetch(account, trigger, keep_going=keep_going)
@@ -137,7 +120,7 @@ class Poller:
                 skipped=keyed.keyless,
                 field=keyed.keyless_field,
             )
-        result = self.store.record_poll(
+        result = self.store.polls.record(
             account.name,
             trigger.name,
             keyed,
@@ -152,7 +135,7 @@ class Poller:
             account=account.name,
             trigger=trigger.name,
             ok=True,
-            outcome="ok",
+            outcome=PollOutcome.OK,
             first_poll=result.first_poll,
             items=len(items),
             new_events=result.new_events,
@@ -208,10 +191,10 @@ class Poller:
             retry_after=exc.retry_after,
             rand=self.rand,
         )
-        failures, since = self.store.record_poll_failure(
+        failures, since = self.store.polls.record_failure(
             account.name,
             trigger.name,
-            outcome=exc.kind.value,
+            outcome=PollOutcome(exc.kind),
             error=str(exc),
             backoff_until=at + timedelta(seconds=delay),
             now=at,
@@ -225,7 +208,9 @@ class Poller:
             after_failures=trigger.pause_after_failures,
         ):
             reason = f"{failures} polls in a row failed since {isoformat_z(since)}; last: {exc}"
-            self.store.set_paused(account.name, trigger.name, paused=True, reason=reason, auto=True)
+            self.store.polls.set_paused(
+                account.name, trigger.name, paused=True, reason=reason, auto=True
+            )
             log.error("poll.paused", account=account.name, trigger=trigger.name, reason=reason)
         log.warning(
             "poll.failed",
@@ -240,7 +225,7 @@ class Poller:
             account=account.name,
             trigger=trigger.name,
             ok=False,
-            outcome=exc.kind.value,
+            outcome=PollOutcome(exc.kind),
             error=str(exc),
             duration=duration,
         )

@@ -20,8 +20,9 @@ from trigger_engine.clock import now
 from trigger_engine.config.models import Account, SourceSettings, TriggerSettings
 from trigger_engine.core.keys import lookup
 from trigger_engine.core.retry import parse_retry_after
-from trigger_engine.errors import FailureKind, SourceError
+from trigger_engine.errors import SourceError
 from trigger_engine.ops.logs import get_logger
+from trigger_engine.types import FailureKind
 
 log = get_logger("trigger_engine.polling.source")
 

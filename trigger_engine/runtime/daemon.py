@@ -49,16 +49,17 @@ from apscheduler.triggers.interval import IntervalTrigger
 from trigger_engine import __version__
 from trigger_engine.clock import now
 from trigger_engine.config.models import Account, Config, TriggerSettings
-from trigger_engine.db.store import AttemptOutcome, PollClaim, Store
+from trigger_engine.db.store import Store
 from trigger_engine.delivery.dispatcher import Dispatcher, DrainReport, being_cancelled
 from trigger_engine.errors import RuntimeFailure, TriggerEngineError
 from trigger_engine.ops import logs
 from trigger_engine.ops.http_api import make_app, serve
 from trigger_engine.ops.logs import get_logger
 from trigger_engine.ops.metrics import Metrics
-from trigger_engine.polling.poller import Poller, PollReport
+from trigger_engine.polling.poller import Poller
 from trigger_engine.polling.source import Source
 from trigger_engine.runtime.threads import WorkerPool, in_daemon_thread
+from trigger_engine.types import AttemptOutcome, PollClaim, PollOutcome, PollRefusal, PollReport
 
 log = get_logger("trigger_engine.runtime.daemon")
 
@@ -138,7 +139,7 @@ class Engine:
         self.source = source
         self.poller = Poller(config, store, source)
         self.owner = node_name()
-        self.metrics = Metrics(store.sink_stats, now)
+        self.metrics = Metrics(store.sinks.stats, now)
         self._stop_requested_at: float | None = None  # loop time of the (first) stop
         self._scheduler: AsyncIOScheduler | None = None
         self._old_sources: list[Source] = []
@@ -153,7 +154,7 @@ class Engine:
         reports = []
         for account, trigger in poll_jobs(self.config):
             claim = self._claim(account, trigger, min_gap=None)
-            if claim.refused == "paused":
+            if claim.refused is PollRefusal.PAUSED:
                 log.info("poll.skipped_paused", account=account.name, trigger=trigger.name)
                 continue
             if claim.fence is None:
@@ -162,7 +163,7 @@ class Engine:
                         account.name,
                         trigger.name,
                         ok=True,
-                        outcome="skipped",
+                        outcome=PollOutcome.SKIPPED,
                         error=f"node {claim.state.lease_owner or '?'} is polling it",
                     )
                 )
@@ -172,7 +173,7 @@ class Engine:
                     self.poller.poll, account, trigger, fence=claim.fence, state=claim.state
                 )
             )
-        await in_daemon_thread(self.store.release_poll_leases, self.owner)
+        await in_daemon_thread(self.store.polls.release_leases, self.owner)
         async with Dispatcher(self.config, self.store, owner=self.owner) as dispatcher:
             delivery = await dispatcher.drain()
         await in_daemon_thread(self._prune)
@@ -186,7 +187,7 @@ class Engine:
         min_gap: float | None,
         honour_backoff: bool = False,
     ) -> PollClaim:
-        return self.store.claim_poll(
+        return self.store.polls.claim(
             account.name,
             trigger.name,
             owner=self.owner,
@@ -211,7 +212,7 @@ class Engine:
     def _prune(self) -> None:
         """The retention sweep: old, fully delivered events go (see ``Store.prune``)."""
         cutoff = now() - timedelta(seconds=self.config.engine.retention)
-        pruned = self.store.prune(cutoff)
+        pruned = self.store.events.prune(cutoff)
         if pruned:
             log.info("retention.pruned", events=pruned, older_than=cutoff.isoformat())
 
@@ -270,7 +271,7 @@ class Engine:
         if self.store.dialect == "sqlite":
             await in_daemon_thread(self._release_leftovers)
 
-        resumed = await in_daemon_thread(self.store.resume_auto_paused)
+        resumed = await in_daemon_thread(self.store.polls.resume_auto_paused)
         for account_name, trigger_name in resumed:
             log.info("poll.resumed", account=account_name, trigger=trigger_name, why="start")
 
@@ -398,19 +399,19 @@ class Engine:
     def _release_leftovers(self) -> None:
         """SQLite: this process holds the file's lock, so every claim and lease in it is
         a leftover of a process that was killed: due again, and free, right now."""
-        released = self.store.release_claims()
+        released = self.store.deliveries.release_claims()
         if released:
             log.info("delivery.recovered_in_flight", deliveries=released)
-        self.store.release_poll_leases(None)
+        self.store.polls.release_leases(None)
 
     def _heartbeat(self) -> None:
-        self.store.heartbeat(self.owner, version=__version__, now=now())
+        self.store.nodes.heartbeat(self.owner, version=__version__, now=now())
 
     def _leave(self) -> None:
         """A clean stop: give back the poll leases at once and say so."""
         try:
-            self.store.release_poll_leases(self.owner)
-            self.store.heartbeat(self.owner, version=__version__, now=now(), stopping=True)
+            self.store.polls.release_leases(self.owner)
+            self.store.nodes.heartbeat(self.owner, version=__version__, now=now(), stopping=True)
         except TriggerEngineError as exc:
             log.warning("node.leave_failed", error=str(exc))
 
@@ -454,7 +455,7 @@ class Engine:
         self.poller = Poller(config, self.store, self.source)
         self._dispatcher.reconfigure(config)
         self._schedule_polls(first_run=now())
-        for account_name, trigger_name in self.store.resume_auto_paused():
+        for account_name, trigger_name in self.store.polls.resume_auto_paused():
             log.info("poll.resumed", account=account_name, trigger=trigger_name, why="reload")
         for name, trigger in config.triggers.items():
             self.metrics.event_type_of(name, trigger.event)

@@ -22,11 +22,11 @@ from rich.console import Console
 
 from trigger_engine.config.models import config_from_dict
 from trigger_engine.core.signing import secret_key, sign
-from trigger_engine.db.store import AttemptOutcome, Store
-from trigger_engine.polling.poller import PollReport
+from trigger_engine.db.store import Store
 from trigger_engine.polling.source import Source
 from trigger_engine.runtime.daemon import Engine
 from trigger_engine.sandbox.simulator import Simulator, SimulatorThread
+from trigger_engine.types import AttemptOutcome, PollReport
 
 DEMO_KEY = "demo"
 

@@ -1,0 +1,74 @@
+"""What an event is on the wire: its id, the body a sink receives, the webhook headers.
+Pure: values in, bytes and strings out (the id draws on the clock and on randomness).
+
+The headers follow Standard Webhooks: ``webhook-id`` (the event id: the same on every
+attempt and replay, so receivers can deduplicate), ``webhook-timestamp`` (the attempt's
+time) and, with a secret, ``webhook-signature`` (:mod:`trigger_engine.core.signing`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Mapping
+
+import orjson
+
+from trigger_engine import __version__
+from trigger_engine.clock import isoformat_z
+from trigger_engine.core.signing import sign
+from trigger_engine.types import DueDelivery
+
+USER_AGENT = f"trigger-engine/{__version__}"
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_event_id() -> str:
+    """``evt_`` + a ULID (48-bit millisecond time, 80 random bits, Crockford base32)."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(secrets.token_bytes(10))
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "evt_" + "".join(reversed(chars))
+
+
+def envelope(delivery: DueDelivery) -> bytes:
+    """The default body: ``{"type", "timestamp", "account", "data"}``, with ``data`` the
+    item exactly as stored (no re-encoding)."""
+    return b'{"type":%s,"timestamp":%s,"account":%s,"data":%s}' % (
+        orjson.dumps(delivery.event_type),
+        orjson.dumps(isoformat_z(delivery.created_at)),
+        orjson.dumps(delivery.account),
+        delivery.payload,
+    )
+
+
+def body(delivery: DueDelivery, *, raw: bool) -> bytes:
+    """The body one sink receives: the item alone (``raw``) or the envelope."""
+    return delivery.payload if raw else envelope(delivery)
+
+
+def webhook_headers(
+    delivery: DueDelivery,
+    body: bytes,
+    timestamp: int,
+    *,
+    key: bytes | None,
+    extra: Mapping[str, str],
+) -> dict[str, str]:
+    """The request headers of one attempt: the sink's own ``extra`` headers, then ours
+    (they win), signed with ``key`` when the sink has a secret."""
+    headers = dict(extra)
+    headers.update(
+        {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            "webhook-id": delivery.event_id,
+            "webhook-timestamp": str(timestamp),
+        }
+    )
+    if key is not None:
+        headers["webhook-signature"] = sign(key, delivery.event_id, timestamp, body)
+    return headers

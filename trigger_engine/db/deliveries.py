@@ -1,0 +1,274 @@
+"""Deliveries (``deliveries``, ``attempts``): one row per (event, sink) with a state
+machine, pending → claimed (a lease) → delivered | failed (retry due) | dead, and every
+attempt recorded.
+
+Claims and attempt records are the delivery hot path: they run the raw statements of
+:mod:`trigger_engine.db.queries`. On PostgreSQL, claims lock with ``SKIP LOCKED`` so that
+nodes claim disjoint rows; on SQLite one process is the only writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy.sql.elements import ColumnElement
+
+from trigger_engine.db import sinks as sink_rows
+from trigger_engine.db.codecs import as_utc
+from trigger_engine.db.engine import Database, chunks
+from trigger_engine.db.events import delivery_conditions, event_conditions
+from trigger_engine.db.schema import attempts, deliveries, events
+from trigger_engine.types import (
+    DUE_STATUSES,
+    AttemptOutcome,
+    DeliveryStatus,
+    DueDelivery,
+    EventFilter,
+    ReplayResult,
+)
+
+_DueRow = tuple[int, int, str, str, str, datetime, str]
+
+
+class DeliveryRepository:
+    """Claims due deliveries, records attempts, queues replays."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def claim_due(
+        self,
+        *,
+        owner: str,
+        now: datetime,
+        lease: float,
+        capacity: Mapping[str, int],
+        due_by: datetime | None = None,
+    ) -> list[DueDelivery]:
+        """Claim, per sink, up to ``capacity[sink]`` due deliveries, oldest first: per
+        sink, one SELECT per due status (with the events' bodies; ``FOR UPDATE SKIP
+        LOCKED`` on PostgreSQL, so nodes claim disjoint rows) and one UPDATE, all in one
+        transaction.
+        ``due_by`` (default ``now``): only deliveries due by then (``run --once`` passes
+        its start, so a retry that falls due during the run waits for the next one)."""
+        due = now if due_by is None else min(due_by, now)
+        claimed: list[DueDelivery] = []
+        expires = now + timedelta(seconds=lease)
+        with self.db.tx() as conn:
+            disabled = sink_rows.disabled_sinks(conn)
+            for sink, limit in capacity.items():
+                if limit <= 0 or sink in disabled:
+                    continue
+                rows = self._due_rows(conn, sink, limit, due=due, now=now)
+                if not rows:
+                    continue
+                ids = [r[0] for r in rows]
+                conn.exec_driver_sql(
+                    self.db.queries.lease(len(ids)),
+                    (owner, self.db.times.to_db(expires), *ids),
+                )
+                claimed.extend(
+                    DueDelivery(
+                        id=r[0],
+                        sink=sink,
+                        attempts=r[1],
+                        event_id=r[2],
+                        event_type=r[3],
+                        account=r[4],
+                        created_at=r[5],
+                        payload=r[6].encode(),
+                    )
+                    for r in rows
+                )
+        return claimed
+
+    def _due_rows(
+        self, conn: Connection, sink: str, limit: int, *, due: datetime, now: datetime
+    ) -> list[_DueRow]:
+        """Up to ``limit`` unclaimed deliveries to ``sink`` due by ``due``, oldest first,
+        with their events: (id, attempts, event id, type, account, created_at, payload).
+
+        One query per status, each read in id order from the (sink, status, id) index and
+        stopping at ``limit``: with both statuses in one query SQLite reads, joins and
+        sorts every due row at each claim (7 ms per claim of 128 with 10,000 due; 0.3 ms
+        this way)."""
+        found: list[_DueRow] = []
+        to_db, from_db = self.db.times.to_db, self.db.times.from_db
+        claim = self.db.queries.claim
+        for status in DUE_STATUSES:
+            cursor = conn.exec_driver_sql(
+                claim, (sink, status.value, to_db(due), to_db(now), limit)
+            )
+            found.extend((r[0], r[1], r[2], r[3], r[4], from_db(r[5]), r[6]) for r in cursor)
+        found.sort(key=lambda r: r[0])
+        return found[:limit]
+
+    def release_claims(self, owner: str | None = None, *, ids: Sequence[int] = ()) -> int:
+        """Make claimed deliveries due again at once. With SQLite (one process) at start,
+        every claim is a leftover of a killed process; otherwise only ``owner``'s, and with
+        ``ids`` only those of them (claimed, then given back unsent)."""
+        cond: ColumnElement[bool] = deliveries.c.lease_owner.is_not(None)
+        if owner is not None:
+            cond = deliveries.c.lease_owner == owner
+        released = 0
+        with self.db.tx() as conn:
+            if not ids:
+                released = conn.execute(
+                    update(deliveries).where(cond).values(lease_owner=None, lease_expires_at=None)
+                ).rowcount
+            for chunk in chunks(ids, 500):
+                released += conn.execute(
+                    update(deliveries)
+                    .where(cond, deliveries.c.id.in_(chunk))
+                    .values(lease_owner=None, lease_expires_at=None)
+                ).rowcount
+        return int(released)
+
+    def record_attempts(self, outcomes: Sequence[AttemptOutcome], *, owner: str) -> None:
+        """Record a batch of attempts and move their deliveries on. One transaction.
+        A delivery whose lease another node took over in the meantime is not touched
+        (its attempt is still recorded: it happened)."""
+        if not outcomes:
+            return
+        failed, dead, delivered = (
+            DeliveryStatus.FAILED,
+            DeliveryStatus.DEAD,
+            DeliveryStatus.DELIVERED,
+        )
+        with self.db.tx() as conn:
+            disabled = sink_rows.disabled_sinks(conn)
+
+            def status_of(o: AttemptOutcome) -> str:
+                # a retry to a sink disabled while this attempt was in flight is dead
+                return dead if o.new_status == failed and o.sink in disabled else o.new_status
+
+            t = self.db.times.to_db
+            started = [t(o.started_at) for o in outcomes]
+            conn.exec_driver_sql(
+                self.db.queries.insert_attempt,
+                [
+                    (o.delivery_id, o.attempt, at, o.duration_ms, o.status_code, o.error)
+                    for o, at in zip(outcomes, started, strict=True)
+                ],
+            )
+            conn.exec_driver_sql(
+                self.db.queries.record_attempt,
+                [
+                    (
+                        status := status_of(o),
+                        o.attempt,
+                        t(o.next_attempt_at) if status == failed else None,
+                        at,
+                        o.status_code,
+                        o.error,
+                        at if status == delivered else None,
+                        o.delivery_id,
+                        owner,
+                    )
+                    for o, at in zip(outcomes, started, strict=True)
+                ],
+            )
+            successes: dict[str, datetime] = {}
+            for o in outcomes:
+                if o.new_status == delivered:
+                    successes[o.sink] = max(o.started_at, successes.get(o.sink, o.started_at))
+            for sink, when in successes.items():
+                sink_rows.upsert(self.db, conn, sink, {"last_success_at": when})
+            for o in outcomes:
+                if o.disable_sink is not None:
+                    sink_rows.disable(self.db, conn, o.sink, o.disable_sink, o.started_at)
+
+    def next_due_at(self, sinks: Sequence[str]) -> datetime | None:
+        """When the earliest unclaimed delivery to one of ``sinks`` falls due."""
+        if not sinks:
+            return None
+        with self.db.tx() as conn:
+            value = conn.execute(
+                select(func.min(deliveries.c.next_attempt_at)).where(
+                    deliveries.c.sink.in_(sinks),
+                    deliveries.c.status.in_(DUE_STATUSES),
+                    deliveries.c.lease_owner.is_(None),
+                )
+            ).scalar_one_or_none()
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return as_utc(value)
+
+    def count_due(self, sinks: Sequence[str], now: datetime) -> int:
+        """How many deliveries to ``sinks`` are due by ``now`` (claimed or not)."""
+        with self.db.tx() as conn:
+            return int(
+                conn.execute(
+                    select(func.count()).where(
+                        deliveries.c.sink.in_(sinks),
+                        deliveries.c.status.in_(DUE_STATUSES),
+                        deliveries.c.next_attempt_at <= now,
+                    )
+                ).scalar_one()
+            )
+
+    def replay(
+        self,
+        f: EventFilter,
+        *,
+        known_sinks: Collection[str],
+        now: datetime,
+        dry_run: bool,
+    ) -> ReplayResult:
+        """Queue the matching deliveries again: same event (same ``webhook-id``), due
+        now, status back to pending, a fresh attempt history. Deliveries to a disabled or
+        unconfigured sink, or being attempted right now, are counted and left alone."""
+        query = (
+            select(
+                deliveries.c.id,
+                deliveries.c.event_id,
+                deliveries.c.sink,
+                deliveries.c.lease_owner,
+                deliveries.c.lease_expires_at,
+            )
+            .join(events, events.c.id == deliveries.c.event_id)
+            .where(*event_conditions(f), *delivery_conditions(f))
+        )
+        with self.db.tx() as conn:
+            disabled = sink_rows.disabled_sinks(conn)
+            queue: list[int] = []
+            queued_events: set[str] = set()
+            unknown = off = busy = 0
+            for row in conn.execute(query):
+                if row.sink not in known_sinks:
+                    unknown += 1
+                elif row.sink in disabled:
+                    off += 1
+                elif row.lease_owner is not None and row.lease_expires_at > now:
+                    busy += 1
+                else:
+                    queue.append(row.id)
+                    queued_events.add(row.event_id)
+            if not dry_run:
+                for chunk in chunks(queue):
+                    conn.execute(delete(attempts).where(attempts.c.delivery_id.in_(chunk)))
+                    conn.execute(
+                        update(deliveries)
+                        .where(deliveries.c.id.in_(chunk))
+                        .values(
+                            status=DeliveryStatus.PENDING,
+                            attempts=0,
+                            next_attempt_at=now,
+                            lease_owner=None,
+                            lease_expires_at=None,
+                            last_attempt_at=None,
+                            last_status_code=None,
+                            last_error=None,
+                            delivered_at=None,
+                        )
+                    )
+        return ReplayResult(
+            events=len(queued_events),
+            queued=len(queue),
+            skipped_disabled=off,
+            skipped_unknown=unknown,
+            skipped_in_flight=busy,
+        )

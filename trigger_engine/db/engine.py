@@ -1,0 +1,255 @@
+"""The connection to the database: how it is opened, and how a unit of work runs.
+
+SQLite runs in WAL mode through one connection (one writer: SQLite 3.7.0 to 3.51.2 has a
+WAL-reset corruption bug when several connections write), transactions begin
+``IMMEDIATE``, ``synchronous=FULL``, and the file is created with mode 0600 before SQLite
+would create it with the umask's. With SQLite one engine process owns the file
+(:meth:`Database.lock_single_node`). PostgreSQL uses a pool with ``pool_pre_ping``.
+
+Every repository runs its statements inside :meth:`Database.tx`: one transaction, and
+every database failure turned into one :class:`~trigger_engine.errors.DatabaseError`
+sentence without SQL or parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from trigger_engine.db import migrate
+from trigger_engine.db.codecs import TimeCodec
+from trigger_engine.db.queries import Queries
+from trigger_engine.errors import AlreadyRunning, DatabaseError
+
+CHUNK = 5000  # bound parameters per IN (...) or multi-row statement: well under SQLite's 32766
+BUSY_TIMEOUT_MS = 30_000  # SQLite: ms a transaction waits for another process's write lock
+CONNECTION_WAIT = 120.0  # SQLite: seconds a store call waits for the one connection
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_Item = TypeVar("_Item")
+
+
+def chunks(seq: Sequence[_Item], size: int = CHUNK) -> Iterator[Sequence[_Item]]:
+    """``seq`` in slices of at most ``size``: one statement's worth of parameters each."""
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+def redacted_url(url: str) -> str:
+    """The database URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except sa_exc.ArgumentError:
+        return "(unparseable database URL)"
+
+
+def reason(exc: BaseException) -> str:
+    """The driver's own first line, without SQL or parameters."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return text.rstrip(".")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL; None for another database or an in-memory one."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only, before SQLite creates it with
+    the umask's mode. SQLite gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+def make_engine(url: str) -> Engine:
+    """A SQLAlchemy engine for ``url``, set up as this module's docstring says."""
+    backend = make_url(url).get_backend_name()
+    if backend != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    path = sqlite_path(url)
+    if path is not None:
+        _create_private_file(path)
+    engine = create_engine(
+        url,
+        pool_size=1,  # one connection: one writer (see DESIGN-NOTES on SQLite's WAL bug)
+        max_overflow=0,
+        pool_timeout=CONNECTION_WAIT,
+        connect_args={"check_same_thread": False, "timeout": 30},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class _Busy(Exception):
+    """Database.run_now: the SQLite file's write lock is held by another process."""
+
+
+class Database:
+    """One database: its engine, its transactions, and what differs between SQLite and
+    PostgreSQL (the dialect's insert, the raw statements, the time codec)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self.queries = Queries.for_dialect(self.dialect)
+        self.times = TimeCodec.for_dialect(self.dialect)
+        self._lock_fd: int | None = None
+        # SQLite has one connection (pool_size=1); this lock is the queue for it, so that
+        # run_now can tell whether it is free at this instant.
+        self._conn_lock = threading.RLock() if self.dialect == "sqlite" else None
+        self._no_wait = False  # run_now is calling: never wait for the file's write lock
+
+    @classmethod
+    def open(cls, url: str, *, upgrade: bool = True) -> Database:
+        """Connect, and bring the schema up to date unless told not to."""
+        try:
+            db = cls(make_engine(url))
+            if upgrade:
+                db.upgrade()
+            else:
+                db.ping()
+        except sa_exc.SQLAlchemyError as exc:
+            raise DatabaseError(
+                f"cannot use the database {redacted_url(url)}: {reason(exc)}"
+            ) from None
+        except OSError as exc:
+            raise DatabaseError(
+                f"cannot create the database file for {redacted_url(url)}: {exc.strerror}"
+            ) from None
+        return db
+
+    def upgrade(self) -> None:
+        """Apply the Alembic migrations shipped in the package."""
+        with self.engine.begin() as conn:
+            migrate.upgrade(conn)
+
+    def ping(self) -> None:
+        """One ``SELECT 1``: raises when the database does not answer."""
+        with self._serialized(), self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def close(self) -> None:
+        """Close every connection and give up the single-node lock."""
+        self.engine.dispose()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def insert(self, table: Table) -> Any:
+        """The dialect's INSERT (it has ``on_conflict_do_nothing/update``)."""
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    def lock_single_node(self) -> None:
+        """With SQLite, only one engine process may run on a file: hold an exclusive lock
+        on ``FILE.lock`` for the life of this process (a second one is refused)."""
+        path = sqlite_path(str(self.engine.url))
+        if path is None or self._lock_fd is not None:
+            return
+        lock_path = path.with_name(path.name + ".lock")
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise AlreadyRunning(
+                f"another trigger-engine process is already running on {path} (it holds "
+                f"{lock_path.name}); SQLite is for one node: to run several, use PostgreSQL "
+                '([engine] database = "postgresql+psycopg://...")'
+            ) from None
+        self._lock_fd = fd
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[Connection]:
+        """One transaction (SQLite: once the one connection is free); a database failure
+        leaves it as a DatabaseError sentence."""
+        with self._serialized():
+            try:
+                with self.engine.begin() as conn:
+                    yield conn
+            except sa_exc.OperationalError as exc:
+                if self._no_wait and "locked" in str(exc.orig):
+                    raise _Busy from None
+                raise DatabaseError(f"the database failed: {reason(exc)}") from None
+
+    @contextlib.contextmanager
+    def _serialized(self) -> Iterator[None]:
+        """SQLite: wait for the one connection, as long as the pool would have."""
+        lock = self._conn_lock
+        if lock is None:
+            yield
+            return
+        if not lock.acquire(timeout=CONNECTION_WAIT):
+            raise DatabaseError(
+                f"the database failed: its connection stayed busy for {CONNECTION_WAIT:g}s"
+            )
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def run_now(
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> tuple[bool, _T | None]:
+        """Run the store call ``fn`` (one transaction) in this thread if it can start at
+        once: on SQLite, when the connection is free (no poll's transaction holds it) and
+        the file's write lock can be had without waiting (no other process, such as a CLI
+        command, holds it). Otherwise it is not run: ``(False, None)``; and always on
+        PostgreSQL, whose calls may wait on the network or on row locks.
+
+        Why: the dispatcher calls the store from its event loop. In a thread, each call
+        competes for the GIL with the loop (sqlite3 releases and takes it back at every
+        row), which cost 120 us of CPU per delivery (benchmarks/RESULTS.md, "deliver");
+        run here, a claim or a batch of records holds the loop for a few milliseconds.
+        """
+        lock = self._conn_lock
+        if lock is None or not lock.acquire(blocking=False):
+            return False, None
+        try:
+            self._set_busy_timeout(0)
+            self._no_wait = True
+            try:
+                return True, fn(*args, **kwargs)
+            except _Busy:
+                return False, None
+            finally:
+                self._no_wait = False
+                self._set_busy_timeout(BUSY_TIMEOUT_MS)
+        finally:
+            lock.release()
+
+    def _set_busy_timeout(self, ms: int) -> None:
+        # on the DB-API connection itself: through SQLAlchemy it would BEGIN (IMMEDIATE)
+        with self.engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            driver.execute(f"PRAGMA busy_timeout={int(ms)}")

@@ -1,0 +1,396 @@
+"""Per (account, trigger) poll state (``poll_state``) and a poll's writes.
+
+A poll is claimed under a lease with a fencing token (:meth:`PollRepository.claim`), so
+that on several nodes one polls a trigger at a time and a node that lost its lease cannot
+write. A successful poll is one transaction, the outbox: new keys marked seen
+(:mod:`~trigger_engine.db.seen`), their events and deliveries
+(:func:`~trigger_engine.db.events.insert_events`) and the poll's state, all or nothing; a
+failed poll changes only the poll's own state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, or_, select, update
+
+from trigger_engine.core.dedupe import KeyedItems, changed, flood_guard, unseen
+from trigger_engine.db import events as event_rows
+from trigger_engine.db import seen
+from trigger_engine.db.engine import Database
+from trigger_engine.db.schema import poll_state
+from trigger_engine.errors import LeaseLost
+from trigger_engine.types import (
+    BackfillResult,
+    Fence,
+    PollClaim,
+    PollOutcome,
+    PollRefusal,
+    PollResult,
+    PollState,
+)
+
+
+def _where(account: str, trigger: str) -> tuple[Any, Any]:
+    return poll_state.c.account == account, poll_state.c.trigger == trigger
+
+
+def _state(row: Row[Any]) -> PollState:
+    m = row._mapping
+    return PollState(
+        account=m["account"],
+        trigger=m["trigger"],
+        seeded_at=m["seeded_at"],
+        last_poll_at=m["last_poll_at"],
+        last_outcome=m["last_outcome"],
+        last_error=m["last_error"],
+        last_success_at=m["last_success_at"],
+        consecutive_failures=m["consecutive_failures"],
+        backoff_until=m["backoff_until"],
+        paused=bool(m["paused"]),
+        paused_reason=m["paused_reason"],
+        items_known=m["items_known"],
+        paused_auto=bool(m["paused_auto"]),
+        failing_since=m["failing_since"],
+        lease_owner=m["lease_owner"],
+        lease_expires_at=m["lease_expires_at"],
+    )
+
+
+def _refusal(state: PollState, owner: str, now: datetime, honour_backoff: bool) -> PollRefusal:
+    """Why a claim on this state was refused (the same tests as the claim, in order)."""
+    if state.paused:
+        return PollRefusal.PAUSED
+    if honour_backoff and state.backoff_until is not None and state.backoff_until > now:
+        return PollRefusal.BACKING_OFF
+    held = state.lease_owner not in (None, owner)
+    if held and state.lease_expires_at is not None and state.lease_expires_at >= now:
+        return PollRefusal.LEASED
+    return PollRefusal.TOO_SOON
+
+
+class PollRepository:
+    """Claims, records and pauses polls; the seen set and the outbox are written here."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # ----------------------------------------------------------------- reading
+
+    def state(self, account: str, trigger: str) -> PollState | None:
+        """One trigger's state, or None before its first claim."""
+        with self.db.tx() as conn:
+            row = self._row(conn, account, trigger)
+        return None if row is None else _state(row)
+
+    def states(self) -> list[PollState]:
+        """Every trigger's state, by account and trigger."""
+        with self.db.tx() as conn:
+            rows = conn.execute(
+                select(poll_state).order_by(poll_state.c.account, poll_state.c.trigger)
+            ).all()
+        return [_state(r) for r in rows]
+
+    def _row(self, conn: Connection, account: str, trigger: str) -> Row[Any] | None:
+        return conn.execute(select(poll_state).where(*_where(account, trigger))).one_or_none()
+
+    def _ensure_row(self, conn: Connection, account: str, trigger: str) -> PollState:
+        conn.execute(
+            self.db.insert(poll_state)
+            .values(account=account, trigger=trigger)
+            .on_conflict_do_nothing(index_elements=["account", "trigger"])
+        )
+        row = self._row(conn, account, trigger)
+        assert row is not None
+        return _state(row)
+
+    # ----------------------------------------------------------------- leases
+
+    def claim(
+        self,
+        account: str,
+        trigger: str,
+        *,
+        owner: str,
+        now: datetime,
+        lease: float,
+        min_gap: float | None = None,
+        honour_backoff: bool = False,
+    ) -> PollClaim:
+        """Start a poll: take (or renew) the lease on one trigger's polls, in one
+        transaction (one ``UPDATE … RETURNING`` once the trigger has a row). Every claim
+        bumps the fencing token. Refused (``fence`` None, ``refused`` says why) when the
+        trigger is paused, when (``honour_backoff``) failures put it in backoff, when
+        another node holds the lease, or (``min_gap``) when any node started a poll of it
+        less than ``min_gap`` seconds ago: the gap runs from the previous poll's claim, so
+        a poll that ends late does not push the next one out by an interval."""
+        conds = [
+            *_where(account, trigger),
+            poll_state.c.paused.is_(False),
+            or_(
+                poll_state.c.lease_owner.is_(None),
+                poll_state.c.lease_owner == owner,
+                poll_state.c.lease_expires_at < now,
+            ),
+        ]
+        if honour_backoff:
+            conds.append(
+                or_(poll_state.c.backoff_until.is_(None), poll_state.c.backoff_until <= now)
+            )
+        if min_gap is not None:
+            conds.append(
+                or_(
+                    poll_state.c.last_poll_at.is_(None),
+                    poll_state.c.last_poll_at <= now - timedelta(seconds=min_gap),
+                )
+            )
+        claim = (
+            update(poll_state)
+            .where(*conds)
+            .values(
+                lease_owner=owner,
+                lease_expires_at=now + timedelta(seconds=lease),
+                fencing_token=poll_state.c.fencing_token + 1,
+            )
+            .returning(*poll_state.c)
+        )
+        with self.db.tx() as conn:
+            row = conn.execute(claim).one_or_none()
+            if row is None and self._row(conn, account, trigger) is None:
+                self._ensure_row(conn, account, trigger)  # the trigger's first claim
+                row = conn.execute(claim).one_or_none()
+            if row is not None:
+                fence = Fence(owner, int(row._mapping["fencing_token"]), now)
+                return PollClaim(_state(row), fence=fence)
+            refused_row = self._row(conn, account, trigger)
+        assert refused_row is not None  # the row exists: ensured above, rows are not deleted
+        state = _state(refused_row)
+        return PollClaim(state, refused=_refusal(state, owner, now, honour_backoff))
+
+    def release_leases(self, owner: str | None) -> int:
+        """Give back every poll lease ``owner`` holds (at shutdown), so that other nodes
+        need not wait for them to expire; ``None``: every lease (SQLite, at start)."""
+        held = (
+            poll_state.c.lease_owner.is_not(None)
+            if owner is None
+            else poll_state.c.lease_owner == owner
+        )
+        with self.db.tx() as conn:
+            return int(
+                conn.execute(
+                    update(poll_state).where(held).values(lease_owner=None, lease_expires_at=None)
+                ).rowcount
+            )
+
+    def _check_fence(
+        self, conn: Connection, account: str, trigger: str, fence: Fence | None
+    ) -> PollState:
+        """First statement of a poll's write; returns the trigger's state. With a fence,
+        it checks the lease and locks the row (PostgreSQL), so a concurrent claim waits for
+        this transaction and then sees the renewed lease; without one (tests, tools), it
+        creates the row if needed."""
+        if fence is None:
+            return self._ensure_row(conn, account, trigger)
+        row = conn.execute(
+            update(poll_state)
+            .where(
+                *_where(account, trigger),
+                poll_state.c.lease_owner == fence.owner,
+                poll_state.c.fencing_token == fence.token,
+            )
+            .values(lease_owner=fence.owner)
+            .returning(*poll_state.c)
+        ).one_or_none()
+        if row is None:
+            raise LeaseLost(
+                f"account '{account}', trigger '{trigger}': another node took over this "
+                f"trigger (fencing token {fence.token} is stale); its result was not written"
+            )
+        return _state(row)
+
+    # ----------------------------------------------------------------- results
+
+    def record(
+        self,
+        account: str,
+        trigger: str,
+        keyed: KeyedItems,
+        *,
+        event_type: str,
+        emit_first: bool,
+        sinks: Sequence[str],
+        now: datetime,
+        max_new: int | None = None,
+        fence: Fence | None = None,
+    ) -> PollResult:
+        """A successful poll: mark new keys seen and, unless this is a seeding first
+        poll, create their events and deliveries. One transaction.
+
+        With ``keyed.versions`` (an "updated item" trigger) it is the known items whose
+        version changed that fire; new items are only remembered. With ``max_new``, a poll
+        that would fire more than that holds all of its events (the flood guard)."""
+        db = self.db
+        with db.tx() as conn:
+            state = self._check_fence(conn, account, trigger, fence)
+            first = state.seeded_at is None
+            fire = emit_first or not first
+            to_fire: list[tuple[str, Any]] = []
+            if keyed.versions is None:
+                known = seen.known_keys(
+                    db, conn, account, trigger, keyed.keys, items_known=state.items_known
+                )
+                fresh = unseen(keyed, known)
+                inserted = seen.insert_keys(
+                    db, conn, account, trigger, fresh, seeded=not fire, now=now
+                )
+                if fire:
+                    to_fire = [(k, item) for k, item in fresh if k in inserted]
+            else:
+                versions = seen.known_versions(conn, account, trigger, keyed.keys)
+                fresh = unseen(keyed, versions)
+                inserted = seen.insert_keys(
+                    db,
+                    conn,
+                    account,
+                    trigger,
+                    fresh,
+                    seeded=False,
+                    now=now,
+                    versions=dict(zip(keyed.keys, keyed.versions, strict=True)),
+                )
+                to_fire = seen.bump_versions(conn, account, trigger, changed(keyed, versions))
+            held = flood_guard(len(to_fire), max_new)
+            new_events = delivery_rows = 0
+            if to_fire:
+                new_events, delivery_rows = event_rows.insert_events(
+                    conn, account, trigger, event_type, to_fire, sinks, now, held=held
+                )
+            values: dict[str, Any] = {
+                "last_poll_at": now if fence is None else fence.claimed_at,
+                "last_success_at": now,
+                "last_outcome": PollOutcome.OK,
+                "last_error": None,
+                "consecutive_failures": 0,
+                "failing_since": None,
+                "backoff_until": None,
+                "items_known": poll_state.c.items_known + len(inserted),
+            }
+            if first:
+                values["seeded_at"] = now
+            conn.execute(update(poll_state).where(*_where(account, trigger)).values(**values))
+        return PollResult(
+            first_poll=first,
+            new_events=new_events,
+            remembered=len(inserted) if not fire or keyed.versions is not None else 0,
+            deliveries=delivery_rows,
+            held=new_events if held is not None else 0,
+        )
+
+    def record_failure(
+        self,
+        account: str,
+        trigger: str,
+        *,
+        outcome: PollOutcome,
+        error: str,
+        backoff_until: datetime | None,
+        now: datetime,
+        fence: Fence | None = None,
+    ) -> tuple[int, datetime]:
+        """A failed poll changes nothing but the poll's own state. Returns the number of
+        consecutive failures so far and when this run of failures began."""
+        with self.db.tx() as conn:
+            self._check_fence(conn, account, trigger, fence)
+            failures, since = conn.execute(
+                update(poll_state)
+                .where(*_where(account, trigger))
+                .values(
+                    last_poll_at=now if fence is None else fence.claimed_at,
+                    last_outcome=outcome,
+                    last_error=error,
+                    consecutive_failures=poll_state.c.consecutive_failures + 1,
+                    failing_since=func.coalesce(poll_state.c.failing_since, now),
+                    backoff_until=backoff_until,
+                )
+                .returning(poll_state.c.consecutive_failures, poll_state.c.failing_since)
+            ).one()
+        return int(failures), since
+
+    def backfill(
+        self,
+        account: str,
+        trigger: str,
+        keyed: KeyedItems,
+        *,
+        event_type: str,
+        sinks: Sequence[str],
+        now: datetime,
+        dry_run: bool,
+    ) -> BackfillResult:
+        """Fire, once, the listed items that a seeding first poll only remembered."""
+        with self.db.tx() as conn:
+            remembered = seen.remembered(conn, account, trigger, keyed.keys)
+            total = seen.count_remembered(conn, account, trigger)
+            candidates = [
+                (key, item)
+                for key, item in zip(reversed(keyed.keys), reversed(keyed.items), strict=True)
+                if key in remembered
+            ]
+            not_listed = total - len(candidates)
+            if dry_run:
+                return BackfillResult(fired=len(candidates), deliveries=0, not_listed=not_listed)
+            flipped = seen.unremember(conn, account, trigger, [k for k, _ in candidates])
+            to_fire = [(k, item) for k, item in candidates if k in flipped]
+            fired, rows = event_rows.insert_events(
+                conn, account, trigger, event_type, to_fire, sinks, now
+            )
+        return BackfillResult(fired=fired, deliveries=rows, not_listed=not_listed)
+
+    # ----------------------------------------------------------------- pauses
+
+    def set_paused(
+        self,
+        account: str,
+        trigger: str,
+        *,
+        paused: bool,
+        reason: str | None,
+        auto: bool = False,
+    ) -> None:
+        """Pause or resume one trigger. Pausing keeps its seen set; resuming clears any
+        backoff and failure count so it polls at its next turn. ``auto``: paused by the
+        sustained-failure rule rather than by hand."""
+        with self.db.tx() as conn:
+            self._ensure_row(conn, account, trigger)
+            values: dict[str, Any] = {
+                "paused": paused,
+                "paused_reason": reason if paused else None,
+                "paused_auto": paused and auto,
+            }
+            if not paused:
+                values.update(backoff_until=None, consecutive_failures=0, failing_since=None)
+            conn.execute(update(poll_state).where(*_where(account, trigger)).values(**values))
+
+    def resume_auto_paused(self) -> list[tuple[str, str]]:
+        """Resume the triggers the sustained-failure rule paused (at start and reload:
+        the operator may have fixed the cause). Paused-by-hand ones stay paused."""
+        with self.db.tx() as conn:
+            rows = conn.execute(
+                select(poll_state.c.account, poll_state.c.trigger).where(poll_state.c.paused_auto)
+            ).all()
+            if rows:
+                conn.execute(
+                    update(poll_state)
+                    .where(poll_state.c.paused_auto)
+                    .values(
+                        paused=False,
+                        paused_auto=False,
+                        paused_reason=None,
+                        backoff_until=None,
+                        consecutive_failures=0,
+                        failing_since=None,
+                    )
+                )
+        return [(r.account, r.trigger) for r in rows]

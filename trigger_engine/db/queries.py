@@ -1,0 +1,76 @@
+"""The raw statements of the hot paths, named in one place and rendered per database.
+
+Everything else goes through SQLAlchemy Core in the repositories. These few run thousands
+of times a second when a backlog drains, where SQLAlchemy's per-row parameter and result
+processing was half their cost (benchmarks/RESULTS.md, "deliver"); they are the same on
+both databases but for the DB-API placeholder and, on PostgreSQL, the row lock. Times are
+passed through :class:`trigger_engine.db.codecs.TimeCodec`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Up to LIMIT unclaimed deliveries to one sink in one status, due by a time, oldest first,
+# with their events: (id, attempts, event id, type, account, created_at, payload).
+# coalesce() keeps SQLite's planner off the (status, next_attempt_at) index, which would
+# read and sort every due row; PostgreSQL adds FOR UPDATE ... SKIP LOCKED, so that nodes
+# claim disjoint rows.
+_CLAIM = """
+SELECT d.id, d.attempts, e.id, e.type, e.account, e.created_at, e.payload
+FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
+WHERE d.sink = {p} AND d.status = {p} AND coalesce(d.next_attempt_at, NULL) <= {p}
+  AND (d.lease_expires_at IS NULL OR d.lease_expires_at < {p})
+ORDER BY d.id LIMIT {p}
+"""
+_SKIP_LOCKED = "FOR UPDATE OF d SKIP LOCKED"
+
+# Take the lease on the claimed deliveries: (owner, expires, *ids).
+_LEASE = "UPDATE deliveries SET lease_owner = {p}, lease_expires_at = {p} WHERE id IN ({ids})"
+
+# One attempt: (delivery id, attempt, started_at, duration_ms, status code, error).
+_INSERT_ATTEMPT = """
+INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code, error)
+VALUES ({p}, {p}, {p}, {p}, {p}, {p})
+"""
+
+# The delivery moves on after an attempt, only while its lease is still ours: (status,
+# attempts, next_attempt_at, last_attempt_at, status code, error, delivered_at, id, owner).
+_RECORD_ATTEMPT = """
+UPDATE deliveries SET status = {p}, attempts = {p}, next_attempt_at = {p}, lease_owner = NULL,
+  lease_expires_at = NULL, last_attempt_at = {p}, last_status_code = {p}, last_error = {p},
+  delivered_at = {p}
+WHERE id = {p} AND lease_owner = {p}
+"""
+
+# Every seen key of one trigger: (account, trigger). A full list polled again reads them
+# in one scan rather than in many IN lists.
+_TRIGGER_KEYS = "SELECT key FROM seen_keys WHERE account = {p} AND trigger = {p}"
+
+
+@dataclass(frozen=True)
+class Queries:
+    """The hot-path statements, rendered for one database's DB-API paramstyle."""
+
+    claim: str
+    insert_attempt: str
+    record_attempt: str
+    trigger_keys: str
+    placeholder: str
+
+    @classmethod
+    def for_dialect(cls, dialect: str) -> Queries:
+        """``?`` placeholders on SQLite; ``%s`` and the row lock on PostgreSQL."""
+        postgresql = dialect == "postgresql"
+        p = "%s" if postgresql else "?"
+        return cls(
+            claim=_CLAIM.format(p=p) + (_SKIP_LOCKED if postgresql else ""),
+            insert_attempt=_INSERT_ATTEMPT.format(p=p),
+            record_attempt=_RECORD_ATTEMPT.format(p=p),
+            trigger_keys=_TRIGGER_KEYS.format(p=p),
+            placeholder=p,
+        )
+
+    def lease(self, count: int) -> str:
+        """The lease statement for ``count`` delivery ids."""
+        return _LEASE.format(p=self.placeholder, ids=", ".join([self.placeholder] * count))

@@ -1,0 +1,161 @@
+"""One delivery attempt: the body and signed headers for a sink, the POST (aiohttp), and
+what follows it by the retry policy (delivered, retry at a time, dead, or the sink gone).
+
+The dispatcher (:mod:`trigger_engine.delivery.dispatcher`) decides when attempts run and
+records their outcomes; this module only makes one. An attempt never raises: whatever
+happens becomes a recorded, retried (or dead) outcome, because a worker dying here would
+keep its claim and its ``max_in_flight`` slot until the next start.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import aiohttp
+
+from trigger_engine.config.models import Sink
+from trigger_engine.core import events
+from trigger_engine.core.retry import RetryPolicy, Verdict, decide, parse_retry_after
+from trigger_engine.core.signing import secret_key
+from trigger_engine.ops.logs import get_logger
+from trigger_engine.types import AttemptOutcome, DeliveryStatus, DueDelivery
+
+log = get_logger("trigger_engine.delivery")
+
+MAX_RESPONSE = 1024 * 1024  # bytes of a receiver's answer we read (and ignore)
+
+_secret_key = functools.lru_cache(maxsize=256)(secret_key)  # decoded once per sink secret
+
+
+@functools.lru_cache(maxsize=256)
+def _client_timeout(seconds: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=seconds)
+
+
+def body_for(sink: Sink, delivery: DueDelivery) -> bytes:
+    """The body ``sink`` receives: the envelope, or the item alone (``format = "raw"``)."""
+    return events.body(delivery, raw=sink.format == "raw")
+
+
+def headers_for(sink: Sink, delivery: DueDelivery, body: bytes, timestamp: int) -> dict[str, str]:
+    """The headers of one attempt to ``sink``: its own, then the Standard Webhooks ones."""
+    secret = sink.secret
+    return events.webhook_headers(
+        delivery,
+        body,
+        timestamp,
+        key=None if secret is None else _secret_key(secret.get_secret_value()),
+        extra={name: value.get_secret_value() for name, value in sink.headers.items()},
+    )
+
+
+async def attempt(
+    session: aiohttp.ClientSession,
+    sink: Sink,
+    delivery: DueDelivery,
+    *,
+    clock: Callable[[], datetime],
+    rand: Callable[[], float],
+) -> AttemptOutcome:
+    """POST ``delivery`` to ``sink`` once and decide what follows; never raises."""
+    body = body_for(sink, delivery)
+    started_at = clock()
+    headers = headers_for(sink, delivery, body, int(started_at.timestamp()))
+    status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    t0 = time.perf_counter()
+    try:
+        async with session.post(
+            sink.url,
+            data=body,
+            headers=headers,
+            timeout=_client_timeout(sink.timeout),
+            allow_redirects=False,
+        ) as response:
+            status = response.status
+            retry_after = parse_retry_after(response.headers.get("retry-after"), started_at)
+            await response.content.read(MAX_RESPONSE)
+    except TimeoutError:
+        error = f"timed out after {sink.timeout:g}s"
+    except aiohttp.ClientError as exc:
+        error = f"connection failed ({type(exc).__name__}: {exc})".replace(" ()", "")
+    except Exception as exc:  # anything else still ends as a recorded, retried attempt
+        error = f"failed ({type(exc).__name__}: {exc})".replace(" ()", "")
+    duration_ms = int((time.perf_counter() - t0) * 1000)
+    if status is not None and not 200 <= status < 300:
+        error = f"HTTP {status}"
+    return outcome(
+        sink,
+        delivery,
+        started_at=started_at,
+        duration_ms=duration_ms,
+        status=status,
+        error=error,
+        retry_after=retry_after,
+        clock=clock,
+        rand=rand,
+    )
+
+
+def outcome(
+    sink: Sink,
+    delivery: DueDelivery,
+    *,
+    started_at: datetime,
+    duration_ms: int,
+    status: int | None,
+    error: str | None,
+    retry_after: float | None,
+    clock: Callable[[], datetime],
+    rand: Callable[[], float],
+) -> AttemptOutcome:
+    """What an attempt's result means for its delivery (:func:`core.retry.decide`), logged."""
+    number = delivery.attempts + 1
+    decision = decide(
+        RetryPolicy(schedule=sink.retry.schedule),
+        attempts=number,
+        status=status,
+        retry_after=retry_after,
+        rand=rand,
+    )
+    context = {
+        "sink": sink.name,
+        "event_id": delivery.event_id,
+        "attempt": number,
+        "status": status,
+        "duration_ms": duration_ms,
+    }
+    next_at: datetime | None = None
+    disable: str | None = None
+    if decision.verdict is Verdict.DELIVERED:
+        new_status = DeliveryStatus.DELIVERED
+        log.debug("delivery.ok", **context)
+    elif decision.verdict is Verdict.RETRY:
+        assert decision.delay is not None
+        new_status = DeliveryStatus.FAILED
+        next_at = clock() + timedelta(seconds=decision.delay)
+        log.warning("delivery.retry", **context, error=error, retry_in=f"{decision.delay:.1f}s")
+    elif decision.verdict is Verdict.GONE:
+        new_status = DeliveryStatus.DEAD
+        disable = "the receiver answered 410 Gone"
+        log.error("sink.disabled", **context, reason=disable)
+    else:
+        new_status = DeliveryStatus.DEAD
+        log.error("delivery.dead", **context, error=error)
+    return AttemptOutcome(
+        delivery_id=delivery.id,
+        sink=sink.name,
+        event_id=delivery.event_id,
+        attempt=number,
+        started_at=started_at,
+        duration_ms=duration_ms,
+        status_code=status,
+        error=error,
+        new_status=new_status,
+        next_attempt_at=next_at,
+        disable_sink=disable,
+    )

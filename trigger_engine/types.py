@@ -1,0 +1,264 @@
+"""The engine's vocabulary: its states as enums and the frozen values that cross layers.
+
+Every status a row or a report can hold is spelled once, here (a ``StrEnum`` compares equal
+to its string, so the database and JSON still hold plain text). The values are plain frozen
+dataclasses without I/O, so a module that needs one (a renderer, the metrics) imports this
+module, not the database layer that fills them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+# --------------------------------------------------------------------------- states
+
+
+class DeliveryStatus(StrEnum):
+    """Where a delivery is in its state machine (``deliveries.status``)."""
+
+    PENDING = "pending"  # due at next_attempt_at (a first attempt)
+    FAILED = "failed"  # an attempt failed; the retry is due at next_attempt_at
+    DELIVERED = "delivered"  # a 2xx came back
+    DEAD = "dead"  # retries used up, or the sink is disabled: waits for a replay
+    HELD = "held"  # stopped by the flood guard: waits for a replay
+
+
+# The statuses a claim picks from (their next_attempt_at says when).
+DUE_STATUSES: tuple[DeliveryStatus, ...] = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+# Every status, in the order commands list them.
+DELIVERY_STATUSES: tuple[str, ...] = tuple(DeliveryStatus)
+
+
+class FailureKind(StrEnum):
+    """Why a poll failed, which decides what happens next."""
+
+    TRANSIENT = "transient"  # timeouts, connection errors, 429, 5xx: try again later
+    AUTH = "auth"  # 401/403: the API key was refused
+    CLIENT = "client"  # other 4xx: our request is wrong (path, params)
+    BAD_BODY = "bad_body"  # 2xx but not a usable list of objects
+
+
+class PollOutcome(StrEnum):
+    """How a poll ended (``poll_state.last_outcome`` and the ``outcome`` metric label):
+    ``ok``, one of the :class:`FailureKind` values, or not written at all."""
+
+    OK = "ok"
+    TRANSIENT = FailureKind.TRANSIENT.value
+    AUTH = FailureKind.AUTH.value
+    CLIENT = FailureKind.CLIENT.value
+    BAD_BODY = FailureKind.BAD_BODY.value
+    LEASE_LOST = "lease_lost"  # another node took the trigger over; nothing was written
+    SKIPPED = "skipped"  # run --once: another node holds the poll lease
+
+
+class PollRefusal(StrEnum):
+    """Why a claim on a trigger's poll was refused."""
+
+    PAUSED = "paused"
+    BACKING_OFF = "backing off"
+    LEASED = "leased"  # another node holds the lease
+    TOO_SOON = "too soon"  # a poll of it started less than min_gap ago
+
+
+# --------------------------------------------------------------------------- polls
+
+
+@dataclass(frozen=True)
+class PollState:
+    """One (account, trigger)'s row of ``poll_state``."""
+
+    account: str
+    trigger: str
+    seeded_at: datetime | None
+    last_poll_at: datetime | None
+    last_outcome: str | None
+    last_error: str | None
+    last_success_at: datetime | None
+    consecutive_failures: int
+    backoff_until: datetime | None
+    paused: bool
+    paused_reason: str | None
+    items_known: int
+    paused_auto: bool = False
+    failing_since: datetime | None = None
+    lease_owner: str | None = None
+    lease_expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Proof of a poll lease: the owner and the fencing token its claim got. Every write
+    of the poll's result checks it, so a node that lost its lease cannot write. The poll's
+    result records ``claimed_at`` as its ``last_poll_at``: when the poll started."""
+
+    owner: str
+    token: int
+    claimed_at: datetime
+
+
+@dataclass(frozen=True)
+class PollClaim:
+    """What a poll claim got: a lease to poll under (``fence``), or why not
+    (``refused``), with the trigger's state as the claim saw it."""
+
+    state: PollState
+    fence: Fence | None = None
+    refused: PollRefusal | None = None
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What a successful poll's transaction wrote."""
+
+    first_poll: bool
+    new_events: int  # events created (emit, or any later poll)
+    remembered: int  # keys marked seen without firing (a seeding first poll)
+    deliveries: int  # delivery rows created
+    held: int = 0  # events held by the flood guard
+
+
+@dataclass(frozen=True)
+class PollReport:
+    """One poll as the scheduler, the metrics and ``run --once`` see it."""
+
+    account: str
+    trigger: str
+    ok: bool
+    outcome: PollOutcome
+    first_poll: bool = False
+    items: int = 0
+    new_events: int = 0
+    remembered: int = 0
+    held: int = 0
+    duplicates: int = 0
+    keyless: int = 0
+    error: str | None = None
+    duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class BackfillResult:
+    """What a backfill of one (account, trigger) fired, or would fire."""
+
+    fired: int  # events created
+    deliveries: int
+    not_listed: int  # remembered items the API no longer lists (cannot be fired)
+
+
+# --------------------------------------------------------------------------- deliveries
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    """A claimed delivery, with what is needed to send it."""
+
+    id: int
+    sink: str
+    attempts: int  # attempts made before this one
+    event_id: str
+    event_type: str
+    account: str
+    created_at: datetime
+    payload: bytes  # the item, JSON
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """The result of one attempt and the state the delivery moves to."""
+
+    delivery_id: int
+    sink: str
+    event_id: str
+    attempt: int  # 1-based number of this attempt
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    new_status: DeliveryStatus  # delivered | failed | dead
+    next_attempt_at: datetime | None = None
+    disable_sink: str | None = None  # a reason, when the attempt disables the sink (410)
+
+
+@dataclass(frozen=True)
+class SinkStats:
+    """One sink's deliveries by status, and its stored state."""
+
+    name: str
+    counts: dict[str, int]  # by delivery status
+    in_flight: int
+    oldest_due_created_at: datetime | None
+    disabled: bool
+    disabled_reason: str | None
+    disabled_at: datetime | None
+    last_success_at: datetime | None
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    """One delivery of an event, as ``events`` shows it."""
+
+    sink: str
+    status: str
+    attempts: int
+    in_flight: bool
+    last_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class EventView:
+    """One event with all its deliveries, as ``events`` shows it."""
+
+    id: str
+    type: str
+    account: str
+    trigger: str
+    item_key: str
+    created_at: datetime
+    deliveries: tuple[DeliveryView, ...]
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """One engine process sharing the database, with the poll leases it holds."""
+
+    name: str
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+    leases: tuple[str, ...]  # "account/trigger" whose poll lease it holds now
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events (and, through ``sinks``/``statuses``, deliveries) a command is about."""
+
+    event_ids: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    types: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
+    item_key: str | None = None
+    # delivery-level: an event matches when one of its deliveries does
+    sinks: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """What a replay queued again, and what it left alone and why."""
+
+    events: int  # events with at least one delivery queued again
+    queued: int  # deliveries queued again
+    skipped_disabled: int  # to a sink that is disabled
+    skipped_unknown: int  # to a sink no longer in the configuration
+    skipped_in_flight: int  # being attempted right now
