@@ -632,7 +632,7 @@ def instrumented_run_once(config_path: Path) -> tuple[Split, dict[str, Any]]:
     from trigger_engine.config.models import load_config
     from trigger_engine.db import store
     from trigger_engine.polling import poller, source
-    from trigger_engine.runtime.daemon import Engine
+    from trigger_engine.runtime.daemon import Daemon
 
     split.add("import trigger_engine (cli, scheduler)", time.perf_counter() - t0)
 
@@ -663,7 +663,7 @@ def instrumented_run_once(config_path: Path) -> tuple[Split, dict[str, Any]]:
         split.add("store: open + migrations check", time.perf_counter() - t)
         try:
             with source.Source(config.source) as src:
-                engine = Engine(config, st, src)
+                engine = Daemon(config, st, src)
                 t = time.perf_counter()
                 once = asyncio.run(engine.run_once())
                 split.add("engine.run_once total", time.perf_counter() - t)

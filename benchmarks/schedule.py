@@ -12,10 +12,10 @@ average rate**: 1,000 accounts x 3 triggers on a 30-second interval (3,000 jobs,
 second (about 5.5 minutes; see RESULTS.md for what happens), so that every poll of the
 first round falls due even when the engine spreads its first runs over the interval.
 
-The daemon runs in this process (``Engine.run(stop_after=...)``, SQLite in a temp dir, no
+The daemon runs in this process (``Daemon.run(stop_after=...)``, SQLite in a temp dir, no
 sink), against the simulator in its own process (10 leads, 10 connections, 10 campaigns, so
 every poll is small: the first one remembers them, the later ones find nothing new). Lag
-of one poll = the moment its poll function starts in its thread (``Engine._poll_if_due``,
+of one poll = the moment its poll function starts in its thread (``Daemon._poll_if_due``,
 wrapped; with a pool of poll workers, the time a poll waits in the queue counts) - the run
 time APScheduler scheduled it for (its ``EVENT_JOB_SUBMITTED`` event). A job's round is
 counted from the first run ``_schedule_polls`` was given (a job spread later in the first
@@ -75,7 +75,7 @@ def run(accounts: int, interval: float, rounds: int, grace: float, extra: float 
     from trigger_engine.db.store import Store
     from trigger_engine.ops import logs
     from trigger_engine.polling.source import Source
-    from trigger_engine.runtime.daemon import Engine
+    from trigger_engine.runtime.daemon import Daemon
 
     jobs = accounts * len(TRIGGERS)
     duration = rounds * interval - 1.0 + extra
@@ -98,7 +98,7 @@ def run(accounts: int, interval: float, rounds: int, grace: float, extra: float 
         logs.setup(level=30, json_lines=False, secrets=config.secrets())  # warnings and up
         store = Store.open(config.database_url())
         source = Source(config.source)
-        engine = Engine(config, store, source)
+        engine = Daemon(config, store, source)
 
         lock = threading.Lock()
         scheduled: dict[str, float] = {}  # job id -> run time of its latest submission
@@ -126,7 +126,7 @@ def run(accounts: int, interval: float, rounds: int, grace: float, extra: float 
         missing = [name for name in hooks if not hasattr(engine, name)]
         if missing:
             raise SystemExit(
-                f"schedule.py measures lag by wrapping Engine.{', Engine.'.join(hooks)}; "
+                f"schedule.py measures lag by wrapping Daemon.{', Daemon.'.join(hooks)}; "
                 f"this engine has no {', '.join(missing)}: update the hooks in schedule.py"
             )
         original_schedule = engine._schedule_polls

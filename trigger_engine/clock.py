@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 
 def now() -> datetime:
+    """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
 
 

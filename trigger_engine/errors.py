@@ -16,22 +16,32 @@ from trigger_engine.types import FailureKind
 
 
 class TriggerEngineError(Exception):
+    """The root of every error the engine raises on purpose (exit 1 unless said otherwise)."""
+
     exit_code = 1
 
 
 class UsageError(TriggerEngineError):
+    """A bad command line (exit 2)."""
+
     exit_code = 2
 
 
 class ConfigError(TriggerEngineError):
+    """A bad configuration (exit 2): the sentence names the file, the key or the variable."""
+
     exit_code = 2
 
 
 class RuntimeFailure(TriggerEngineError):
+    """The world let us down (exit 1)."""
+
     exit_code = 1
 
 
 class DatabaseError(RuntimeFailure):
+    """The database is unreachable or refused us."""
+
     pass
 
 
@@ -45,6 +55,8 @@ class AlreadyRunning(RuntimeFailure):
 
 
 class SourceError(RuntimeFailure):
+    """A poll of the Meet Alfred API failed; ``kind`` says what happens next."""
+
     def __init__(
         self, kind: FailureKind, message: str, *, retry_after: float | None = None
     ) -> None:

@@ -103,7 +103,7 @@ class Node:
 
     @property
     def name(self) -> str:
-        """The node's name in the database (``Engine.owner``: host and pid)."""
+        """The node's name in the database (``Daemon.owner``: host and pid)."""
         return f"{socket.gethostname()}:{self.proc.pid}"
 
     @property

@@ -13,8 +13,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from trigger_engine.config.models import Config, config_from_dict
 from trigger_engine.db.store import Store
-from trigger_engine.polling.source import Source
-from trigger_engine.runtime.daemon import START_RATE, Engine, start_spacing
+from trigger_engine.runtime.jobs import START_RATE, poll_workers, schedule_polls, start_spacing
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
@@ -50,35 +49,32 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
-def first_runs(engine: Engine) -> dict[str, datetime]:
-    assert engine._scheduler is not None
-    return {job.id: job.next_run_time for job in engine._scheduler.get_jobs()}
+def first_runs(scheduler: AsyncIOScheduler) -> dict[str, datetime]:
+    return {job.id: job.next_run_time for job in scheduler.get_jobs()}
 
 
 async def _noop(*_args: Any) -> None:
     return None
 
 
-def schedule(engine: Engine, at: datetime) -> dict[str, datetime]:
-    engine._scheduler = AsyncIOScheduler(timezone="UTC")  # not started: jobs only laid out
-    engine._poll_job = _noop
-    engine._schedule_polls(first_run=at)
-    return first_runs(engine)
+def schedule(config: Config, at: datetime, scheduler: AsyncIOScheduler | None = None) -> Any:
+    scheduler = scheduler or AsyncIOScheduler(timezone="UTC")  # not started: jobs laid out
+    schedule_polls(scheduler, config, _noop, first_run=at)
+    return scheduler
 
 
 def test_first_runs_are_spread_in_config_order_and_keep_their_offset(
     tmp_path: Path, store: Store
 ) -> None:
     config = make_config(tmp_path, 600)  # 1,200 jobs over the shortest interval, 30 s
-    engine = Engine(config, store, Source(config.source))
-    runs = schedule(engine, T0)
+    scheduler = schedule(config, T0)
+    runs = first_runs(scheduler)
     spacing = 30.0 / 1200
     assert runs["acct0/leads"] == T0
     assert runs["acct0/campaigns"] == T0 + timedelta(seconds=spacing)
     assert runs["acct599/campaigns"] == T0 + timedelta(seconds=1199 * spacing)
     assert max(runs.values()) < T0 + timedelta(seconds=30)
-    assert engine._scheduler is not None
-    job = engine._scheduler.get_job("acct1/leads")
+    job = scheduler.get_job("acct1/leads")
     assert job is not None  # later runs keep the job's offset: every interval from its first
     assert job.trigger.get_next_fire_time(runs["acct1/leads"], T0) == runs[
         "acct1/leads"
@@ -86,18 +82,16 @@ def test_first_runs_are_spread_in_config_order_and_keep_their_offset(
 
 
 def test_a_reload_spreads_the_new_schedule_the_same_way(tmp_path: Path, store: Store) -> None:
-    config = make_config(tmp_path, 2)
-    engine = Engine(config, store, Source(config.source))
-    assert schedule(engine, T0) == {
+    scheduler = schedule(make_config(tmp_path, 2), T0)
+    assert first_runs(scheduler) == {
         "acct0/leads": T0,
         "acct0/campaigns": T0 + timedelta(seconds=0.05),
         "acct1/leads": T0 + timedelta(seconds=0.10),
         "acct1/campaigns": T0 + timedelta(seconds=0.15),
     }
-    engine.config = make_config(tmp_path, 1)
     later = T0 + timedelta(minutes=7)
-    engine._schedule_polls(first_run=later)
-    assert first_runs(engine) == {
+    schedule(make_config(tmp_path, 1), later, scheduler)
+    assert first_runs(scheduler) == {
         "acct0/leads": later,
         "acct0/campaigns": later + timedelta(seconds=0.05),
     }
@@ -105,6 +99,6 @@ def test_a_reload_spreads_the_new_schedule_the_same_way(tmp_path: Path, store: S
 
 def test_poll_workers_default_by_database_or_as_configured(tmp_path: Path, store: Store) -> None:
     config = make_config(tmp_path, 1)
-    assert Engine(config, store, Source(config.source)).poll_workers == 4  # SQLite
+    assert poll_workers(config, store.dialect) == 4  # SQLite
     config = make_config(tmp_path, 1, poll_workers=12)
-    assert Engine(config, store, Source(config.source)).poll_workers == 12
+    assert poll_workers(config, store.dialect) == 12

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from trigger_engine.runtime.threads import WorkerPool
+from trigger_engine.threads import WorkerPool
 
 
 class Gate:

@@ -1,8 +1,10 @@
-"""What ``status``, ``events``, ``sinks`` and ``triggers`` show. Pure: values in, text or
-JSON-ready dicts out; the store does the reading."""
+"""What the commands print: ``status``, ``events``, ``sinks``, ``triggers``, ``replay``,
+``backfill`` and ``run --once``. Pure: values in, text or JSON-ready dicts out; the store
+does the reading."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,13 +12,17 @@ from urllib.parse import urlsplit
 
 from trigger_engine.clock import isoformat_z
 from trigger_engine.config.models import Config
+from trigger_engine.delivery.dispatcher import DrainReport
+from trigger_engine.polling.backfill import BackfillStep
 from trigger_engine.types import (
     DUE_STATUSES,
     DeliveryStatus,
     EventView,
     NodeView,
     PollOutcome,
+    PollReport,
     PollState,
+    ReplayResult,
     SinkStats,
 )
 
@@ -48,12 +54,15 @@ def safe_url(url: str) -> str:
 
 @dataclass(frozen=True)
 class TriggerRow:
+    """One configured (account, trigger) with its stored state, as commands show it."""
+
     account: str
     trigger: str
     enabled: bool
     state: PollState | None
 
     def label(self, now: datetime) -> str:
+        """The trigger's state in a few words: disabled, paused, backing off, active..."""
         s = self.state
         if not self.enabled:
             return "disabled in config"
@@ -68,7 +77,13 @@ class TriggerRow:
             return "not polled yet"
         return "active"
 
+    def line(self, now: datetime) -> str:
+        """One line of ``triggers``."""
+        known = self.state.items_known if self.state else 0
+        return f"{self.account}/{self.trigger}: {self.label(now)} ({known} items known)"
+
     def as_dict(self, now: datetime) -> dict[str, Any]:
+        """The trigger's row of ``status --json``."""
         s = self.state
         return {
             "account": self.account,
@@ -98,6 +113,7 @@ VANISHED_AFTER = 30.0  # three missed heartbeats
 
 
 def node_dicts(views: list[NodeView], now: datetime) -> list[dict[str, Any]]:
+    """The nodes of ``status``: alive, stopped or vanished (no heartbeat for 30 s)."""
     rows = []
     for v in views:
         if v.stopped_at is not None:
@@ -133,6 +149,7 @@ def trigger_rows(config: Config, states: list[PollState]) -> list[TriggerRow]:
 
 
 def sink_dicts(config: Config, stats: dict[str, SinkStats], now: datetime) -> list[dict[str, Any]]:
+    """The sinks of ``status --json`` and ``sinks``: state and backlog by status."""
     rows = []
     for sink in config.sinks:
         st = stats.get(sink.name)
@@ -159,6 +176,7 @@ def sink_dicts(config: Config, stats: dict[str, SinkStats], now: datetime) -> li
 def status_dict(
     config: Config, states: list[PollState], stats: dict[str, SinkStats], now: datetime
 ) -> dict[str, Any]:
+    """The whole of ``status --json`` but the nodes."""
     return {
         "triggers": [row.as_dict(now) for row in trigger_rows(config, states)],
         "sinks": sink_dicts(config, stats, now),
@@ -166,6 +184,7 @@ def status_dict(
 
 
 def status_text(status: dict[str, Any]) -> str:
+    """``status`` as text."""
     lines = ["TRIGGERS"]
     for t in status["triggers"]:
         last = t["last_poll_at"] or "never"
@@ -200,6 +219,7 @@ def status_text(status: dict[str, Any]) -> str:
 
 
 def event_dict(e: EventView) -> dict[str, Any]:
+    """One event of ``events --json``."""
     return {
         "id": e.id,
         "type": e.type,
@@ -225,6 +245,7 @@ def event_dict(e: EventView) -> dict[str, Any]:
 
 
 def event_line(e: EventView) -> str:
+    """One event of ``events`` as one line."""
     parts = []
     for d in e.deliveries:
         detail = f"{d.attempts} attempt{'s' if d.attempts != 1 else ''}"
@@ -235,3 +256,69 @@ def event_line(e: EventView) -> str:
         parts.append(f"{d.sink}: {d.status} ({detail})")
     where = "; ".join(parts) or "no sink subscribed"
     return f"{e.id}  {isoformat_z(e.created_at)}  {e.type}  {e.account}  key={e.item_key}  {where}"
+
+
+def sink_line(s: dict[str, Any]) -> str:
+    """One line of ``sinks``, from a :func:`sink_dicts` row."""
+    state = s["state"] + (f" ({s['disabled_reason']})" if s["disabled_reason"] else "")
+    return (
+        f"{s['name']}  {s['url']}  {state}  pending {s['pending']}  failed {s['failed']}  "
+        f"dead {s['dead']}  delivered {s['delivered']}"
+    )
+
+
+# ----------------------------------------------------------------------------- actions
+
+
+def once_text(polls: Sequence[PollReport], delivery: DrainReport) -> str:
+    """What ``run --once`` did: a line per poll, then the deliveries."""
+    lines = []
+    for poll in polls:
+        where = f"{poll.account}/{poll.trigger}"
+        if poll.outcome in (PollOutcome.SKIPPED, PollOutcome.LEASE_LOST):
+            lines.append(f"{where}: not polled here: {poll.error}")
+        elif poll.ok:
+            what = (
+                f"first poll, {poll.remembered} remembered, {poll.new_events} fired"
+                if poll.first_poll
+                else f"{poll.new_events} new"
+            )
+            lines.append(f"{where}: {poll.items} items, {what}")
+        else:
+            lines.append(f"{where}: failed: {poll.error}")
+    d = delivery
+    lines.append(
+        f"deliveries: {d.attempted} attempted, {d.delivered} delivered, "
+        f"{d.failed} to retry later, {d.dead} dead"
+    )
+    return "\n".join(lines)
+
+
+def replay_text(result: ReplayResult, *, dry_run: bool, by_event: bool) -> str:
+    """What ``replay`` queued, and what it skipped and why."""
+    verb = "would queue" if dry_run else "queued"
+    lines = [f"{verb} {result.queued} deliveries (of {result.events} events)"]
+    if result.skipped_disabled:
+        lines.append(
+            f"skipped {result.skipped_disabled} deliveries to disabled sinks "
+            "(re-enable with 'trigger-engine sinks enable NAME', then replay)"
+        )
+    if result.skipped_unknown:
+        lines.append(f"skipped {result.skipped_unknown} deliveries to sinks no longer configured")
+    if result.skipped_in_flight:
+        lines.append(f"skipped {result.skipped_in_flight} deliveries being attempted right now")
+    if by_event and result.events == 0 and not result.skipped_disabled:
+        lines.append("no delivery matched those event ids")
+    return "\n".join(lines)
+
+
+def backfill_line(step: BackfillStep, *, dry_run: bool) -> str:
+    """One (account, trigger) of ``backfill``: what it fired, or why it failed."""
+    where = f"{step.account.name}/{step.trigger.name}"
+    if step.result is None:
+        return f"{where}: failed: {step.error}"
+    verb = "would fire" if dry_run else "fired"
+    line = f"{where}: {verb} {step.result.fired} remembered items"
+    if step.result.not_listed:
+        line += f" ({step.result.not_listed} no longer listed by the API)"
+    return line

@@ -1,0 +1,7 @@
+"""The pure core: plain functions over plain data, no I/O (an import-linter contract).
+
+``keys`` (item → primary key), ``dedupe`` (new versus seen, the flood guard), ``retry``
+(delivery retries, poll backoff, the sustained-failure pause), ``signing`` (Standard
+Webhooks HMAC), ``events`` (event ids, the webhook body and headers), ``filters`` (which
+events a command is about), ``durations`` (``"5m"`` → seconds).
+"""

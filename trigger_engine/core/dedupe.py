@@ -30,6 +30,7 @@ class KeyedItems:
 def key_items(
     items: Sequence[Any], fields: Sequence[str], update_fields: Sequence[str] | None = None
 ) -> KeyedItems:
+    """Key one response: each key once, in response order; duplicates and keyless counted."""
     keys: list[str] = []
     kept: list[Any] = []
     index: set[str] = set()

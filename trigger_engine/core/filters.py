@@ -44,6 +44,7 @@ def build_filter(
     statuses: tuple[str, ...] = (),
     item_key: str | None = None,
 ) -> EventFilter:
+    """The EventFilter of a command's options, checked (statuses, times, their order)."""
     for status in statuses:
         if status not in DELIVERY_STATUSES:
             raise UsageError(f"--status '{status}' is not one of {', '.join(DELIVERY_STATUSES)}")

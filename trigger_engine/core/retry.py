@@ -19,6 +19,8 @@ MAX_RETRY_AFTER = 86400.0  # a receiver may not push a retry further than a day
 
 
 class Verdict(StrEnum):
+    """What follows one delivery attempt."""
+
     DELIVERED = "delivered"
     RETRY = "retry"
     DEAD = "dead"  # schedule used up
@@ -27,6 +29,8 @@ class Verdict(StrEnum):
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """A sink's retry schedule and its bounds."""
+
     schedule: tuple[float, ...] = DEFAULT_SCHEDULE
     jitter: float = 0.2  # ±20%
     max_retry_after: float = MAX_RETRY_AFTER
@@ -34,6 +38,8 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class Decision:
+    """A verdict, with the delay before the next attempt for a retry."""
+
     verdict: Verdict
     delay: float | None = None  # seconds until the next attempt, for RETRY
 

@@ -70,12 +70,14 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """An aware time to what the dialect stores."""
         if value is None:
             return None
         value = to_utc(value)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        """A stored time back to an aware UTC datetime."""
         if value is None:
             return None
         assert isinstance(value, datetime)

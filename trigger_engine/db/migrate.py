@@ -16,6 +16,7 @@ _PACKAGE = Path(__file__).resolve().parent.parent  # trigger_engine/
 
 
 def migrations_dir() -> Path:
+    """Where the Alembic migrations are: in the package (installed) or beside it (checkout)."""
     for candidate in (_PACKAGE / "migrations", _PACKAGE.parent / "migrations"):
         if (candidate / "env.py").is_file():
             return candidate
@@ -23,6 +24,7 @@ def migrations_dir() -> Path:
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    """An Alembic configuration pointing at our migrations, on ``connection`` when given."""
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.attributes["connection"] = connection

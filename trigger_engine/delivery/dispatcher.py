@@ -1,4 +1,4 @@
-"""Delivery: claim due deliveries → build and sign the body → POST → record the attempt.
+"""The delivery pipeline: claim due deliveries ahead → attempts (:mod:`.attempt`) → record.
 
 Runs on asyncio with one aiohttp session per process (httpx.AsyncClient collapses under
 concurrency; see the design notes). Each sink has its own bound on deliveries in flight
@@ -30,7 +30,7 @@ from trigger_engine.config.models import Config, Sink
 from trigger_engine.db.store import Store
 from trigger_engine.delivery.attempt import attempt
 from trigger_engine.ops.logs import get_logger
-from trigger_engine.runtime.threads import in_daemon_thread
+from trigger_engine.threads import in_daemon_thread
 from trigger_engine.types import AttemptOutcome, DeliveryStatus, DueDelivery
 
 log = get_logger("trigger_engine.delivery.dispatcher")
@@ -52,6 +52,8 @@ def being_cancelled() -> bool:
 
 @dataclass
 class DrainReport:
+    """What a drain (``run --once``) attempted and how the attempts ended."""
+
     attempted: int = 0
     delivered: int = 0
     failed: int = 0

@@ -32,19 +32,24 @@ class Logger:
             self._logger.log(level, event, extra={_CONTEXT: context})
 
     def debug(self, event: str, **context: Any) -> None:
+        """Log an event at DEBUG with its context."""
         self._log(logging.DEBUG, event, context)
 
     def info(self, event: str, **context: Any) -> None:
+        """Log an event at INFO with its context."""
         self._log(logging.INFO, event, context)
 
     def warning(self, event: str, **context: Any) -> None:
+        """Log an event at WARNING with its context."""
         self._log(logging.WARNING, event, context)
 
     def error(self, event: str, **context: Any) -> None:
+        """Log an event at ERROR with its context."""
         self._log(logging.ERROR, event, context)
 
 
 def get_logger(name: str) -> Logger:
+    """The operator logger named ``name``."""
     return Logger(name)
 
 
@@ -87,14 +92,17 @@ class RedactingFilter(logging.Filter):
         self.update(secrets)
 
     def update(self, secrets: Iterable[str]) -> None:
+        """Redact these secrets from now on (and only these)."""
         self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
+        """``text`` with every known secret replaced by ``***``."""
         for secret in self.secrets:
             text = text.replace(secret, "***")
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Redact the record's message and context (logging's filter hook)."""
         context = getattr(record, _CONTEXT, None)
         if context:
             setattr(

@@ -51,6 +51,8 @@ class _Backlog(Collector):
 
 
 class Metrics:
+    """The engine's Prometheus metrics, fed by poll reports and attempt outcomes."""
+
     def __init__(
         self, stats: Callable[[], dict[str, SinkStats]], clock: Callable[[], datetime]
     ) -> None:
@@ -95,9 +97,11 @@ class Metrics:
         self._event_types: dict[str, str] = {}
 
     def event_type_of(self, trigger: str, event_type: str) -> None:
+        """Label a trigger's events metric with its event type."""
         self._event_types[trigger] = event_type
 
     def observe_poll(self, report: PollReport) -> None:
+        """Count one poll (its outcome, duration, items and events)."""
         self.polls.labels(report.account, report.trigger, report.outcome).inc()
         self.poll_duration.labels(report.trigger).observe(report.duration)
         if report.ok:
@@ -107,8 +111,10 @@ class Metrics:
                 self.events.labels(report.account, kind).inc(report.new_events)
 
     def observe_attempt(self, outcome: AttemptOutcome) -> None:
+        """Count one delivery attempt (its outcome and latency)."""
         self.deliveries.labels(outcome.sink, outcome.new_status).inc()
         self.delivery_latency.labels(outcome.sink).observe(outcome.duration_ms / 1000)
 
     def render(self) -> bytes:
+        """The metrics in Prometheus' text format."""
         return generate_latest(self.registry)

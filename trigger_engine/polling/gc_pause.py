@@ -34,6 +34,7 @@ _collected_at = 0.0  # time.monotonic() of the hold's start or its last collecti
 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
+    """Hold the cyclic GC for the duration of the block (counted across threads)."""
     global _holders, _was_enabled, _collected_at
     with _lock:
         if _holders == 0:

@@ -41,10 +41,13 @@ def may_be_large(state: PollState | None) -> bool:
 
 
 def subscribed_sinks(config: Config, event_type: str) -> list[str]:
+    """The names of the sinks that receive ``event_type``."""
     return [s.name for s in config.sinks if s.events is None or event_type in s.events]
 
 
 class Poller:
+    """Polls one (account, trigger) at a time: fetch, key, record (see the module)."""
+
     def __init__(
         self,
         config: Config,

@@ -42,6 +42,7 @@ def classify_status(status: int) -> FailureKind | None:
 
 
 def redact(text: str, secrets: list[str]) -> str:
+    """``text`` with each of ``secrets`` replaced by ``***``."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, REDACTED)
@@ -49,6 +50,8 @@ def redact(text: str, secrets: list[str]) -> str:
 
 
 class Source:
+    """The Meet Alfred API client of one process (a pooled httpx.Client)."""
+
     def __init__(
         self,
         settings: SourceSettings,
@@ -64,6 +67,7 @@ class Source:
         )
 
     def close(self) -> None:
+        """Close the HTTP client and its connections."""
         self._client.close()
 
     def __enter__(self) -> Source:

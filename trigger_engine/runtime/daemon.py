@@ -1,18 +1,13 @@
-"""The daemon: APScheduler 3.11 polls every enabled trigger of every account on its
-interval, while the dispatcher delivers continuously; SIGINT/SIGTERM stop it cleanly.
+"""The daemon: the composition root of ``trigger-engine run``.
 
-APScheduler's pitfalls are handled here (see the design notes): job defaults are set on
-the scheduler (coalesce, a generous misfire grace), every request has a timeout, signal
-handlers are ours, and a job only queues its poll for a bounded pool of long-lived daemon
-threads (``[engine] poll_workers``; :class:`~trigger_engine.runtime.threads.WorkerPool`):
-APScheduler's asyncio executor cancels running jobs at shutdown, and nothing must wait for
-a thread that a stop at once abandons. One poll per (account, trigger) is queued or running
-at a time.
-
-Spreading: the first runs are spread, in config order, over the shortest interval, at
-least :data:`START_RATE` polls a second (:func:`start_spacing`); each job then keeps its
-own offset, so a large schedule polls at an even rate instead of all at once. A reload
-(SIGHUP) spreads the new schedule the same way.
+It wires the parts together (store, source, poller, dispatcher, schedule, HTTP server,
+metrics) and owns the process's lifecycle: start, ``run --once``, SIGHUP reload, signals
+and shutdown. Polls run on a bounded pool of long-lived daemon threads (``[engine]
+poll_workers``; :class:`~trigger_engine.threads.WorkerPool`): APScheduler's asyncio
+executor cancels running jobs at shutdown, and nothing must wait for a thread that a stop
+at once abandons. One poll per (account, trigger) is queued or running at a time. The
+event loop never waits for the database or a file: every blocking call crosses to a
+daemon thread (:mod:`trigger_engine.threads`).
 
 Stopping:
 
@@ -34,17 +29,13 @@ Stopping:
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from functools import partial
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 
 from trigger_engine import __version__
 from trigger_engine.clock import now
@@ -58,42 +49,17 @@ from trigger_engine.ops.logs import get_logger
 from trigger_engine.ops.metrics import Metrics
 from trigger_engine.polling.poller import Poller
 from trigger_engine.polling.source import Source
-from trigger_engine.runtime.threads import WorkerPool, in_daemon_thread
-from trigger_engine.types import AttemptOutcome, PollClaim, PollOutcome, PollRefusal, PollReport
+from trigger_engine.runtime import jobs
+from trigger_engine.threads import WorkerPool, in_daemon_thread
+from trigger_engine.types import (
+    AttemptOutcome,
+    PollClaim,
+    PollOutcome,
+    PollRefusal,
+    PollReport,
+)
 
-log = get_logger("trigger_engine.runtime.daemon")
-
-PRUNE_EVERY = 3600.0  # seconds between retention sweeps
-HEARTBEAT_EVERY = 10.0  # seconds between a node's heartbeats
-MIN_GAP = 0.9  # a trigger is not polled again before this fraction of its interval
-START_RATE = 20.0  # polls per second at least, when the first runs are spread out
-# Default [engine] poll_workers: SQLite has one connection (its transactions queue up
-# anyway; the workers overlap HTTP waits), PostgreSQL a pool of 5 (+10 overflow).
-POLL_WORKERS = {"sqlite": 4, "postgresql": 8}
-
-
-def start_spacing(jobs: int, shortest_interval: float) -> float:
-    """Seconds between the first runs of consecutive poll jobs: ``jobs`` spread evenly
-    over the shortest interval, but never slower than ``START_RATE`` polls a second (a
-    small config polls everything within a fraction of a second of the start)."""
-    if jobs <= 1:
-        return 0.0
-    return min(shortest_interval / jobs, 1.0 / START_RATE)
-
-
-def node_name() -> str:
-    """Who holds a claim: host and pid, unique among live processes."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def poll_jobs(config: Config) -> list[tuple[Account, TriggerSettings]]:
-    """Every (account, trigger) to poll: each enabled trigger of each account."""
-    return [
-        (account, trigger)
-        for account in config.accounts
-        for trigger in config.triggers.values()
-        if trigger.enabled
-    ]
+log = get_logger("trigger_engine.daemon")
 
 
 class StoppedAtOnce(RuntimeFailure):
@@ -107,20 +73,37 @@ class StoppedAtOnce(RuntimeFailure):
         )
 
 
-PollFuture = asyncio.Future[PollReport | None]
-
-
 @dataclass
 class OnceReport:
+    """What ``run --once`` did: every poll, then the delivery drain."""
+
     polls: list[PollReport]
     delivery: DrainReport
 
     @property
     def ok(self) -> bool:
+        """Whether every poll succeeded."""
         return all(p.ok for p in self.polls)
 
 
-class Engine:
+PollFuture = asyncio.Future[PollReport | None]
+
+
+@dataclass(eq=False)
+class _Serving:
+    """What exists while the daemon serves (between start and stop)."""
+
+    stop: asyncio.Event
+    scheduler: AsyncIOScheduler
+    dispatcher: Dispatcher
+    workers: WorkerPool
+    polls: dict[tuple[str, str], PollFuture] = field(default_factory=dict)
+    reloading: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Daemon:
+    """One engine process: polls on schedule, delivers continuously, until stopped."""
+
     def __init__(
         self,
         config: Config,
@@ -138,11 +121,17 @@ class Engine:
         self.store = store
         self.source = source
         self.poller = Poller(config, store, source)
-        self.owner = node_name()
+        self.owner = jobs.node_name()
         self.metrics = Metrics(store.sinks.stats, now)
         self._stop_requested_at: float | None = None  # loop time of the (first) stop
-        self._scheduler: AsyncIOScheduler | None = None
+        self._serving: _Serving | None = None
         self._old_sources: list[Source] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # reloads in progress
+
+    @property
+    def grace(self) -> float:
+        """``[engine] shutdown_grace``: how long a stop waits for work in flight."""
+        return self.config.engine.shutdown_grace
 
     # ---------------------------------------------------------------- run --once
 
@@ -152,8 +141,8 @@ class Engine:
         if self.store.dialect == "sqlite":  # one process (locked): leftovers of a killed one
             await in_daemon_thread(self._release_leftovers)
         reports = []
-        for account, trigger in poll_jobs(self.config):
-            claim = self._claim(account, trigger, min_gap=None)
+        for account, trigger in jobs.poll_jobs(self.config):
+            claim = await in_daemon_thread(self._claim, account, trigger, min_gap=None)
             if claim.refused is PollRefusal.PAUSED:
                 log.info("poll.skipped_paused", account=account.name, trigger=trigger.name)
                 continue
@@ -192,25 +181,13 @@ class Engine:
             trigger.name,
             owner=self.owner,
             now=now(),
-            lease=self.poll_lease(trigger),
+            lease=jobs.poll_lease(self.config, trigger),
             min_gap=min_gap,
             honour_backoff=honour_backoff,
         )
 
-    @property
-    def poll_workers(self) -> int:
-        """How many polls run at once: ``[engine] poll_workers``, else by database."""
-        configured = self.config.engine.poll_workers
-        return configured if configured is not None else POLL_WORKERS.get(self.store.dialect, 4)
-
-    def poll_lease(self, trigger: TriggerSettings) -> float:
-        """How long a poll lease lasts: ``[engine] lease`` beyond the longest the requests
-        of one poll may take, so that a slow poll is not taken over while it runs."""
-        pages = trigger.pagination.max_pages if trigger.pagination else 1
-        return self.config.engine.lease + self.config.source.timeout * pages
-
     def _prune(self) -> None:
-        """The retention sweep: old, fully delivered events go (see ``Store.prune``)."""
+        """The retention sweep: old, fully delivered events go (see ``EventRepository.prune``)."""
         cutoff = now() - timedelta(seconds=self.config.engine.retention)
         pruned = self.store.events.prune(cutoff)
         if pruned:
@@ -261,79 +238,36 @@ class Engine:
             raise StoppedAtOnce(signals[1]) from None
         log.info("engine.stopped", node=self.owner)
 
-    @property
-    def grace(self) -> float:
-        return self.config.engine.shutdown_grace
-
     async def _serve(self, stop: asyncio.Event, ready: Callable[[], None] | None) -> None:
         # With SQLite this process is the only one: claims left in the database are
         # those of a process that was killed, so they are due again right now.
         if self.store.dialect == "sqlite":
             await in_daemon_thread(self._release_leftovers)
-
-        resumed = await in_daemon_thread(self.store.polls.resume_auto_paused)
-        for account_name, trigger_name in resumed:
-            log.info("poll.resumed", account=account_name, trigger=trigger_name, why="start")
+        await self._resume_auto_paused(why="start")
 
         async with Dispatcher(
             self.config, self.store, owner=self.owner, on_attempt=self._attempted
         ) as dispatcher:
-            scheduler = AsyncIOScheduler(
-                event_loop=asyncio.get_running_loop(),
-                timezone="UTC",
-                job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            serving = _Serving(
+                stop=stop,
+                scheduler=jobs.make_scheduler(asyncio.get_running_loop()),
+                dispatcher=dispatcher,
+                workers=WorkerPool(jobs.poll_workers(self.config, self.store.dialect), name="poll"),
             )
-            polls: dict[tuple[str, str], PollFuture] = {}
-            workers = WorkerPool(self.poll_workers, name="poll")
-
-            async def poll_job(account: Account, trigger: TriggerSettings) -> None:
-                # Queues the poll and returns at once (never cancelled mid-poll by
-                # scheduler.shutdown); one poll per (account, trigger) queued or running.
-                job = (account.name, trigger.name)
-                if stop.is_set() or workers.stopped or job in polls:
-                    return
-                future = workers.submit(self._poll_if_due, account, trigger)
-                polls[job] = future
-                future.add_done_callback(partial(self._polled, polls, job, dispatcher))
-
-            async def prune_job() -> None:
-                if not stop.is_set():
-                    try:
-                        await in_daemon_thread(self._prune)
-                    except TriggerEngineError as exc:
-                        log.error("retention.failed", error=str(exc))
-
-            self._scheduler = scheduler
-            self._poll_job = poll_job
-            self._dispatcher = dispatcher
-            self._schedule_polls(first_run=now())
-
-            async def heartbeat_job() -> None:
-                try:
-                    await in_daemon_thread(self._heartbeat)
-                except TriggerEngineError as exc:
-                    log.error("node.heartbeat_failed", error=str(exc))
-
+            self._serving = serving
+            jobs.schedule_polls(serving.scheduler, self.config, self._poll_job, first_run=now())
             await in_daemon_thread(self._heartbeat)
-            scheduler.add_job(
-                prune_job,
-                IntervalTrigger(seconds=PRUNE_EVERY, timezone="UTC"),
-                id="retention",
-                next_run_time=now() + timedelta(seconds=60),
+            jobs.schedule_housekeeping(
+                serving.scheduler, prune=self._prune_job, heartbeat=self._heartbeat_job, now=now()
             )
-            scheduler.add_job(
-                heartbeat_job,
-                IntervalTrigger(seconds=HEARTBEAT_EVERY, timezone="UTC"),
-                id="heartbeat",
-            )
-            scheduler.start()
-            http = await self._start_http(scheduler)
+            serving.scheduler.start()
+            http = await self._start_http(serving.scheduler)
             log.info(
                 "engine.started",
                 node=self.owner,
                 accounts=len(self.config.accounts),
-                polls=len(poll_jobs(self.config)),
-                poll_workers=workers.size,
+                polls=len(jobs.poll_jobs(self.config)),
+                poll_workers=serving.workers.size,
                 sinks=len(self.config.sinks),
                 listen=self.config.engine.listen,
             )
@@ -342,41 +276,101 @@ class Engine:
             try:
                 await dispatcher.run(stop, grace=self.grace)
             finally:
-                scheduler.shutdown(wait=False)
-                dropped = workers.stop()
+                serving.scheduler.shutdown(wait=False)
+                dropped = serving.workers.stop()
                 if dropped:
                     log.info("poll.dropped_at_stop", polls=dropped, next_start="polls them")
-                await self._wait_for_polls(polls)
+                await self._wait_for_polls(serving.polls)
+                for task in self._tasks:
+                    task.cancel()  # a reload still reading its file: the process is stopping
                 if not being_cancelled():
                     await in_daemon_thread(self._leave)
                 if http is not None:
                     await http.cleanup()
                 for old in self._old_sources:
                     old.close()
-                self._scheduler = None
+                self._serving = None
 
-    def _schedule_polls(self, *, first_run: datetime) -> None:
-        """One job per (account, enabled trigger); the jobs of a previous config go. Job
-        ``i`` (in config order) first runs at ``first_run + i * start_spacing(...)``, then
-        every interval from there."""
-        assert self._scheduler is not None
-        for job in self._scheduler.get_jobs():
-            if job.id not in ("retention", "heartbeat"):
-                job.remove()
-        jobs = poll_jobs(self.config)
-        if not jobs:
+    # ---------------------------------------------------------------- jobs
+
+    async def _poll_job(self, account: Account, trigger: TriggerSettings) -> None:
+        """APScheduler's job: queue the poll on a worker and return at once (never
+        cancelled mid-poll by ``scheduler.shutdown``); one per (account, trigger) queued
+        or running."""
+        serving = self._serving
+        key = (account.name, trigger.name)
+        if serving is None or serving.stop.is_set() or serving.workers.stopped:
             return
-        spacing = start_spacing(len(jobs), min(trigger.interval for _, trigger in jobs))
-        for i, (account, trigger) in enumerate(jobs):
-            first = first_run + timedelta(seconds=i * spacing)
-            self._scheduler.add_job(
-                self._poll_job,
-                IntervalTrigger(seconds=trigger.interval, start_date=first, timezone="UTC"),
-                args=(account, trigger),
-                id=f"{account.name}/{trigger.name}",
-                name=f"poll {account.name}/{trigger.name}",
-                next_run_time=first,
+        if key in serving.polls:
+            return
+        future = serving.workers.submit(self._poll_if_due, account, trigger)
+        serving.polls[key] = future
+        future.add_done_callback(lambda done: self._polled(serving, key, done))
+
+    def _poll_if_due(self, account: Account, trigger: TriggerSettings) -> PollReport | None:
+        """One scheduled poll, on a poll worker; None when the claim is refused: paused,
+        backing off, or (several nodes schedule every trigger) another node holds the
+        lease or started a poll of it less than 90% of an interval ago. The claim checks
+        all of that in its one transaction."""
+        claim = self._claim(
+            account, trigger, min_gap=jobs.MIN_GAP * trigger.interval, honour_backoff=True
+        )
+        if claim.fence is None:
+            log.debug("poll.skipped", account=account.name, trigger=trigger.name, why=claim.refused)
+            return None
+        return self.poller.poll(account, trigger, fence=claim.fence, state=claim.state)
+
+    def _polled(self, serving: _Serving, key: tuple[str, str], future: PollFuture) -> None:
+        serving.polls.pop(key, None)
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:  # a failed poll is a report; this is the store failing
+            log.error(
+                "poll.error",
+                account=key[0],
+                trigger=key[1],
+                error=str(error) or type(error).__name__,
             )
+            return
+        report = future.result()
+        if report is None:
+            return
+        self.metrics.observe_poll(report)
+        if self.on_poll is not None:
+            self.on_poll(report)
+        if report.new_events:
+            serving.dispatcher.notify()
+
+    async def _wait_for_polls(self, polls: dict[tuple[str, str], PollFuture]) -> None:
+        """Polls in flight at stop may finish within the grace (counted from the stop);
+        one that does not is abandoned on its worker (a daemon thread): its transaction
+        commits whole or, when the process exits first, not at all."""
+        loop = asyncio.get_running_loop()
+        started = self._stop_requested_at if self._stop_requested_at is not None else loop.time()
+        running = {future for future in polls.values() if not future.done()}
+        if running and not being_cancelled():
+            left = max(0.0, started + self.grace - loop.time())
+            await asyncio.wait(running, timeout=left)
+        abandoned = sum(not future.done() for future in running)
+        if abandoned:
+            log.warning("poll.abandoned_in_flight", polls=abandoned)
+
+    async def _prune_job(self) -> None:
+        serving = self._serving
+        if serving is not None and not serving.stop.is_set():
+            try:
+                await in_daemon_thread(self._prune)
+            except TriggerEngineError as exc:
+                log.error("retention.failed", error=str(exc))
+
+    async def _heartbeat_job(self) -> None:
+        try:
+            await in_daemon_thread(self._heartbeat)
+        except TriggerEngineError as exc:
+            log.error("node.heartbeat_failed", error=str(exc))
+
+    # ---------------------------------------------------------------- the node
 
     async def _start_http(self, scheduler: AsyncIOScheduler) -> web.AppRunner | None:
         listen = self.config.engine.listen
@@ -404,6 +398,11 @@ class Engine:
             log.info("delivery.recovered_in_flight", deliveries=released)
         self.store.polls.release_leases(None)
 
+    async def _resume_auto_paused(self, *, why: str) -> None:
+        resumed = await in_daemon_thread(self.store.polls.resume_auto_paused)
+        for account_name, trigger_name in resumed:
+            log.info("poll.resumed", account=account_name, trigger=trigger_name, why=why)
+
     def _heartbeat(self) -> None:
         self.store.nodes.heartbeat(self.owner, version=__version__, now=now())
 
@@ -423,19 +422,31 @@ class Engine:
     # ---------------------------------------------------------------- reload (SIGHUP)
 
     def _on_sighup(self) -> None:
-        if self.reload is None or self._scheduler is None:
+        """Reload in a task: reading the file and the store calls happen off the loop."""
+        serving = self._serving
+        if self.reload is None or serving is None or serving.stop.is_set():
             return
-        try:
-            config = self.reload()
-        except TriggerEngineError as exc:
-            log.error("config.reload_failed", error=str(exc), keeping="the running config")
-            return
-        self.apply(config)
+        task = asyncio.ensure_future(self._reload(serving))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    def apply(self, config: Config) -> None:
+    async def _reload(self, serving: _Serving) -> None:
+        assert self.reload is not None
+        async with serving.reloading:  # one reload at a time, in the order they came
+            try:
+                config = await in_daemon_thread(self.reload)
+            except TriggerEngineError as exc:
+                log.error("config.reload_failed", error=str(exc), keeping="the running config")
+                return
+            if self._serving is serving and not serving.stop.is_set():
+                await self.apply(config)
+
+    async def apply(self, config: Config) -> None:
         """Take a new configuration without a restart: accounts, triggers, intervals and
         sinks change; seen items, events and deliveries in flight are untouched. The
         database and the listen address need a restart."""
+        serving = self._serving
+        assert serving is not None, "apply() is for a running daemon"
         old = self.config
         if (
             config.database_url() != old.database_url()
@@ -447,77 +458,22 @@ class Engine:
                 detail="engine.database, engine.listen and engine.poll_workers change at "
                 "the next restart",
             )
+        # before the new schedule's first polls: they must not find the trigger paused
+        await self._resume_auto_paused(why="reload")
         if config.source != old.source:
             self._old_sources.append(self.source)
             self.source = Source(config.source)
         logs.REDACTION.update([*logs.REDACTION.secrets, *config.secrets()])
         self.config = config
         self.poller = Poller(config, self.store, self.source)
-        self._dispatcher.reconfigure(config)
-        self._schedule_polls(first_run=now())
-        for account_name, trigger_name in self.store.polls.resume_auto_paused():
-            log.info("poll.resumed", account=account_name, trigger=trigger_name, why="reload")
+        serving.dispatcher.reconfigure(config)
+        jobs.schedule_polls(serving.scheduler, config, self._poll_job, first_run=now())
         for name, trigger in config.triggers.items():
             self.metrics.event_type_of(name, trigger.event)
         log.info(
             "config.reloaded",
             accounts=len(config.accounts),
-            polls=len(poll_jobs(config)),
+            polls=len(jobs.poll_jobs(config)),
             sinks=len(config.sinks),
         )
-        self._dispatcher.notify()
-
-    def _poll_if_due(self, account: Account, trigger: TriggerSettings) -> PollReport | None:
-        """One scheduled poll, on a poll worker; None when the claim is refused: paused,
-        backing off, or (several nodes schedule every trigger) another node holds the
-        lease or started a poll of it less than 90% of an interval ago. The claim checks
-        all of that in its one transaction."""
-        claim = self._claim(
-            account, trigger, min_gap=MIN_GAP * trigger.interval, honour_backoff=True
-        )
-        if claim.fence is None:
-            log.debug("poll.skipped", account=account.name, trigger=trigger.name, why=claim.refused)
-            return None
-        return self.poller.poll(account, trigger, fence=claim.fence, state=claim.state)
-
-    def _polled(
-        self,
-        polls: dict[tuple[str, str], PollFuture],
-        job: tuple[str, str],
-        dispatcher: Dispatcher,
-        future: PollFuture,
-    ) -> None:
-        polls.pop(job, None)
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:  # a failed poll is a report; this is the store failing
-            log.error(
-                "poll.error",
-                account=job[0],
-                trigger=job[1],
-                error=str(error) or type(error).__name__,
-            )
-            return
-        report = future.result()
-        if report is None:
-            return
-        self.metrics.observe_poll(report)
-        if self.on_poll is not None:
-            self.on_poll(report)
-        if report.new_events:
-            dispatcher.notify()
-
-    async def _wait_for_polls(self, polls: dict[tuple[str, str], PollFuture]) -> None:
-        """Polls in flight at stop may finish within the grace (counted from the stop);
-        one that does not is abandoned on its worker (a daemon thread): its transaction
-        commits whole or, when the process exits first, not at all."""
-        loop = asyncio.get_running_loop()
-        started = self._stop_requested_at if self._stop_requested_at is not None else loop.time()
-        running = {future for future in polls.values() if not future.done()}
-        if running and not being_cancelled():
-            left = max(0.0, started + self.grace - loop.time())
-            await asyncio.wait(running, timeout=left)
-        abandoned = sum(not future.done() for future in running)
-        if abandoned:
-            log.warning("poll.abandoned_in_flight", polls=abandoned)
+        serving.dispatcher.notify()

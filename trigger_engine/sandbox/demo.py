@@ -24,7 +24,7 @@ from trigger_engine.config.models import config_from_dict
 from trigger_engine.core.signing import secret_key, sign
 from trigger_engine.db.store import Store
 from trigger_engine.polling.source import Source
-from trigger_engine.runtime.daemon import Engine
+from trigger_engine.runtime.daemon import Daemon
 from trigger_engine.sandbox.simulator import Simulator, SimulatorThread
 from trigger_engine.types import AttemptOutcome, PollReport
 
@@ -134,7 +134,7 @@ async def _main(duration: float | None, interval: float, view: _View, workdir: P
             store = await asyncio.to_thread(Store.open, config.database_url())
             try:
                 with Source(config.source) as source:
-                    engine = Engine(
+                    engine = Daemon(
                         config, store, source, on_poll=view.poll, on_attempt=view.attempt
                     )
                     await engine.run(stop_after=duration)

@@ -1,0 +1,272 @@
+"""One function per command: load the config, call the engine, print the answer.
+
+Each returns the exit code (0 success, 1 a runtime failure); usage and config problems
+raise :class:`~trigger_engine.errors.UsageError` / ``ConfigError`` (exit 2), which
+:func:`trigger_engine.cli.main.main` turns into one sentence. What is printed is built by
+:mod:`trigger_engine.cli.render`; the work itself lives in the engine's modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+
+import orjson
+
+from trigger_engine.cli import render
+from trigger_engine.clock import now
+from trigger_engine.config.models import Config, find_config_path, load_config
+from trigger_engine.core.filters import build_filter
+from trigger_engine.db.store import Store
+from trigger_engine.errors import SourceError, UsageError
+from trigger_engine.ops import logs
+from trigger_engine.polling.backfill import backfill
+from trigger_engine.polling.source import Source
+from trigger_engine.runtime.daemon import Daemon
+from trigger_engine.types import EventFilter, FailureKind
+
+
+def _load(args: argparse.Namespace) -> Config:
+    """The configuration the command names, with logging set up from it."""
+    config = load_config(find_config_path(args.config, os.environ))
+    logs.setup(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        json_lines=config.engine.log_format == "json",
+        secrets=config.secrets(),
+    )
+    return config
+
+
+def _open(config: Config) -> Store:
+    return Store.open(config.database_url())
+
+
+def _print_json(value: object) -> None:
+    print(orjson.dumps(value, option=orjson.OPT_INDENT_2).decode())
+
+
+def _check_names(config: Config, kind: str, given: Sequence[str], known: Sequence[str]) -> None:
+    for name in given:
+        if name not in known:
+            raise UsageError(
+                f"no {kind} named '{name}' in {config.path or 'the configuration'} "
+                f"(known: {', '.join(known) or 'none'})"
+            )
+
+
+def _filter(
+    args: argparse.Namespace,
+    config: Config,
+    *,
+    event_ids: tuple[str, ...] = (),
+    sinks: tuple[str, ...] = (),
+    item_key: str | None = None,
+) -> EventFilter:
+    _check_names(config, "account", args.account, [a.name for a in config.accounts])
+    return build_filter(
+        now=now(),
+        since=args.since,
+        until=args.until,
+        types=tuple(args.type),
+        accounts=tuple(args.account),
+        statuses=tuple(args.status),
+        event_ids=event_ids,
+        sinks=sinks,
+        item_key=item_key,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``run``: the daemon until a signal; ``run --once``: poll all, deliver what is due."""
+    config = _load(args)
+    with _open(config) as store:
+        store.lock_single_node()
+        with Source(config.source) as source:
+            path = config.path
+            daemon = Daemon(
+                config,
+                store,
+                source,
+                reload=None if path is None else (lambda: load_config(path)),
+            )
+            if not args.once:
+                asyncio.run(daemon.run())
+                return 0
+            report = asyncio.run(daemon.run_once())
+    print(render.once_text(report.polls, report.delivery))
+    return 0 if report.ok else 1
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``check``: the configuration is valid and each account's API key is accepted."""
+    config = _load(args)
+    print(f"configuration {config.path}: ok")
+    failures = 0
+    trigger = next((t for t in config.triggers.values() if t.enabled), None)
+    if trigger is None:
+        print("no enabled trigger to test the API keys with")
+        return 1
+    with Source(config.source) as source:
+        for account in config.accounts:
+            try:
+                items = source.fetch(account, trigger)
+            except SourceError as exc:
+                failures += 1
+                label = "API key refused" if exc.kind is FailureKind.AUTH else "failed"
+                print(f"account '{account.name}': {label}: {exc}")
+            else:
+                print(f"account '{account.name}': ok ({trigger.name}: {len(items)} items)")
+    return 1 if failures else 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    """``db upgrade``: apply the migrations."""
+    config = _load(args)
+    _open(config).close()
+    print("database is up to date")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``status``: triggers, nodes and sinks."""
+    config = _load(args)
+    with _open(config) as store:
+        moment = now()
+        doc = render.status_dict(config, store.polls.states(), store.sinks.stats(), moment)
+        doc["nodes"] = render.node_dicts(store.nodes.views(moment), moment)
+    if args.json:
+        _print_json(doc)
+    else:
+        print(render.status_text(doc))
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    """``events``: events, newest first, with their deliveries."""
+    config = _load(args)
+    selection = _filter(args, config, item_key=args.key)
+    with _open(config) as store:
+        found = store.events.list(selection, limit=args.limit)
+    if args.json:
+        _print_json([render.event_dict(e) for e in found])
+    else:
+        for e in found:
+            print(render.event_line(e))
+        if not found:
+            print("no events match")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """``replay``: queue the selected deliveries again, with the same webhook-id."""
+    config = _load(args)
+    if not args.event and not args.since:
+        raise UsageError(
+            "replay needs --event ID or --since TIME (see 'trigger-engine replay --help')"
+        )
+    sink_names = [s.name for s in config.sinks]
+    _check_names(config, "sink", args.sink, sink_names)
+    selection = _filter(args, config, event_ids=tuple(args.event), sinks=tuple(args.sink))
+    with _open(config) as store:
+        result = store.deliveries.replay(
+            selection, known_sinks=sink_names, now=now(), dry_run=args.dry_run
+        )
+    print(render.replay_text(result, dry_run=args.dry_run, by_event=bool(args.event)))
+    return 0
+
+
+def cmd_sinks(args: argparse.Namespace) -> int:
+    """``sinks``: list them; ``sinks enable|disable NAME``."""
+    config = _load(args)
+    if args.action and not args.name:
+        raise UsageError(f"'sinks {args.action}' needs a sink NAME")
+    if args.name and not args.action:
+        raise UsageError("say 'sinks enable NAME' or 'sinks disable NAME'")
+    with _open(config) as store:
+        if args.action:
+            _check_names(config, "sink", [args.name], [s.name for s in config.sinks])
+            store.sinks.set_enabled(
+                args.name, args.action == "enable", reason="disabled by hand", now=now()
+            )
+            print(f"sink '{args.name}' {args.action}d")
+            if args.action == "enable":
+                print(
+                    "its dead deliveries stay dead: replay them with 'trigger-engine replay "
+                    f"--since TIME --sink {args.name} --status dead'"
+                )
+            return 0
+        rows = render.sink_dicts(config, store.sinks.stats(), now())
+    for s in rows:
+        print(render.sink_line(s))
+    if not rows:
+        print("no sinks configured")
+    return 0
+
+
+def cmd_triggers(args: argparse.Namespace) -> int:
+    """``triggers``: list them; ``triggers pause|resume ACCOUNT TRIGGER``."""
+    config = _load(args)
+    if args.action and not (args.account and args.trigger):
+        raise UsageError(f"'triggers {args.action}' needs ACCOUNT and TRIGGER")
+    with _open(config) as store:
+        if args.action:
+            _check_names(config, "account", [args.account], [a.name for a in config.accounts])
+            _check_names(config, "trigger", [args.trigger], list(config.triggers))
+            paused = args.action == "pause"
+            store.polls.set_paused(
+                args.account, args.trigger, paused=paused, reason="paused by hand"
+            )
+            print(
+                f"{args.account}/{args.trigger} {args.action}d"
+                + ("; what it has seen is kept" if paused else "")
+            )
+            return 0
+        rows = render.trigger_rows(config, store.polls.states())
+    moment = now()
+    for row in rows:
+        print(row.line(moment))
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """``backfill``: fire, once, what a seeding first poll only remembered."""
+    config = _load(args)
+    _check_names(config, "trigger", args.trigger, list(config.triggers))
+    _check_names(config, "account", args.account, [a.name for a in config.accounts])
+    failed = False
+    with _open(config) as store, Source(config.source) as source:
+        for step in backfill(
+            config,
+            store,
+            source,
+            accounts=args.account,
+            triggers=args.trigger,
+            dry_run=args.dry_run,
+            clock=now,
+        ):
+            failed = failed or step.error is not None
+            print(render.backfill_line(step, dry_run=args.dry_run))
+    if not args.dry_run:
+        print("deliveries are sent by the running daemon, or by 'trigger-engine run --once'")
+    return 1 if failed else 0
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    """``simulator``: serve the embedded Meet Alfred API until Ctrl-C."""
+    from trigger_engine.sandbox.simulator import serve_forever
+
+    logs.setup(level=logging.DEBUG if args.debug else logging.INFO, secrets=[args.api_key])
+    return serve_forever(
+        port=args.port, api_key=args.api_key, new_item_interval=args.interval, seed=args.seed
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``demo``: simulator, engine and a verifying receiver in one process."""
+    from trigger_engine.sandbox.demo import run_demo
+
+    logs.setup(level=logging.DEBUG if args.debug else logging.WARNING)
+    return run_demo(args.duration)

@@ -1,0 +1,125 @@
+"""The schedule: one APScheduler 3.11 job per (account, enabled trigger), with first runs
+spread at a sustainable rate, plus the housekeeping jobs (retention, heartbeats).
+
+APScheduler's pitfalls are handled here (see the design notes): job defaults are set on
+the scheduler (coalesce, no misfire limit, one instance per job), so a busy process never
+silently skips runs. Spreading: the first runs are spread, in config order, over the
+shortest interval, at least :data:`START_RATE` polls a second (:func:`start_spacing`);
+each job then keeps its own offset, so a large schedule polls at an even rate instead of
+all at once. A reload spreads the new schedule the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from trigger_engine.config.models import Account, Config, TriggerSettings
+
+PRUNE_EVERY = 3600.0  # seconds between retention sweeps
+FIRST_PRUNE_AFTER = 60.0  # seconds from the start to the first retention sweep
+HEARTBEAT_EVERY = 10.0  # seconds between a node's heartbeats
+MIN_GAP = 0.9  # a trigger is not polled again before this fraction of its interval
+START_RATE = 20.0  # polls per second at least, when the first runs are spread out
+# Default [engine] poll_workers: SQLite has one connection (its transactions queue up
+# anyway; the workers overlap HTTP waits), PostgreSQL a pool of 5 (+10 overflow).
+POLL_WORKERS = {"sqlite": 4, "postgresql": 8}
+HOUSEKEEPING = ("retention", "heartbeat")  # the ids of the jobs that are not polls
+
+PollJob = Callable[[Account, TriggerSettings], Awaitable[None]]
+
+
+def node_name() -> str:
+    """Who holds a claim: host and pid, unique among live processes."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def poll_jobs(config: Config) -> list[tuple[Account, TriggerSettings]]:
+    """Every (account, trigger) to poll: each enabled trigger of each account."""
+    return [
+        (account, trigger)
+        for account in config.accounts
+        for trigger in config.triggers.values()
+        if trigger.enabled
+    ]
+
+
+def poll_workers(config: Config, dialect: str) -> int:
+    """How many polls run at once: ``[engine] poll_workers``, else by database."""
+    configured = config.engine.poll_workers
+    return configured if configured is not None else POLL_WORKERS.get(dialect, 4)
+
+
+def poll_lease(config: Config, trigger: TriggerSettings) -> float:
+    """How long a poll lease lasts: ``[engine] lease`` beyond the longest the requests of
+    one poll may take, so that a slow poll is not taken over while it runs."""
+    pages = trigger.pagination.max_pages if trigger.pagination else 1
+    return config.engine.lease + config.source.timeout * pages
+
+
+def start_spacing(jobs: int, shortest_interval: float) -> float:
+    """Seconds between the first runs of consecutive poll jobs: ``jobs`` spread evenly
+    over the shortest interval, but never slower than ``START_RATE`` polls a second (a
+    small config polls everything within a fraction of a second of the start)."""
+    if jobs <= 1:
+        return 0.0
+    return min(shortest_interval / jobs, 1.0 / START_RATE)
+
+
+def make_scheduler(loop: asyncio.AbstractEventLoop | None = None) -> AsyncIOScheduler:
+    """An asyncio scheduler in UTC whose jobs coalesce, never misfire and never overlap."""
+    return AsyncIOScheduler(
+        event_loop=loop,
+        timezone="UTC",
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+    )
+
+
+def schedule_polls(
+    scheduler: AsyncIOScheduler, config: Config, job: PollJob, *, first_run: datetime
+) -> None:
+    """One ``job`` per (account, enabled trigger); the poll jobs of a previous config go.
+    Job ``i`` (in config order) first runs at ``first_run + i * start_spacing(...)``, then
+    every interval from there."""
+    for old in scheduler.get_jobs():
+        if old.id not in HOUSEKEEPING:
+            old.remove()
+    jobs = poll_jobs(config)
+    if not jobs:
+        return
+    spacing = start_spacing(len(jobs), min(trigger.interval for _, trigger in jobs))
+    for i, (account, trigger) in enumerate(jobs):
+        first = first_run + timedelta(seconds=i * spacing)
+        scheduler.add_job(
+            job,
+            IntervalTrigger(seconds=trigger.interval, start_date=first, timezone="UTC"),
+            args=(account, trigger),
+            id=f"{account.name}/{trigger.name}",
+            name=f"poll {account.name}/{trigger.name}",
+            next_run_time=first,
+        )
+
+
+def schedule_housekeeping(
+    scheduler: AsyncIOScheduler,
+    *,
+    prune: Callable[[], Awaitable[None]],
+    heartbeat: Callable[[], Awaitable[None]],
+    now: datetime,
+) -> None:
+    """The retention sweep (first a minute after the start, then hourly) and heartbeats."""
+    scheduler.add_job(
+        prune,
+        IntervalTrigger(seconds=PRUNE_EVERY, timezone="UTC"),
+        id="retention",
+        next_run_time=now + timedelta(seconds=FIRST_PRUNE_AFTER),
+    )
+    scheduler.add_job(
+        heartbeat, IntervalTrigger(seconds=HEARTBEAT_EVERY, timezone="UTC"), id="heartbeat"
+    )
