@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from trigger_engine.config.models import parse_duration
+from trigger_engine.core.durations import parse_duration
 from trigger_engine.errors import UsageError
 
 DELIVERY_STATUSES = ("pending", "failed", "delivered", "dead", "held")
