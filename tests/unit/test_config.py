@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from trigger_engine.config.models import (
+from trigger_engine.config import (
     Account,
     Config,
     EngineSettings,
@@ -19,12 +19,12 @@ from trigger_engine.config.models import (
     Sink,
     SourceSettings,
     TriggerSettings,
-    _LineIndex,
     config_from_dict,
     find_config_path,
     load_config,
     parse_duration,
 )
+from trigger_engine.config.diagnostics import _LineIndex
 from trigger_engine.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

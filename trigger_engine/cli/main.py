@@ -28,7 +28,7 @@ from trigger_engine.cli.render import (
     trigger_rows,
 )
 from trigger_engine.clock import now
-from trigger_engine.config.models import Config, find_config_path, load_config, parse_duration
+from trigger_engine.config import Config, find_config_path, load_config, parse_duration
 from trigger_engine.core.dedupe import key_items
 from trigger_engine.core.filters import DELIVERY_STATUSES, EventFilter, build_filter
 from trigger_engine.db.store import Store

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from trigger_engine.clock import isoformat_z
-from trigger_engine.config.models import Config
+from trigger_engine.config import Config
 from trigger_engine.db.store import EventView, NodeView, PollState, SinkStats
 
 

@@ -31,7 +31,7 @@ import orjson
 from trigger_engine import __version__
 from trigger_engine.clock import isoformat_z
 from trigger_engine.clock import now as clock_now
-from trigger_engine.config.models import Config, Sink
+from trigger_engine.config import Config, Sink
 from trigger_engine.core.retry import RetryPolicy, Verdict, decide, parse_retry_after
 from trigger_engine.core.signing import secret_key, sign
 from trigger_engine.db.store import DEAD, DELIVERED, FAILED, AttemptOutcome, DueDelivery, Store

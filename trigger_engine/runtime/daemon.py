@@ -48,7 +48,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from trigger_engine import __version__
 from trigger_engine.clock import now
-from trigger_engine.config.models import Account, Config, TriggerSettings
+from trigger_engine.config import Account, Config, TriggerSettings
 from trigger_engine.db.store import AttemptOutcome, PollClaim, Store
 from trigger_engine.delivery.dispatcher import Dispatcher, DrainReport, being_cancelled
 from trigger_engine.errors import RuntimeFailure, TriggerEngineError
