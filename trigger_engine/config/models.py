@@ -8,8 +8,6 @@ values are ``SecretStr``; models hide their input in errors).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import difflib
 import re
 from pathlib import Path
@@ -33,6 +31,8 @@ from sqlalchemy.exc import ArgumentError
 
 from trigger_engine.config.builtin import BUILTIN
 from trigger_engine.core.durations import parse_duration
+from trigger_engine.core.retry import DEFAULT_SCHEDULE
+from trigger_engine.core.signing import SECRET_PREFIX, secret_key
 
 # A key path in the configuration, e.g. ("sinks", 1, "retry", "schedule").
 Loc = tuple[str | int, ...]
@@ -335,7 +335,7 @@ class TriggerSettings(_Model):
 class RetrySettings(_Model):
     """``[sinks.retry]``: the delays between delivery attempts."""
 
-    schedule: tuple[PositiveDuration, ...] = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+    schedule: tuple[PositiveDuration, ...] = DEFAULT_SCHEDULE
 
 
 class Sink(_Model):
@@ -368,13 +368,11 @@ class Sink(_Model):
         if value is None:
             return None
         raw = value.get_secret_value()
-        decoded = b""
-        if raw.startswith("whsec_"):
-            try:
-                decoded = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
-            except (binascii.Error, ValueError):
-                decoded = b""
-        if len(decoded) < 16:
+        try:
+            key = secret_key(raw) if raw.startswith(SECRET_PREFIX) else b""
+        except ValueError:
+            key = b""
+        if len(key) < 16:
             raise ValueError(
                 'must be "whsec_" followed by the base64 of at least 16 random bytes '
                 "(the value is not shown)"
@@ -485,7 +483,7 @@ class Config(_Model):
         for sink in self.sinks:
             if sink.secret is not None:
                 raw = sink.secret.get_secret_value()
-                found += [raw, raw.removeprefix("whsec_")]
+                found += [raw, raw.removeprefix(SECRET_PREFIX)]
             found += [v.get_secret_value() for v in sink.headers.values()]
         return list(dict.fromkeys(s for s in found if s))
 
