@@ -18,6 +18,8 @@ DELIVERY_STATUSES = ("pending", "failed", "delivered", "dead", "held")
 
 @dataclass(frozen=True)
 class EventFilter:
+    """Which events (and, through their deliveries, which sinks and statuses) to select."""
+
     event_ids: tuple[str, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
@@ -31,6 +33,8 @@ class EventFilter:
 
 @dataclass(frozen=True)
 class ReplayResult:
+    """What a replay queued again and what it skipped, and why."""
+
     events: int  # events with at least one delivery queued again
     queued: int  # deliveries queued again
     skipped_disabled: int  # to a sink that is disabled
@@ -68,6 +72,7 @@ def build_filter(
     statuses: tuple[str, ...] = (),
     item_key: str | None = None,
 ) -> EventFilter:
+    """An EventFilter from command-line options; UsageError for a bad status or time range."""
     for status in statuses:
         if status not in DELIVERY_STATUSES:
             raise UsageError(f"--status '{status}' is not one of {', '.join(DELIVERY_STATUSES)}")
