@@ -159,6 +159,19 @@ def _check_header_value(value: SecretStr) -> SecretStr:
     return value
 
 
+# psycopg is an extra (``trigger-engine[postgres]``): URLs of these drivers need it.
+_PSYCOPG_URLS = frozenset({"postgresql", "postgresql+psycopg"})
+
+
+def _psycopg_installed() -> bool:
+    """Whether the psycopg driver can be imported (asked only when the URL is PostgreSQL's)."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 # --- errors raised by validators
 
 
@@ -205,12 +218,17 @@ class EngineSettings(_Model):
     @classmethod
     def _database(cls, value: str) -> str:
         try:
-            make_url(value)
+            url = make_url(value)
         except (ArgumentError, ValueError):
             raise ValueError(
                 'is not a valid SQLAlchemy database URL (e.g. "sqlite:///trigger-engine.db" '
                 'or "postgresql+psycopg://user@host/dbname")'
             ) from None
+        if url.drivername in _PSYCOPG_URLS and not _psycopg_installed():
+            raise ValueError(
+                "PostgreSQL needs the psycopg driver, which is not installed: "
+                "pip install 'trigger-engine[postgres]'"
+            )
         return value
 
     @field_validator("listen")
