@@ -629,7 +629,7 @@ def instrumented_run_once(config_path: Path) -> tuple[Split, dict[str, Any]]:
     import asyncio
 
     import trigger_engine.cli.main  # noqa: F401  (what `python -m trigger_engine` imports)
-    from trigger_engine.config.models import load_config
+    from trigger_engine.config import load_config
     from trigger_engine.db import store
     from trigger_engine.polling import poller, source
     from trigger_engine.runtime.daemon import Daemon
@@ -843,7 +843,7 @@ def _split_main(argv: list[str]) -> int:
 def _profile_main(argv: list[str]) -> int:
     """``common.py profile CONFIG OUT.txt``: every poll of the config, in this process's
     main thread, under pyinstrument (store open excluded); hot spots on stdout (JSON)."""
-    from trigger_engine.config.models import load_config
+    from trigger_engine.config import load_config
     from trigger_engine.db.store import Store
     from trigger_engine.polling.poller import Poller
     from trigger_engine.polling.source import Source

@@ -98,7 +98,7 @@ def child(args: list[str]) -> dict[str, Any]:
 
 def child_make(cfg: str) -> dict[str, Any]:
     """One poll (emit): N events and N pending deliveries."""
-    from trigger_engine.config.models import load_config
+    from trigger_engine.config import load_config
     from trigger_engine.db.store import Store
     from trigger_engine.polling.poller import Poller
     from trigger_engine.polling.source import Source
@@ -115,7 +115,7 @@ def child_make(cfg: str) -> dict[str, Any]:
 
 def child_drain(cfg: str, profile_out: str | None) -> dict[str, Any]:
     """Time ``Dispatcher.drain()`` over what is pending; optionally profiled."""
-    from trigger_engine.config.models import load_config
+    from trigger_engine.config import load_config
     from trigger_engine.db.store import Store
     from trigger_engine.delivery import dispatcher as delivery
 
@@ -177,7 +177,7 @@ def child_floor(cfg: str, loop: str) -> dict[str, Any]:
     import aiohttp
 
     from trigger_engine.clock import now
-    from trigger_engine.config.models import load_config
+    from trigger_engine.config import load_config
     from trigger_engine.db.store import Store
     from trigger_engine.delivery.dispatcher import body_for, headers_for
 

@@ -105,7 +105,7 @@ def peak_rss(sizes: list[int]) -> None:
 def child_repeat(cfg: str, polls: int, sim_url: str) -> dict[str, Any]:
     import httpx
 
-    from trigger_engine.config.models import load_config
+    from trigger_engine.config import load_config
     from trigger_engine.db.store import Store
     from trigger_engine.polling.poller import Poller
     from trigger_engine.polling.source import Source

@@ -71,7 +71,7 @@ def run(accounts: int, interval: float, rounds: int, grace: float, extra: float 
         EVENT_JOB_SUBMITTED,
     )
 
-    from trigger_engine.config.models import load_config
+    from trigger_engine.config import load_config
     from trigger_engine.db.store import Store
     from trigger_engine.ops import logs
     from trigger_engine.polling.source import Source

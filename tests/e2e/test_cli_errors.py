@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,6 +66,35 @@ def test_config_errors_exit_2_with_one_sentence(
     assert done.returncode == 2
     line = one_sentence(done.stderr)
     assert expected in line and "trigger-engine.toml" in line
+
+
+def test_postgresql_without_psycopg_exits_2_naming_the_extra(
+    write_config: ConfigWriter, workdir: Path, cli_env: dict[str, str]
+) -> None:
+    path = write_config(
+        base_url="http://127.0.0.1:9",
+        sinks="",
+        database="postgresql+psycopg://te:pw-not-shown@127.0.0.1:9/te",
+    )
+    code = (
+        "import sys; sys.modules['psycopg'] = None; from trigger_engine.cli.main import main; "
+        "raise SystemExit(main(['check', '-c', sys.argv[1]]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        cwd=workdir,
+        env={**os.environ, **cli_env},
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 2, done.stderr
+    line = one_sentence(done.stderr)
+    assert line.endswith(
+        f"{path}: line 3: engine.database: PostgreSQL needs the psycopg driver, which is not "
+        "installed: pip install 'trigger-engine[postgres]'"
+    )
+    assert "pw-not-shown" not in done.stderr
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

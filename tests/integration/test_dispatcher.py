@@ -16,7 +16,7 @@ from aiohttp import web
 from sqlalchemy import select
 
 from trigger_engine.clock import now as clock_now
-from trigger_engine.config.models import Config, config_from_dict
+from trigger_engine.config import Config, config_from_dict
 from trigger_engine.core.dedupe import key_items
 from trigger_engine.db.schema import deliveries
 from trigger_engine.db.store import Store

@@ -12,7 +12,7 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import func, select
 
-from trigger_engine.config.models import Config, config_from_dict
+from trigger_engine.config import Config, config_from_dict
 from trigger_engine.db.schema import events, seen_keys
 from trigger_engine.db.store import Store
 from trigger_engine.polling.poller import Poller

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from trigger_engine.config.models import Config, config_from_dict
+from trigger_engine.config import Config, config_from_dict
 from trigger_engine.db.store import Store
 from trigger_engine.runtime.jobs import START_RATE, poll_workers, schedule_polls, start_spacing
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from trigger_engine.config.models import (
+from trigger_engine.config import (
     Account,
     Config,
     EngineSettings,
@@ -19,12 +20,12 @@ from trigger_engine.config.models import (
     Sink,
     SourceSettings,
     TriggerSettings,
-    _LineIndex,
     config_from_dict,
     find_config_path,
     load_config,
     parse_duration,
 )
+from trigger_engine.config.diagnostics import _LineIndex
 from trigger_engine.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -892,6 +893,43 @@ def test_database_url_without_file_uses_cwd(
 
 
 # --- building in code
+
+
+# --- PostgreSQL needs the postgres extra
+
+PSYCOPG_MISSING = (
+    "engine.database: PostgreSQL needs the psycopg driver, which is not installed: "
+    "pip install 'trigger-engine[postgres]'"
+)
+
+
+@pytest.mark.parametrize(
+    "database",
+    ["postgresql+psycopg://te:pw-not-shown@db.internal/te", "postgresql://te@db.internal/te"],
+)
+def test_postgresql_without_psycopg_names_the_key_and_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: str
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` raises ImportError
+    message = load_error(tmp_path, f"[engine]\ndatabase = '{database}'\n" + MINIMAL)
+    assert message == f"{tmp_path / 'trigger-engine.toml'}: line 2: {PSYCOPG_MISSING}"
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(base_dict(engine={"database": database}))
+    assert str(info.value) == f"invalid configuration: {PSYCOPG_MISSING}"
+
+
+def test_sqlite_without_psycopg_still_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    config = load_text(tmp_path, "[engine]\ndatabase = 'sqlite:///te.db'\n" + MINIMAL)
+    assert config.engine.database == "sqlite:///te.db"
+
+
+def test_postgresql_with_psycopg_loads(tmp_path: Path) -> None:
+    database = "postgresql+psycopg://te@db.internal/te"
+    config = load_text(tmp_path, f"[engine]\ndatabase = '{database}'\n" + MINIMAL)
+    assert config.engine.database == database
 
 
 def test_config_from_dict_validates_and_substitutes(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from trigger_engine.cli.render import TriggerRow, safe_url, status_text, trigger_rows
-from trigger_engine.config.models import config_from_dict
+from trigger_engine.config import config_from_dict
 from trigger_engine.core.filters import build_filter, parse_time
 from trigger_engine.errors import UsageError
 from trigger_engine.types import PollState

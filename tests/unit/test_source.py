@@ -15,7 +15,7 @@ import pytest
 from freezegun import freeze_time
 
 from trigger_engine import __version__
-from trigger_engine.config.models import Account, SourceSettings, TriggerSettings, config_from_dict
+from trigger_engine.config import Account, SourceSettings, TriggerSettings, config_from_dict
 from trigger_engine.errors import SourceError
 from trigger_engine.polling.source import REDACTED, Source, classify_status, parse_items, redact
 from trigger_engine.types import FailureKind

@@ -18,7 +18,7 @@ import orjson
 
 from trigger_engine.cli import render
 from trigger_engine.clock import now
-from trigger_engine.config.models import Config, find_config_path, load_config
+from trigger_engine.config import Config, find_config_path, load_config
 from trigger_engine.core.filters import build_filter
 from trigger_engine.db.store import Store
 from trigger_engine.errors import SourceError, UsageError

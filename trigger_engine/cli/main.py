@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from trigger_engine import __version__
 from trigger_engine.cli import commands
-from trigger_engine.config.models import parse_duration
+from trigger_engine.core.durations import parse_duration
 from trigger_engine.errors import TriggerEngineError, UsageError
 from trigger_engine.ops import logs
 from trigger_engine.types import DELIVERY_STATUSES

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from trigger_engine.clock import isoformat_z
-from trigger_engine.config.models import Config
+from trigger_engine.config import Config
 from trigger_engine.delivery.dispatcher import DrainReport
 from trigger_engine.polling.backfill import BackfillStep
 from trigger_engine.types import (

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TriggerDefaults:
+    """What a built-in trigger requests, keys and fires unless its table says otherwise."""
+
     path: str
     key: tuple[str, ...]
     event: str

@@ -1,22 +1,15 @@
-"""The configuration: one TOML file turned into frozen pydantic models.
+"""The configuration's schema: frozen pydantic models and the checks on their fields.
 
-Loading goes: read the file → ``tomllib`` → ``${NAME}`` substitution from the environment →
-validation. Every problem becomes one :class:`~trigger_engine.errors.ConfigError` sentence
-that names the file, the line (when it can be found) and the key path, and never contains
-a secret: API keys, sink secrets, header values and substituted environment values are
-not echoed.
+Validators raise ``ValueError`` with a short reason, or :class:`LocatedError` to point at a
+key path of their choosing; :mod:`trigger_engine.config.diagnostics` turns either into the
+sentence the user reads, and never echoes a secret (API keys, sink secrets and header
+values are ``SecretStr``; models hide their input in errors).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import difflib
-import math
-import os
 import re
-import tomllib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -30,44 +23,19 @@ from pydantic import (
     SecretStr,
     StrictBool,
     StrictInt,
-    ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from trigger_engine.config.builtin import BUILTIN
-from trigger_engine.errors import ConfigError
+from trigger_engine.core.durations import parse_duration
+from trigger_engine.core.retry import DEFAULT_SCHEDULE
+from trigger_engine.core.signing import SECRET_PREFIX, secret_key
 
-__all__ = [
-    "Account",
-    "Config",
-    "EngineSettings",
-    "PaginationSettings",
-    "RetrySettings",
-    "Sink",
-    "SourceSettings",
-    "TriggerSettings",
-    "config_from_dict",
-    "find_config_path",
-    "load_config",
-    "parse_duration",
-]
-
-CONFIG_ENV_VAR = "TRIGGER_ENGINE_CONFIG"
-DEFAULT_CONFIG_NAME = "trigger-engine.toml"
-
+# A key path in the configuration, e.g. ("sinks", 1, "retry", "schedule").
 Loc = tuple[str | int, ...]
-
-# --- durations
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_PART = r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h|d)"
-_DURATION_RE = re.compile(rf"(?:{_DURATION_PART})+")
-_NUMBER_RE = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-_DURATION_HINT = '(use e.g. "30s", "5m", "2h" or a number of seconds)'
 
 
 def _show(value: object) -> str:
@@ -78,35 +46,7 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def parse_duration(value: object) -> float:
-    """Seconds from ``"500ms"``, ``"30s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"1h30m"`` or a number.
-
-    Raises ``ValueError`` with a short reason for anything else, including negative values.
-    Zero is returned as ``0.0``; fields that need a positive duration check that themselves.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"invalid duration {_show(value)} {_DURATION_HINT}")
-    try:
-        if isinstance(value, str):
-            text = value.strip()
-            sign = -1.0 if text.startswith("-") else 1.0
-            body = text[1:].lstrip() if text[:1] in "+-" else text
-            if _NUMBER_RE.fullmatch(body):
-                seconds = sign * float(body)
-            elif body and _DURATION_RE.fullmatch(body):
-                parts = re.findall(_DURATION_PART, body)
-                seconds = sign * sum(float(n) * _UNITS[unit] for n, unit in parts)
-            else:
-                raise ValueError(f"invalid duration {_show(value)} {_DURATION_HINT}")
-        else:
-            seconds = float(value)
-    except OverflowError:
-        raise ValueError(f"invalid duration {_show(value)}: it is too large") from None
-    if not math.isfinite(seconds):
-        raise ValueError(f"invalid duration {_show(value)}: it must be a finite number of seconds")
-    if seconds < 0:
-        raise ValueError(f"invalid duration {_show(value)}: it must not be negative")
-    return seconds
+# --- durations
 
 
 def _positive(seconds: float) -> float:
@@ -219,16 +159,40 @@ def _check_header_value(value: SecretStr) -> SecretStr:
     return value
 
 
+# psycopg is an extra (``trigger-engine[postgres]``): URLs of these drivers need it.
+_PSYCOPG_URLS = frozenset({"postgresql", "postgresql+psycopg"})
+
+
+def _psycopg_installed() -> bool:
+    """Whether the psycopg driver can be imported (asked only when the URL is PostgreSQL's)."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 # --- errors raised by validators
 
 
-class _LocatedError(ValueError):
-    """A validation problem at a key path of our choosing (pydantic would only know the parent)."""
+class LocatedError(ValueError):
+    """A validation problem at a key path of our choosing (pydantic would only know the parent).
+
+    With ``with_path`` the user reads ``"{key path}: {message}"``, else the message alone.
+    """
 
     def __init__(self, loc: Loc, message: str, *, with_path: bool = True) -> None:
         super().__init__(message)
         self.loc = loc
-        self.sentence = f"{_dotted(loc)}: {message}" if with_path and loc else message
+        self.with_path = with_path
+
+
+# Raised by Config when the table is empty, and by diagnostics when the key is missing.
+NO_ACCOUNTS = "no accounts configured: add an [[accounts]] table with a name and an api_key"
+NO_TRIGGERS = (
+    "no triggers configured: add a [triggers.NAME] table (built-in triggers are "
+    f"{', '.join(sorted(BUILTIN))})"
+)
 
 
 # --- models
@@ -254,12 +218,17 @@ class EngineSettings(_Model):
     @classmethod
     def _database(cls, value: str) -> str:
         try:
-            make_url(value)
+            url = make_url(value)
         except (ArgumentError, ValueError):
             raise ValueError(
                 'is not a valid SQLAlchemy database URL (e.g. "sqlite:///trigger-engine.db" '
                 'or "postgresql+psycopg://user@host/dbname")'
             ) from None
+        if url.drivername in _PSYCOPG_URLS and not _psycopg_installed():
+            raise ValueError(
+                "PostgreSQL needs the psycopg driver, which is not installed: "
+                "pip install 'trigger-engine[postgres]'"
+            )
         return value
 
     @field_validator("listen")
@@ -384,7 +353,7 @@ class TriggerSettings(_Model):
 class RetrySettings(_Model):
     """``[sinks.retry]``: the delays between delivery attempts."""
 
-    schedule: tuple[PositiveDuration, ...] = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+    schedule: tuple[PositiveDuration, ...] = DEFAULT_SCHEDULE
 
 
 class Sink(_Model):
@@ -417,13 +386,11 @@ class Sink(_Model):
         if value is None:
             return None
         raw = value.get_secret_value()
-        decoded = b""
-        if raw.startswith("whsec_"):
-            try:
-                decoded = base64.b64decode(raw.removeprefix("whsec_"), validate=True)
-            except (binascii.Error, ValueError):
-                decoded = b""
-        if len(decoded) < 16:
+        try:
+            key = secret_key(raw) if raw.startswith(SECRET_PREFIX) else b""
+        except ValueError:
+            key = b""
+        if len(key) < 16:
             raise ValueError(
                 'must be "whsec_" followed by the base64 of at least 16 random bytes '
                 "(the value is not shown)"
@@ -461,20 +428,20 @@ class Config(_Model):
         triggers: dict[Any, Any] = {}
         for name, table in data["triggers"].items():
             if not isinstance(name, str) or not _TRIGGER_NAME_RE.fullmatch(name):
-                raise _LocatedError(
+                raise LocatedError(
                     ("triggers", str(name)),
                     f"invalid trigger name {_show(name)}: use lowercase letters, digits and "
                     "'_' only",
                 )
             if isinstance(table, dict):
                 if "name" in table and table["name"] != name:
-                    raise _LocatedError(
+                    raise LocatedError(
                         ("triggers", name, "name"),
                         f"a trigger's name is its table name ('{name}'); remove this key",
                     )
                 table = {**table, "name": name}
             elif isinstance(table, TriggerSettings) and table.name != name:
-                raise _LocatedError(
+                raise LocatedError(
                     ("triggers", name), f"holds the settings of trigger '{table.name}'"
                 )
             triggers[name] = table
@@ -483,14 +450,14 @@ class Config(_Model):
     @model_validator(mode="after")
     def _whole(self) -> Config:
         if not self.accounts:
-            raise _LocatedError(("accounts",), _NO_ACCOUNTS, with_path=False)
+            raise LocatedError(("accounts",), NO_ACCOUNTS, with_path=False)
         if not self.triggers:
-            raise _LocatedError(("triggers",), _NO_TRIGGERS, with_path=False)
+            raise LocatedError(("triggers",), NO_TRIGGERS, with_path=False)
         _no_duplicates("account", [a.name for a in self.accounts])
         _no_duplicates("sink", [s.name for s in self.sinks])
         for name, trigger in self.triggers.items():
             if self.source.auth_param in trigger.params:
-                raise _LocatedError(
+                raise LocatedError(
                     ("triggers", name, "params", self.source.auth_param),
                     "conflicts with [source] auth_param: the account's api_key is added to "
                     "every request",
@@ -503,7 +470,7 @@ class Config(_Model):
                 if event not in known:
                     close = difflib.get_close_matches(event, known, n=1)
                     hint = f" (did you mean '{close[0]}'?)" if close else ""
-                    raise _LocatedError(
+                    raise LocatedError(
                         ("sinks", i, "events", j),
                         f"unknown event type '{event}'{hint}; the event types are "
                         f"{', '.join(known)}",
@@ -534,17 +501,19 @@ class Config(_Model):
         for sink in self.sinks:
             if sink.secret is not None:
                 raw = sink.secret.get_secret_value()
-                found += [raw, raw.removeprefix("whsec_")]
+                found += [raw, raw.removeprefix(SECRET_PREFIX)]
             found += [v.get_secret_value() for v in sink.headers.values()]
         return list(dict.fromkeys(s for s in found if s))
 
     def sink(self, name: str) -> Sink:
+        """The sink called ``name``; KeyError if there is none."""
         for sink in self.sinks:
             if sink.name == name:
                 return sink
         raise KeyError(name)
 
     def account(self, name: str) -> Account:
+        """The account called ``name``; KeyError if there is none."""
         for account in self.accounts:
             if account.name == name:
                 return account
@@ -555,332 +524,8 @@ def _no_duplicates(kind: str, names: list[str]) -> None:
     seen: dict[str, int] = {}
     for i, name in enumerate(names):
         if name in seen:
-            raise _LocatedError(
+            raise LocatedError(
                 (f"{kind}s", i, "name"),
                 f"duplicate {kind} name '{name}' (also used by {kind}s[{seen[name]}])",
             )
         seen[name] = i
-
-
-_NO_ACCOUNTS = "no accounts configured: add an [[accounts]] table with a name and an api_key"
-_NO_TRIGGERS = (
-    "no triggers configured: add a [triggers.NAME] table (built-in triggers are "
-    f"{', '.join(sorted(BUILTIN))})"
-)
-
-# --- finding lines
-
-_KEY = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')"""
-_KEYS = rf"{_KEY}(?:\s*\.\s*{_KEY})*"
-_ARRAY_HEADER_RE = re.compile(rf"\s*\[\[\s*({_KEYS})\s*\]\]")
-_TABLE_HEADER_RE = re.compile(rf"\s*\[\s*({_KEYS})\s*\]")
-_ASSIGN_RE = re.compile(rf"\s*({_KEYS})\s*=")
-_KEY_RE = re.compile(_KEY)
-_STRING_RE = re.compile(r""""(?:[^"\\]|\\.)*"|'[^']*'""")
-
-
-def _split_key(text: str) -> tuple[str, ...]:
-    return tuple(m.group(0).strip("\"'") for m in _KEY_RE.finditer(text))
-
-
-class _LineIndex:
-    """Which line each table header and key assignment of a TOML text is on.
-
-    A heuristic (tomllib reports no positions for values): it follows ``[table]`` and
-    ``[[array]]`` headers, skips the insides of multi-line strings and arrays, and maps
-    full key paths such as ``("sinks", 1, "retry", "schedule")`` to 1-based line numbers.
-    """
-
-    def __init__(self, text: str) -> None:
-        self.lines: dict[Loc, int] = {}
-        counts: dict[Loc, int] = {}
-        table: Loc = ()
-        closing: str | None = None  # inside a multi-line string ending with this
-        depth = 0  # open brackets of a multi-line array
-        for number, line in enumerate(text.splitlines(), start=1):
-            if closing is not None:
-                if line.count(closing) % 2:
-                    closing = None
-                continue
-            if depth > 0:
-                depth += self._brackets(line)
-                continue
-            if m := _ARRAY_HEADER_RE.match(line):
-                raw = _split_key(m.group(1))
-                base = (*self._resolve(raw[:-1], counts), raw[-1])
-                counts[base] = counts.get(base, -1) + 1
-                table = (*base, counts[base])
-                self._record(table, number)
-            elif m := _TABLE_HEADER_RE.match(line):
-                table = self._resolve(_split_key(m.group(1)), counts)
-                self._record(table, number)
-            elif m := _ASSIGN_RE.match(line):
-                self._record((*table, *_split_key(m.group(1))), number)
-                rest = line[m.end() :]
-                for quotes in ('"""', "'''"):
-                    if rest.count(quotes) % 2:
-                        closing = quotes
-                        break
-                else:
-                    depth = max(self._brackets(rest), 0)
-
-    def _record(self, loc: Loc, number: int) -> None:
-        """``loc`` and the tables it implicitly opens are at this line, unless seen before."""
-        for size in range(1, len(loc) + 1):
-            self.lines.setdefault(loc[:size], number)
-
-    @staticmethod
-    def _resolve(raw: tuple[str, ...], counts: dict[Loc, int]) -> Loc:
-        path: Loc = ()
-        for part in raw:
-            path = (*path, part)
-            if path in counts:
-                path = (*path, counts[path])
-        return path
-
-    @staticmethod
-    def _brackets(text: str) -> int:
-        code = _STRING_RE.sub("", text).split("#", 1)[0]
-        return code.count("[") - code.count("]")
-
-    def line_of(self, loc: Loc) -> int | None:
-        """The line of ``loc``, else of its nearest enclosing key or table that has one."""
-        for size in range(len(loc), 0, -1):
-            if (found := self.lines.get(loc[:size])) is not None:
-                return found
-        return None
-
-
-# --- turning problems into sentences
-
-
-def _dotted(loc: Loc) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            text = part if re.fullmatch(r"[A-Za-z0-9_-]+", part) else f'"{part}"'
-            out += f".{text}" if out else text
-    return out
-
-
-class _Where:
-    """The file being loaded (if any), to prefix error sentences with its name and line."""
-
-    def __init__(self, path: Path | None, index: _LineIndex | None) -> None:
-        self.path = path
-        self.index = index
-
-    def line_of(self, loc: Loc) -> int | None:
-        return self.index.line_of(loc) if self.index is not None and loc else None
-
-    def error(self, loc: Loc, body: str, *, line: int | None = None) -> ConfigError:
-        line = self.line_of(loc) if line is None else line
-        prefix = [] if self.path is None else [str(self.path)]
-        if line is not None:
-            prefix.append(f"line {line}")
-        if not prefix:
-            prefix = ["invalid configuration"]
-        message = ": ".join([*prefix, body])
-        return ConfigError(" ".join(message.split()))
-
-
-_MODEL_AT: dict[tuple[str, ...], type[BaseModel]] = {
-    (): Config,
-    ("engine",): EngineSettings,
-    ("source",): SourceSettings,
-    ("accounts", "#"): Account,
-    ("triggers", "*"): TriggerSettings,
-    ("sinks", "#"): Sink,
-    ("sinks", "#", "retry"): RetrySettings,
-}
-_HIDDEN_FIELDS = {Config: {"path"}, TriggerSettings: {"name"}}
-
-_TYPE_SENTENCES = {
-    "string_type": "must be a string",
-    "bool_type": "must be true or false",
-    "int_type": "must be an integer",
-    "int_parsing": "must be an integer",
-    "int_from_float": "must be an integer",
-    "float_type": "must be a number",
-    "float_parsing": "must be a number",
-    "dict_type": "must be a table",
-    "model_type": "must be a table",
-    "model_attributes_type": "must be a table",
-    "tuple_type": "must be an array",
-    "list_type": "must be an array",
-    "iterable_type": "must be an array",
-    "string_too_short": "must not be empty",
-    "path_type": "must be a file path",
-}
-
-
-def _suggest_key(loc: Loc) -> str:
-    shape = tuple("#" if isinstance(p, int) else p for p in loc[:-1])
-    if shape[:1] == ("triggers",) and len(shape) == 2:
-        shape = ("triggers", "*")
-    model = _MODEL_AT.get(shape)
-    if model is None or not isinstance(loc[-1], str):
-        return ""
-    allowed = [f for f in model.model_fields if f not in _HIDDEN_FIELDS.get(model, set())]
-    close = difflib.get_close_matches(loc[-1], allowed, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _sentence(error: ErrorDetails) -> tuple[Loc, str]:
-    """The key path and the one-sentence description of one pydantic error."""
-    loc: Loc = tuple(error["loc"])
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    where = _dotted(loc)
-    exc = ctx.get("error")
-    if isinstance(exc, _LocatedError):
-        return exc.loc, exc.sentence
-    if kind in ("value_error", "assertion_error"):
-        text = str(exc) if exc is not None else error["msg"]
-        return loc, f"{where}: {text}" if where else text
-    if kind == "extra_forbidden":
-        return loc, f"unknown key '{where}'{_suggest_key(loc)}"
-    if kind == "missing":
-        if loc == ("accounts",):
-            return loc, _NO_ACCOUNTS
-        if loc == ("triggers",):
-            return loc, _NO_TRIGGERS
-        return loc, f"{where}: missing required key"
-    if loc in (("accounts",), ("sinks",)) and kind in ("tuple_type", "list_type"):
-        return loc, f"{where}: must be an array of tables: write [[{where}]] with double brackets"
-    if loc == ("triggers",) and kind == "dict_type":
-        return loc, "triggers: must be a table: write one [triggers.NAME] table per trigger"
-    if kind == "literal_error":
-        return loc, f"{where}: must be {ctx.get('expected', 'one of the allowed values')}"
-    if kind == "greater_than_equal":
-        return loc, f"{where}: must be at least {ctx.get('ge')}"
-    if kind == "less_than_equal":
-        return loc, f"{where}: must be at most {ctx.get('le')}"
-    if kind == "too_short":
-        return loc, f"{where}: must have at least {ctx.get('min_length')} entries"
-    text = _TYPE_SENTENCES.get(kind) or error["msg"][:1].lower() + error["msg"][1:]
-    return loc, f"{where}: {text}"
-
-
-def _related(a: Loc, b: Loc) -> bool:
-    size = min(len(a), len(b))
-    return a[:size] == b[:size]
-
-
-def _translate(
-    exc: ValidationError, where: _Where, substituted: dict[Loc, list[tuple[str, str]]]
-) -> ConfigError:
-    """The first problem (in file order, where known) as one ConfigError."""
-    problems = []
-    for order, error in enumerate(exc.errors(include_url=False, include_input=False)):
-        loc, body = _sentence(error)
-        for used_at, values in substituted.items():
-            if _related(used_at, loc):
-                for name, value in values:
-                    if value:
-                        body = body.replace(value, "${" + name + "}")
-        line = where.line_of(loc)
-        problems.append((line if line is not None else math.inf, order, loc, body, line))
-    _, _, loc, body, line = min(problems)
-    return where.error(loc, body, line=line)
-
-
-# --- ${NAME} substitution
-
-_VARIABLE_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def _substitute(
-    value: Any,
-    loc: Loc,
-    env: Mapping[str, str],
-    where: _Where,
-    used: dict[Loc, list[tuple[str, str]]],
-) -> Any:
-    if isinstance(value, str):
-
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name not in env:
-                raise where.error(
-                    loc,
-                    f"{_dotted(loc)} uses ${{{name}}}, which is not set in the environment",
-                )
-            used.setdefault(loc, []).append((name, env[name]))
-            return env[name]
-
-        return _VARIABLE_RE.sub(replace, value)
-    if isinstance(value, dict):
-        return {k: _substitute(v, (*loc, k), env, where, used) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_substitute(v, (*loc, i), env, where, used) for i, v in enumerate(value))
-    return value
-
-
-# --- entry points
-
-
-def find_config_path(cli_value: str | None, env: Mapping[str, str]) -> Path:
-    """``--config/-c`` if given, else ``$TRIGGER_ENGINE_CONFIG``, else ``./trigger-engine.toml``."""
-    if cli_value:
-        return Path(cli_value).expanduser()
-    if env.get(CONFIG_ENV_VAR):
-        return Path(env[CONFIG_ENV_VAR]).expanduser()
-    return Path.cwd() / DEFAULT_CONFIG_NAME
-
-
-def _build(data: Any, where: _Where, env: Mapping[str, str] | None, path: Path | None) -> Config:
-    if not isinstance(data, dict):
-        raise where.error((), "the configuration must be a table of keys")
-    if "path" in data:
-        raise where.error(("path",), "unknown key 'path'")
-    used: dict[Loc, list[tuple[str, str]]] = {}
-    data = _substitute(data, (), os.environ if env is None else env, where, used)
-    try:
-        return Config.model_validate({**data, "path": path})
-    except ValidationError as exc:
-        raise _translate(exc, where, used) from None
-
-
-def config_from_dict(
-    data: dict[str, Any], *, path: Path | None = None, env: Mapping[str, str] | None = None
-) -> Config:
-    """A Config from already-parsed TOML data, with the same ``${NAME}`` substitution and checks."""
-    return _build(data, _Where(path, None), env, path)
-
-
-def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read, substitute and validate the TOML file at ``path`` (``env`` defaults to os.environ)."""
-    path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"configuration file {path} not found; pass --config FILE or set {CONFIG_ENV_VAR}"
-        ) from None
-    except IsADirectoryError:
-        raise ConfigError(f"configuration file {path} is a directory, not a file") from None
-    except PermissionError:
-        raise ConfigError(f"cannot read configuration file {path}: permission denied") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"{path}: line {line}: invalid TOML: the file is not UTF-8") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(_toml_error(path, str(exc))) from None
-    return _build(data, _Where(path, _LineIndex(text)), env, path.absolute())
-
-
-def _toml_error(path: Path, message: str) -> str:
-    reason, position = message, ""
-    if m := re.fullmatch(r"(.*?)\s*\(at line (\d+), column (\d+)\)", message, re.DOTALL):
-        reason, position = m.group(1), f"line {m.group(2)}, column {m.group(3)}: "
-    elif m := re.fullmatch(r"(.*?)\s*\(at end of document\)", message, re.DOTALL):
-        reason, position = m.group(1), "at the end of the file: "
-    reason = reason[:1].lower() + reason[1:]
-    return " ".join(f"{path}: {position}invalid TOML: {reason}".split())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from trigger_engine.config.models import parse_duration
+from trigger_engine.core.durations import parse_duration
 from trigger_engine.errors import UsageError
 from trigger_engine.types import DELIVERY_STATUSES, EventFilter
 

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 import aiohttp
 
-from trigger_engine.config.models import Sink
+from trigger_engine.config import Sink
 from trigger_engine.core import events
 from trigger_engine.core.retry import RetryPolicy, Verdict, decide, parse_retry_after
 from trigger_engine.core.signing import secret_key

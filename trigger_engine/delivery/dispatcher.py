@@ -26,7 +26,7 @@ from typing import ParamSpec, TypeVar
 import aiohttp
 
 from trigger_engine.clock import now as clock_now
-from trigger_engine.config.models import Config, Sink
+from trigger_engine.config import Config, Sink
 from trigger_engine.db.store import Store
 from trigger_engine.delivery.attempt import attempt
 from trigger_engine.ops.logs import get_logger

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from trigger_engine.config.models import Account, Config, TriggerSettings
+from trigger_engine.config import Account, Config, TriggerSettings
 from trigger_engine.core.dedupe import key_items
 from trigger_engine.db.store import Store
 from trigger_engine.errors import SourceError

@@ -16,7 +16,7 @@ from typing import Any
 
 from trigger_engine.clock import isoformat_z
 from trigger_engine.clock import now as clock_now
-from trigger_engine.config.models import Account, Config, TriggerSettings
+from trigger_engine.config import Account, Config, TriggerSettings
 from trigger_engine.core.dedupe import key_items
 from trigger_engine.core.retry import poll_backoff, should_pause
 from trigger_engine.db.store import Store

@@ -17,7 +17,7 @@ import orjson
 
 from trigger_engine import __version__
 from trigger_engine.clock import now
-from trigger_engine.config.models import Account, SourceSettings, TriggerSettings
+from trigger_engine.config import Account, SourceSettings, TriggerSettings
 from trigger_engine.core.keys import lookup
 from trigger_engine.core.retry import parse_retry_after
 from trigger_engine.errors import SourceError

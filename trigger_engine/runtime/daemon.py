@@ -39,7 +39,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from trigger_engine import __version__
 from trigger_engine.clock import now
-from trigger_engine.config.models import Account, Config, TriggerSettings
+from trigger_engine.config import Account, Config, TriggerSettings
 from trigger_engine.db.store import Store
 from trigger_engine.delivery.dispatcher import Dispatcher, DrainReport, being_cancelled
 from trigger_engine.errors import RuntimeFailure, TriggerEngineError

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from trigger_engine.config.models import Account, Config, TriggerSettings
+from trigger_engine.config import Account, Config, TriggerSettings
 
 PRUNE_EVERY = 3600.0  # seconds between retention sweeps
 FIRST_PRUNE_AFTER = 60.0  # seconds from the start to the first retention sweep

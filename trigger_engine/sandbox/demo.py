@@ -20,7 +20,7 @@ import orjson
 from aiohttp import web
 from rich.console import Console
 
-from trigger_engine.config.models import config_from_dict
+from trigger_engine.config import config_from_dict
 from trigger_engine.core.signing import secret_key, sign
 from trigger_engine.db.store import Store
 from trigger_engine.polling.source import Source

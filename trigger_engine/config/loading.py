@@ -1,0 +1,114 @@
+"""Finding, reading and validating the configuration file: the package's entry points.
+
+Loading goes: read the file → ``tomllib`` → ``${NAME}`` substitution from the environment →
+validation (:mod:`~trigger_engine.config.models`). Every problem becomes one
+:class:`~trigger_engine.errors.ConfigError` sentence (:mod:`~trigger_engine.config.diagnostics`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from trigger_engine.config.diagnostics import Where, dotted, toml_error, translate
+from trigger_engine.config.models import Config, Loc
+from trigger_engine.errors import ConfigError
+
+CONFIG_ENV_VAR = "TRIGGER_ENGINE_CONFIG"
+DEFAULT_CONFIG_NAME = "trigger-engine.toml"
+
+# --- ${NAME} substitution
+
+_VARIABLE_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _substitute(
+    value: Any,
+    loc: Loc,
+    env: Mapping[str, str],
+    where: Where,
+    used: dict[Loc, list[tuple[str, str]]],
+) -> Any:
+    """``value`` with every ``${NAME}`` replaced from ``env``; records in ``used`` which
+    variables went where, so that error sentences can show ``${NAME}`` instead of the value."""
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in env:
+                raise where.error(
+                    loc,
+                    f"{dotted(loc)} uses ${{{name}}}, which is not set in the environment",
+                )
+            used.setdefault(loc, []).append((name, env[name]))
+            return env[name]
+
+        return _VARIABLE_RE.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, (*loc, k), env, where, used) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_substitute(v, (*loc, i), env, where, used) for i, v in enumerate(value))
+    return value
+
+
+# --- entry points
+
+
+def find_config_path(cli_value: str | None, env: Mapping[str, str]) -> Path:
+    """``--config/-c`` if given, else ``$TRIGGER_ENGINE_CONFIG``, else ``./trigger-engine.toml``."""
+    if cli_value:
+        return Path(cli_value).expanduser()
+    if env.get(CONFIG_ENV_VAR):
+        return Path(env[CONFIG_ENV_VAR]).expanduser()
+    return Path.cwd() / DEFAULT_CONFIG_NAME
+
+
+def _build(data: Any, where: Where, env: Mapping[str, str] | None, path: Path | None) -> Config:
+    if not isinstance(data, dict):
+        raise where.error((), "the configuration must be a table of keys")
+    if "path" in data:
+        raise where.error(("path",), "unknown key 'path'")
+    used: dict[Loc, list[tuple[str, str]]] = {}
+    data = _substitute(data, (), os.environ if env is None else env, where, used)
+    try:
+        return Config.model_validate({**data, "path": path})
+    except ValidationError as exc:
+        raise translate(exc, where, used) from None
+
+
+def config_from_dict(
+    data: dict[str, Any], *, path: Path | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """A Config from already-parsed TOML data, with the same ``${NAME}`` substitution and checks."""
+    return _build(data, Where(path), env, path)
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute and validate the TOML file at ``path`` (``env`` defaults to os.environ)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"configuration file {path} not found; pass --config FILE or set {CONFIG_ENV_VAR}"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"configuration file {path} is a directory, not a file") from None
+    except PermissionError:
+        raise ConfigError(f"cannot read configuration file {path}: permission denied") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: invalid TOML: the file is not UTF-8") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(toml_error(path, str(exc))) from None
+    return _build(data, Where(path, text), env, path.absolute())
