@@ -26,7 +26,8 @@ from trigger_engine.db.store import AttemptOutcome, Store
 from trigger_engine.polling.poller import PollReport
 from trigger_engine.polling.source import Source
 from trigger_engine.runtime.daemon import Engine
-from trigger_engine.sandbox.simulator import Simulator, SimulatorThread
+from trigger_engine.sandbox.server import SimulatorThread
+from trigger_engine.sandbox.simulator import Simulator
 
 DEMO_KEY = "demo"
 
