@@ -379,13 +379,13 @@ def _simulator_main(argv: list[str]) -> int:
 
     import asyncio
 
-    from trigger_engine.sandbox.simulator import Simulator
+    from trigger_engine.sandbox import Simulator, make_app
 
     sim = Simulator(api_key=API_KEY, seed=args.seed, initial=args.initial)
     if args.leads:
         sim.add_leads(args.leads)
     body_bytes = 0
-    full_body = getattr(sim, "_full_body", None)  # warm the encoded-list cache if it has one
+    full_body = getattr(sim, "list_body", None)  # warm the encoded-list cache if it has one
     if callable(full_body):
         body_bytes = len(full_body("leads"))
         gc.collect()
@@ -410,7 +410,7 @@ def _simulator_main(argv: list[str]) -> int:
             rotate()
             return web.json_response({"leads": len(sim.leads)})
 
-        app = sim.app()
+        app = make_app(sim)
         app.router.add_post("/_bench/rotate", rotate_handler)
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await runner.setup()

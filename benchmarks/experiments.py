@@ -93,7 +93,7 @@ def e0_fetch(n: int) -> None:
 
 
 def e1_e2(n: int) -> list[dict[str, Any]]:
-    from trigger_engine.sandbox.simulator import Simulator
+    from trigger_engine.sandbox import Simulator
 
     sim = Simulator(initial=0)
     sim.add_leads(n)

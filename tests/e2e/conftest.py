@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from trigger_engine.sandbox.simulator import Simulator, SimulatorThread
+from trigger_engine.sandbox import Simulator, SimulatorThread
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 API_KEY = "sim-key-5f3a9c"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import API_KEY, ConfigWriter, run_cli
-from trigger_engine.sandbox.simulator import SimulatorThread
+from trigger_engine.sandbox import SimulatorThread
 
 
 def one_sentence(stderr: str) -> str:

@@ -32,7 +32,7 @@ import orjson
 
 from tests.e2e.conftest import ConfigWriter, run_cli
 from tests.receiver import Answer, Received, Receiver
-from trigger_engine.sandbox.simulator import Fault, SimulatorThread
+from trigger_engine.sandbox import Fault, SimulatorThread
 
 Env = dict[str, str]
 

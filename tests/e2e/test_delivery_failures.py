@@ -23,7 +23,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.e2e.conftest import SECRET, ConfigWriter, run_cli, spawn_cli
 from tests.receiver import Answer, Received, Receiver
-from trigger_engine.sandbox.simulator import SimulatorThread
+from trigger_engine.sandbox import SimulatorThread
 
 Env = dict[str, str]
 

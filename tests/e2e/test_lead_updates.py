@@ -6,7 +6,7 @@ from pathlib import Path
 
 from tests.e2e.conftest import ConfigWriter, run_cli
 from tests.receiver import Receiver
-from trigger_engine.sandbox.simulator import SimulatorThread
+from trigger_engine.sandbox import SimulatorThread
 
 
 def test_changing_a_leads_status_upstream_fires_exactly_one_lead_updated(

@@ -12,7 +12,7 @@ import httpx
 
 from tests.e2e.conftest import ConfigWriter, run_cli, spawn_cli
 from tests.receiver import Receiver
-from trigger_engine.sandbox.simulator import SimulatorThread
+from trigger_engine.sandbox import SimulatorThread
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.e2e.conftest import API_KEY, SECRET, ConfigWriter, run_cli, spawn_cli
 from tests.receiver import Received, Receiver
-from trigger_engine.sandbox.simulator import SimulatorThread
+from trigger_engine.sandbox import SimulatorThread
 
 
 def sinks_toml(crm_url: str, leads_url: str) -> str:

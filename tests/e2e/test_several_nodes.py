@@ -40,7 +40,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from tests.e2e.conftest import run_cli, spawn_cli
 from tests.receiver import Answer, Received, Receiver
-from trigger_engine.sandbox.simulator import Fault, SimulatorThread
+from trigger_engine.sandbox import Fault, SimulatorThread
 
 pytestmark = pytest.mark.postgres
 

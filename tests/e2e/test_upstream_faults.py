@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.conftest import API_KEY, ConfigWriter, run_cli
 from tests.receiver import Receiver
-from trigger_engine.sandbox.simulator import Fault, SimulatorThread
+from trigger_engine.sandbox import Fault, SimulatorThread
 
 LEADS = ("/leads",)
 

@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from trigger_engine.errors import RuntimeFailure
-from trigger_engine.sandbox.simulator import Fault, Simulator, SimulatorThread, serve_forever, start
+from trigger_engine.sandbox import Fault, Simulator, SimulatorThread, serve_forever, start
 
 KEY = "s3cret-key"
 
@@ -549,7 +549,7 @@ def test_serve_forever_reports_a_busy_port(server: SimulatorThread) -> None:
 
 def test_serve_forever_prints_its_url_adds_items_and_stops_on_sigterm() -> None:
     code = (
-        "from trigger_engine.sandbox.simulator import serve_forever\n"
+        "from trigger_engine.sandbox import serve_forever\n"
         "raise SystemExit(serve_forever(port=0, api_key='k', new_item_interval=0.02, seed=9))\n"
     )
     with subprocess.Popen(

@@ -256,7 +256,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 def cmd_simulator(args: argparse.Namespace) -> int:
     """``simulator``: serve the embedded Meet Alfred API until Ctrl-C."""
-    from trigger_engine.sandbox.simulator import serve_forever
+    from trigger_engine.sandbox import serve_forever
 
     logs.setup(level=logging.DEBUG if args.debug else logging.INFO, secrets=[args.api_key])
     return serve_forever(

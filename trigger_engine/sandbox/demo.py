@@ -10,25 +10,32 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import os
 import secrets
 import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 import orjson
 from aiohttp import web
-from rich.console import Console
 
 from trigger_engine.config import config_from_dict
 from trigger_engine.core.signing import secret_key, sign
 from trigger_engine.db.store import Store
 from trigger_engine.polling.source import Source
 from trigger_engine.runtime.daemon import Daemon
-from trigger_engine.sandbox.simulator import Simulator, SimulatorThread
-from trigger_engine.types import AttemptOutcome, PollReport
+from trigger_engine.sandbox.server import SimulatorThread
+from trigger_engine.sandbox.simulator import Simulator
+from trigger_engine.threads import in_daemon_thread
+from trigger_engine.types import AttemptOutcome, DeliveryStatus, PollReport
 
 DEMO_KEY = "demo"
+
+_DUMB_TERMINALS: Final = ("dumb", "unknown")  # TERM values that cannot show colour
+# SGR codes of the words a style is made of ("bold red": both).
+_SGR: Final = {"bold": "1", "dim": "2", "red": "31", "green": "32", "yellow": "33", "cyan": "36"}
 
 
 def _describe(kind: str, data: dict[str, Any]) -> str:
@@ -45,16 +52,44 @@ def _describe(kind: str, data: dict[str, Any]) -> str:
     return str(data.get("id", ""))
 
 
-class _View:
-    """One line per happening; coloured on a terminal (rich), plain text otherwise."""
+class LineWriter:
+    """Writes whole lines to ``out``, in colour only where colour is welcome.
+
+    Colour (ANSI SGR codes) when ``out`` is a terminal, ``NO_COLOR`` is unset or empty
+    (https://no-color.org) and ``TERM`` is not ``dumb`` or ``unknown``; plain text otherwise,
+    so that a pipe, a file or a test reads exactly the words. Safe to call from several threads.
+    """
 
     def __init__(self, out: TextIO) -> None:
-        self.console = Console(file=out, highlight=False, soft_wrap=True)
+        self.out = out
+        self._lock = threading.Lock()
+        self.colour = (
+            out.isatty()
+            and not os.environ.get("NO_COLOR")
+            and os.environ.get("TERM", "").lower() not in _DUMB_TERMINALS
+        )
+
+    def line(self, text: str, style: str | None = None) -> None:
+        """Write ``text`` and a newline, then flush; ``style``: words of :data:`_SGR`."""
+        if style is not None and self.colour:
+            codes = ";".join(_SGR[word] for word in style.split())
+            text = f"\x1b[{codes}m{text}\x1b[0m"
+        with self._lock:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+
+class _View:
+    """One line per happening: polls, deliveries and what the receiver got."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.writer = LineWriter(out)
         self.received = 0
         self.verified = 0
 
     def line(self, text: str, style: str | None = None) -> None:
-        self.console.print(text, style=style, markup=False)
+        """Write one line, in ``style`` where colour is welcome."""
+        self.writer.line(text, style)
 
     def poll(self, report: PollReport) -> None:
         if not report.ok:
@@ -73,7 +108,7 @@ class _View:
         self.line(
             f"  send  {outcome.event_id} attempt {outcome.attempt} → {status} "
             f"({outcome.new_status}, {outcome.duration_ms} ms)",
-            "green" if outcome.new_status == "delivered" else "yellow",
+            "green" if outcome.new_status == DeliveryStatus.DELIVERED else "yellow",
         )
 
 
@@ -131,13 +166,13 @@ async def _main(duration: float | None, interval: float, view: _View, workdir: P
             view.line(f"webhook receiver:      http://127.0.0.1:{port}/hook (signed, verified)")
             view.line(f"database:              {workdir / 'demo.db'} (temporary)")
             view.line("new items appear every few seconds; Ctrl-C to stop\n")
-            store = await asyncio.to_thread(Store.open, config.database_url())
+            store = await in_daemon_thread(Store.open, config.database_url())
             try:
                 with Source(config.source) as source:
-                    engine = Daemon(
+                    daemon = Daemon(
                         config, store, source, on_poll=view.poll, on_attempt=view.attempt
                     )
-                    await engine.run(stop_after=duration)
+                    await daemon.run(stop_after=duration)
             finally:
                 store.close()
     finally:
@@ -145,6 +180,7 @@ async def _main(duration: float | None, interval: float, view: _View, workdir: P
 
 
 def run_demo(duration: float | None, *, interval: float = 2.0, out: TextIO = sys.stdout) -> int:
+    """``trigger-engine demo``: run until Ctrl-C or for ``duration`` seconds; returns 0."""
     view = _View(out)
     with tempfile.TemporaryDirectory(prefix="trigger-engine-demo-") as tmp:
         asyncio.run(_main(duration, interval, view, Path(tmp)))
