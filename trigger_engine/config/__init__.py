@@ -1,6 +1,7 @@
 """The configuration: one TOML file turned into frozen, validated settings.
 
-- ``models``: the frozen pydantic models (``Config`` and its parts) and their field checks.
+- ``models``: the frozen pydantic models (``Config`` and its parts).
+- ``fields``: the field types and small checks the models are built from.
 - ``loading``: finding and reading the file, ``${NAME}`` substitution, building a ``Config``.
 - ``diagnostics``: every problem as one sentence naming the file, the line and the key.
 - ``builtin``: the built-in triggers' defaults (``leads``, ``connections``, ``campaigns``...).

@@ -16,13 +16,13 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from trigger_engine.config.fields import Loc
 from trigger_engine.config.models import (
     NO_ACCOUNTS,
     NO_TRIGGERS,
     Account,
     Config,
     EngineSettings,
-    Loc,
     LocatedError,
     RetrySettings,
     Sink,

@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from trigger_engine.config.diagnostics import Where, dotted, toml_error, translate
-from trigger_engine.config.models import Config, Loc
+from trigger_engine.config.fields import Loc
+from trigger_engine.config.models import Config
 from trigger_engine.errors import ConfigError
 
 CONFIG_ENV_VAR = "TRIGGER_ENGINE_CONFIG"

@@ -1,4 +1,4 @@
-"""The configuration's schema: frozen pydantic models and the checks on their fields.
+"""The configuration's schema: frozen pydantic models and their validators.
 
 Validators raise ``ValueError`` with a short reason, or :class:`LocatedError` to point at a
 key path of their choosing; :mod:`trigger_engine.config.diagnostics` turns either into the
@@ -12,7 +12,6 @@ import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -30,148 +29,31 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from trigger_engine.config.builtin import BUILTIN
-from trigger_engine.core.durations import parse_duration
+from trigger_engine.config.fields import (
+    HEADER_NAME_RE,
+    PSYCOPG_URLS,
+    QUERY_NAME_RE,
+    RESERVED_HEADERS,
+    TRIGGER_NAME_RE,
+    Duration,
+    Loc,
+    PositiveDuration,
+    check_base_url,
+    check_dotted,
+    check_header_value,
+    check_key,
+    check_name,
+    check_sink_url,
+    check_update_fields,
+    non_empty,
+    param_value,
+    psycopg_installed,
+    show,
+)
 from trigger_engine.core.retry import DEFAULT_SCHEDULE
 from trigger_engine.core.signing import SECRET_PREFIX, secret_key
 
 # A key path in the configuration, e.g. ("sinks", 1, "retry", "schedule").
-Loc = tuple[str | int, ...]
-
-
-def _show(value: object) -> str:
-    """A short, TOML-ish rendering of a (non-secret) value for an error message."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-# --- durations
-
-
-def _positive(seconds: float) -> float:
-    if seconds <= 0:
-        raise ValueError("must be a duration greater than zero")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive)]
-
-# --- small checks
-
-_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
-_TRIGGER_NAME_RE = re.compile(r"[a-z0-9_]+")
-_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_QUERY_NAME_RE = re.compile(r"[A-Za-z0-9_.~\[\]-]+")
-# Headers the engine sets itself on every delivery; a sink may not override them.
-_RESERVED_HEADERS = frozenset(
-    {
-        "content-type",
-        "content-length",
-        "host",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-    }
-)
-
-
-def _check_name(value: str) -> str:
-    if not _NAME_RE.fullmatch(value):
-        raise ValueError(f"invalid name {_show(value)}: use letters, digits, '_', '.' and '-' only")
-    return value
-
-
-def _non_empty(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value
-
-
-def _http_url(value: str, *, allow_query: bool) -> str:
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-        _ = parts.port  # raises ValueError for a bad port
-    except ValueError:
-        host = None
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not host:
-        raise ValueError("must be an http:// or https:// URL with a host")
-    if not allow_query and (parts.query or parts.fragment):
-        raise ValueError(
-            "must not contain a query string or fragment (put query parameters in a "
-            "trigger's params)"
-        )
-    return value
-
-
-def _check_base_url(value: str) -> str:
-    return _http_url(value, allow_query=False).rstrip("/")
-
-
-def _check_sink_url(value: str) -> str:
-    return _http_url(value, allow_query=True)
-
-
-def _check_key(value: object) -> object:
-    """``key = "id"`` or ``key = ["campaign", "person.id"]`` → a tuple of dotted paths."""
-    if isinstance(value, str):
-        value = (value,)
-    if isinstance(value, list | tuple):
-        if not value:
-            raise ValueError("must name at least one field")
-        for item in value:
-            if isinstance(item, str) and (not item or any(not p for p in item.split("."))):
-                raise ValueError(
-                    f"invalid field {_show(item)}: use a field name, dotted for nested "
-                    'fields (e.g. "id" or "person.id")'
-                )
-        return tuple(value)
-    return value
-
-
-def _check_update_fields(value: object) -> object:
-    return None if value is None else _check_key(value)
-
-
-def _check_dotted(value: str | None) -> str | None:
-    if value is not None and (not value or any(not p for p in value.split("."))):
-        raise ValueError(f'invalid path {_show(value)}: use dotted field names, e.g. "data.items"')
-    return value
-
-
-def _param_value(value: object) -> object:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str):
-        return value
-    raise ValueError("must be a string, a number or a boolean")
-
-
-def _check_header_value(value: SecretStr) -> SecretStr:
-    raw = value.get_secret_value()
-    if "\r" in raw or "\n" in raw:
-        raise ValueError("must not contain a line break")
-    return value
-
-
-# psycopg is an extra (``trigger-engine[postgres]``): URLs of these drivers need it.
-_PSYCOPG_URLS = frozenset({"postgresql", "postgresql+psycopg"})
-
-
-def _psycopg_installed() -> bool:
-    """Whether the psycopg driver can be imported (asked only when the URL is PostgreSQL's)."""
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 # --- errors raised by validators
 
 
@@ -224,7 +106,7 @@ class EngineSettings(_Model):
                 'is not a valid SQLAlchemy database URL (e.g. "sqlite:///trigger-engine.db" '
                 'or "postgresql+psycopg://user@host/dbname")'
             ) from None
-        if url.drivername in _PSYCOPG_URLS and not _psycopg_installed():
+        if url.drivername in PSYCOPG_URLS and not psycopg_installed():
             raise ValueError(
                 "PostgreSQL needs the psycopg driver, which is not installed: "
                 "pip install 'trigger-engine[postgres]'"
@@ -237,11 +119,11 @@ class EngineSettings(_Model):
         if value is None:
             return None
         host, sep, port = value.rpartition(":")
-        bad = f'invalid address {_show(value)}: use HOST:PORT, e.g. "127.0.0.1:9464"'
+        bad = f'invalid address {show(value)}: use HOST:PORT, e.g. "127.0.0.1:9464"'
         if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port):
             raise ValueError(bad)
         if not 1 <= int(port) <= 65535:
-            raise ValueError(f"invalid address {_show(value)}: the port must be 1-65535")
+            raise ValueError(f"invalid address {show(value)}: the port must be 1-65535")
         if ":" in host and not (host.startswith("[") and host.endswith("]")):
             raise ValueError(f'{bad} (an IPv6 address goes in brackets: "[::1]:9464")')
         return value
@@ -250,7 +132,7 @@ class EngineSettings(_Model):
 class SourceSettings(_Model):
     """``[source]``: the Meet Alfred API."""
 
-    base_url: Annotated[str, AfterValidator(_check_base_url)] = (
+    base_url: Annotated[str, AfterValidator(check_base_url)] = (
         "https://app.meetalfred.com/api/integrations/zapier"
     )
     auth_param: str = "api_key"
@@ -259,15 +141,15 @@ class SourceSettings(_Model):
     @field_validator("auth_param")
     @classmethod
     def _auth_param(cls, value: str) -> str:
-        if not _QUERY_NAME_RE.fullmatch(value):
-            raise ValueError(f"invalid query parameter name {_show(value)}")
+        if not QUERY_NAME_RE.fullmatch(value):
+            raise ValueError(f"invalid query parameter name {show(value)}")
         return value
 
 
 class Account(_Model):
     """``[[accounts]]``: one Meet Alfred organisation."""
 
-    name: Annotated[str, AfterValidator(_check_name)]
+    name: Annotated[str, AfterValidator(check_name)]
     api_key: SecretStr
 
     @field_validator("api_key")
@@ -281,8 +163,8 @@ class Account(_Model):
 class PaginationSettings(_Model):
     """``[triggers.NAME.pagination]``: page-number pagination."""
 
-    page_param: Annotated[str, AfterValidator(_non_empty)] = "page"
-    per_page_param: Annotated[str, AfterValidator(_non_empty)] = "per_page"
+    page_param: Annotated[str, AfterValidator(non_empty)] = "page"
+    per_page_param: Annotated[str, AfterValidator(non_empty)] = "per_page"
     per_page: Annotated[StrictInt, Field(ge=1, le=10_000)] = 100
     first_page: Literal[0, 1] = 1
     max_pages: Annotated[StrictInt, Field(ge=1, le=100_000)] = 100
@@ -296,12 +178,12 @@ class TriggerSettings(_Model):
     enabled: StrictBool = True
     on_first_poll: Literal["seed", "emit"] = "seed"
     path: str
-    key: Annotated[tuple[str, ...], BeforeValidator(_check_key)]
-    items_path: Annotated[str | None, AfterValidator(_check_dotted)] = None
-    params: dict[str, Annotated[str, BeforeValidator(_param_value)]] = Field(default_factory=dict)
-    event: Annotated[str, AfterValidator(_non_empty)]
+    key: Annotated[tuple[str, ...], BeforeValidator(check_key)]
+    items_path: Annotated[str | None, AfterValidator(check_dotted)] = None
+    params: dict[str, Annotated[str, BeforeValidator(param_value)]] = Field(default_factory=dict)
+    event: Annotated[str, AfterValidator(non_empty)]
     pagination: PaginationSettings | None = None
-    update_fields: Annotated[tuple[str, ...] | None, BeforeValidator(_check_update_fields)] = None
+    update_fields: Annotated[tuple[str, ...] | None, BeforeValidator(check_update_fields)] = None
     max_new_per_poll: Annotated[StrictInt, Field(ge=1)] | None = None
     pause_after: PositiveDuration = 7 * 86400.0
     pause_after_failures: Annotated[StrictInt, Field(ge=0)] = 20
@@ -338,7 +220,7 @@ class TriggerSettings(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _TRIGGER_NAME_RE.fullmatch(value):
+        if not TRIGGER_NAME_RE.fullmatch(value):
             raise ValueError("must use lowercase letters, digits and '_' only")
         return value
 
@@ -346,7 +228,7 @@ class TriggerSettings(_Model):
     @classmethod
     def _path(cls, value: str) -> str:
         if not value.startswith("/"):
-            raise ValueError(f'must start with "/" (e.g. "/leads"), not {_show(value)}')
+            raise ValueError(f'must start with "/" (e.g. "/leads"), not {show(value)}')
         return value
 
 
@@ -359,11 +241,11 @@ class RetrySettings(_Model):
 class Sink(_Model):
     """``[[sinks]]``: one webhook receiver."""
 
-    name: Annotated[str, AfterValidator(_check_name)]
-    url: Annotated[str, AfterValidator(_check_sink_url)]
-    events: tuple[Annotated[str, AfterValidator(_non_empty)], ...] | None = None
+    name: Annotated[str, AfterValidator(check_name)]
+    url: Annotated[str, AfterValidator(check_sink_url)]
+    events: tuple[Annotated[str, AfterValidator(non_empty)], ...] | None = None
     secret: SecretStr | None = None
-    headers: dict[str, Annotated[SecretStr, AfterValidator(_check_header_value)]] = Field(
+    headers: dict[str, Annotated[SecretStr, AfterValidator(check_header_value)]] = Field(
         default_factory=dict
     )
     timeout: PositiveDuration = 15.0
@@ -402,9 +284,9 @@ class Sink(_Model):
     def _header_names(cls, value: Any) -> Any:
         if isinstance(value, dict):
             for header in value:
-                if not isinstance(header, str) or not _HEADER_NAME_RE.fullmatch(header):
-                    raise ValueError(f"invalid header name {_show(header)}")
-                if header.lower() in _RESERVED_HEADERS:
+                if not isinstance(header, str) or not HEADER_NAME_RE.fullmatch(header):
+                    raise ValueError(f"invalid header name {show(header)}")
+                if header.lower() in RESERVED_HEADERS:
                     raise ValueError(f"header '{header}' is set by the engine and cannot be set")
         return value
 
@@ -427,10 +309,10 @@ class Config(_Model):
             return data
         triggers: dict[Any, Any] = {}
         for name, table in data["triggers"].items():
-            if not isinstance(name, str) or not _TRIGGER_NAME_RE.fullmatch(name):
+            if not isinstance(name, str) or not TRIGGER_NAME_RE.fullmatch(name):
                 raise LocatedError(
                     ("triggers", str(name)),
-                    f"invalid trigger name {_show(name)}: use lowercase letters, digits and "
+                    f"invalid trigger name {show(name)}: use lowercase letters, digits and "
                     "'_' only",
                 )
             if isinstance(table, dict):
