@@ -32,6 +32,7 @@ def show(value: object) -> str:
 
 
 def positive(seconds: float) -> float:
+    """A duration that must be more than zero."""
     if seconds <= 0:
         raise ValueError("must be a duration greater than zero")
     return seconds
@@ -60,18 +61,21 @@ RESERVED_HEADERS = frozenset(
 
 
 def check_name(value: str) -> str:
+    """An account or sink name: letters, digits, '_', '.' and '-'."""
     if not NAME_RE.fullmatch(value):
         raise ValueError(f"invalid name {show(value)}: use letters, digits, '_', '.' and '-' only")
     return value
 
 
 def non_empty(value: str) -> str:
+    """A string with something in it besides white space."""
     if not value.strip():
         raise ValueError("must not be empty")
     return value
 
 
 def http_url(value: str, *, allow_query: bool) -> str:
+    """An http(s) URL with a host (and, unless ``allow_query``, no query or fragment)."""
     try:
         parts = urlsplit(value)
         host = parts.hostname
@@ -90,10 +94,12 @@ def http_url(value: str, *, allow_query: bool) -> str:
 
 
 def check_base_url(value: str) -> str:
+    """``source.base_url``: an http(s) URL without a query, trailing slash dropped."""
     return http_url(value, allow_query=False).rstrip("/")
 
 
 def check_sink_url(value: str) -> str:
+    """A sink's URL: an http(s) URL (a query may carry a token)."""
     return http_url(value, allow_query=True)
 
 
@@ -115,16 +121,19 @@ def check_key(value: object) -> object:
 
 
 def check_update_fields(value: object) -> object:
+    """``update_fields``: unset, or field paths as for ``key``."""
     return None if value is None else check_key(value)
 
 
 def check_dotted(value: str | None) -> str | None:
+    """``items_path``: unset, or dotted field names."""
     if value is not None and (not value or any(not p for p in value.split("."))):
         raise ValueError(f'invalid path {show(value)}: use dotted field names, e.g. "data.items"')
     return value
 
 
 def param_value(value: object) -> object:
+    """A query parameter's value as the request sends it: a string."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -135,6 +144,7 @@ def param_value(value: object) -> object:
 
 
 def check_header_value(value: SecretStr) -> SecretStr:
+    """A header value without a line break (no header injection)."""
     raw = value.get_secret_value()
     if "\r" in raw or "\n" in raw:
         raise ValueError("must not contain a line break")
