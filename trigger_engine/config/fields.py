@@ -15,17 +15,9 @@ from pydantic import (
     SecretStr,
 )
 
-from trigger_engine.core.durations import parse_duration
+from trigger_engine.core.durations import parse_duration, show
 
 Loc = tuple[str | int, ...]
-
-
-def show(value: object) -> str:
-    """A short, TOML-ish rendering of a (non-secret) value for an error message."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # --- durations

@@ -48,8 +48,8 @@ from trigger_engine.config.fields import (
     non_empty,
     param_value,
     psycopg_installed,
-    show,
 )
+from trigger_engine.core.durations import show
 from trigger_engine.core.retry import DEFAULT_SCHEDULE
 from trigger_engine.core.signing import SECRET_PREFIX, secret_key
 

@@ -12,8 +12,9 @@ _NUMBER_RE = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 _DURATION_HINT = '(use e.g. "30s", "5m", "2h" or a number of seconds)'
 
 
-def _show(value: object) -> str:
-    """A short, TOML-ish rendering of a value for an error message (as config's ``_show``)."""
+def show(value: object) -> str:
+    """A short, TOML-ish rendering of a (non-secret) value for an error message; the
+    configuration's messages use it too."""
     if isinstance(value, bool):
         return "true" if value else "false"
     text = repr(value)
@@ -27,7 +28,7 @@ def parse_duration(value: object) -> float:
     Zero is returned as ``0.0``; fields that need a positive duration check that themselves.
     """
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"invalid duration {_show(value)} {_DURATION_HINT}")
+        raise ValueError(f"invalid duration {show(value)} {_DURATION_HINT}")
     try:
         if isinstance(value, str):
             text = value.strip()
@@ -39,13 +40,13 @@ def parse_duration(value: object) -> float:
                 parts = re.findall(_DURATION_PART, body)
                 seconds = sign * sum(float(n) * _UNITS[unit] for n, unit in parts)
             else:
-                raise ValueError(f"invalid duration {_show(value)} {_DURATION_HINT}")
+                raise ValueError(f"invalid duration {show(value)} {_DURATION_HINT}")
         else:
             seconds = float(value)
     except OverflowError:
-        raise ValueError(f"invalid duration {_show(value)}: it is too large") from None
+        raise ValueError(f"invalid duration {show(value)}: it is too large") from None
     if not math.isfinite(seconds):
-        raise ValueError(f"invalid duration {_show(value)}: it must be a finite number of seconds")
+        raise ValueError(f"invalid duration {show(value)}: it must be a finite number of seconds")
     if seconds < 0:
-        raise ValueError(f"invalid duration {_show(value)}: it must not be negative")
+        raise ValueError(f"invalid duration {show(value)}: it must not be negative")
     return seconds
