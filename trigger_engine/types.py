@@ -29,6 +29,10 @@ class DeliveryStatus(StrEnum):
 DUE_STATUSES: tuple[DeliveryStatus, ...] = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
 # Every status, in the order commands list them.
 DELIVERY_STATUSES: tuple[str, ...] = tuple(DeliveryStatus)
+# Not a delivery's status but an item's: set aside by its poll (see QuarantineView).
+QUARANTINED = "quarantined"
+# What ``events --status`` accepts.
+EVENT_STATUSES: tuple[str, ...] = (*DELIVERY_STATUSES, QUARANTINED)
 
 
 class FailureKind(StrEnum):
@@ -117,6 +121,9 @@ class PollResult:
     remembered: int  # keys marked seen without firing (a seeding first poll)
     deliveries: int  # delivery rows created
     held: int = 0  # events held by the flood guard
+    quarantined: int = 0  # items set aside by this poll
+    newly_quarantined: tuple[tuple[str, str], ...] = ()  # (key, reason) not set aside before
+    released: int = 0  # items that left the quarantine: processed at last
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,7 @@ class PollReport:
     held: int = 0
     duplicates: int = 0
     keyless: int = 0
+    quarantined: int = 0
     error: str | None = None
     duration: float = 0.0
 
@@ -262,3 +270,16 @@ class ReplayResult:
     skipped_disabled: int  # to a sink that is disabled
     skipped_unknown: int  # to a sink no longer in the configuration
     skipped_in_flight: int  # being attempted right now
+
+
+@dataclass(frozen=True)
+class QuarantineView:
+    """An item a poll set aside, with the reason, as ``events --status quarantined`` shows it."""
+
+    account: str
+    trigger: str
+    key: str
+    reason: str
+    first_seen_at: datetime
+    last_seen_at: datetime
+    polls: int  # how many polls listed it and could not process it

@@ -1,12 +1,23 @@
-"""Tests for trigger_engine.core.keys: item → primary key (single, dotted, composite)."""
+"""Tests for trigger_engine.core.keys: item → primary key (single, dotted, composite), exact
+at any size, and stored the same way on every database."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from trigger_engine.core.keys import item_key, missing_field
+from trigger_engine.core.exact_json import Unencodable, dumps
+from trigger_engine.core.keys import (
+    HASHED_PREFIX,
+    MAX_STORED_KEY_BYTES,
+    fingerprint,
+    item_key,
+    lookup_key,
+    missing_field,
+    storable_key,
+)
 
 
 @pytest.mark.parametrize(
@@ -126,3 +137,82 @@ def test_same_item_same_key() -> None:
     reordered = {"person": {"id": 9}, "a": "x", "b": 2}
     fields = ("a", "person.id")
     assert item_key(item, fields) == item_key(reordered, fields) == '["x",9]'
+
+
+# ----------------------------------------------------------------------- exact identity
+
+
+@pytest.mark.parametrize(
+    ("item", "fields", "key"),
+    [
+        ({"id": 2**64 + 1}, ["id"], "18446744073709551617"),  # exact, not a float
+        ({"id": 2**64 + 2}, ["id"], "18446744073709551618"),
+        ({"id": -(2**80)}, ["id"], str(-(2**80))),
+        ({"id": 2}, ["id"], "2"),  # 2 and "2" are one key (Zapier compares strings)
+        ({"id": "2"}, ["id"], "2"),
+        ({"a": 2**70, "b": "x"}, ["a", "b"], '[1180591620717411303424,"x"]'),
+        ({"a": "\ud83d", "b": 1}, ["a", "b"], '["\\ud83d",1]'),  # a lone surrogate, escaped
+        ({"a": 2, "b": "x"}, ["a", "b"], '[2,"x"]'),  # composite keys keep their types
+        ({"a": "2", "b": "x"}, ["a", "b"], '["2","x"]'),
+    ],
+)
+def test_keys_are_exact(item: dict[str, Any], fields: list[str], key: str) -> None:
+    assert item_key(item, fields) == key
+
+
+@pytest.mark.parametrize(
+    ("key", "stored"),
+    [
+        ("lead-1", "lead-1"),
+        ("é" * 200, "é" * 200),  # 400 UTF-8 bytes: as is
+        ("~tilde", "~tilde"),
+        ("a\x00b", '~json:"a\\u0000b"'),
+        ("cut \ud83d", '~json:"cut \\ud83d"'),
+        ("~json:x", '~json:"~json:x"'),  # a reserved prefix is never stored as is
+        ("~sha256:x", '~json:"~sha256:x"'),
+    ],
+)
+def test_storable_key(key: str, stored: str) -> None:
+    assert storable_key(key) == stored
+    assert lookup_key(stored) == stored  # the stored form, copied from `events`, finds it
+    if not key.startswith(("~json:", "~sha256:")):  # typed as is, they read as stored forms
+        assert lookup_key(key) == stored
+
+
+def test_long_keys_are_hashed_and_stay_distinct() -> None:
+    a, b = storable_key("x" * 600), storable_key("x" * 599 + "y")
+    assert a.startswith(HASHED_PREFIX) and b.startswith(HASHED_PREFIX)
+    assert a != b
+    assert len(a.encode()) <= MAX_STORED_KEY_BYTES
+    assert storable_key("é" * 300).startswith(HASHED_PREFIX)  # 600 bytes, not 300 chars
+
+
+def test_fingerprint_is_stable_and_walks_any_depth() -> None:
+    deep: Any = 1
+    for _ in range(50_000):  # far beyond the recursion limit
+        deep = [deep]
+    assert fingerprint(deep) == fingerprint(deep)
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+    assert fingerprint({"a": [1, 2]}) != fingerprint({"a": [2, 1]})
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ({"a": 1, "b": [True, None]}, '{"a":1,"b":[true,null]}'),  # orjson's own text
+        ({"n": 2**64}, '{"n":18446744073709551616}'),
+        ({"s": "\ud83d!"}, '{"s":"\\ud83d!"}'),
+        ({"s": "é\ud83d"}, '{"s":"\\u00e9\\ud83d"}'),  # the fallback writes ASCII
+    ],
+)
+def test_exact_json_dumps(value: Any, text: str) -> None:
+    assert dumps(value) == text
+    assert json.loads(text) == value
+
+
+def test_exact_json_refuses_only_what_no_encoder_writes() -> None:
+    deep: Any = 1
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(Unencodable, match="nested too deeply"):
+        dumps(deep)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 
 import orjson
 
@@ -26,7 +27,15 @@ from trigger_engine.ops import logs
 from trigger_engine.polling.backfill import backfill
 from trigger_engine.polling.source import Source
 from trigger_engine.runtime.daemon import Daemon
-from trigger_engine.types import EventFilter, FailureKind
+from trigger_engine.types import (
+    DELIVERY_STATUSES,
+    EVENT_STATUSES,
+    QUARANTINED,
+    EventFilter,
+    EventView,
+    FailureKind,
+    QuarantineView,
+)
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -64,6 +73,7 @@ def _filter(
     event_ids: tuple[str, ...] = (),
     sinks: tuple[str, ...] = (),
     item_key: str | None = None,
+    allowed_statuses: tuple[str, ...] = DELIVERY_STATUSES,
 ) -> EventFilter:
     _check_names(config, "account", args.account, [a.name for a in config.accounts])
     return build_filter(
@@ -76,6 +86,7 @@ def _filter(
         event_ids=event_ids,
         sinks=sinks,
         item_key=item_key,
+        allowed_statuses=allowed_statuses,
     )
 
 
@@ -135,7 +146,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = _load(args)
     with _open(config) as store:
         moment = now()
-        doc = render.status_dict(config, store.polls.states(), store.sinks.stats(), moment)
+        doc = render.status_dict(
+            config,
+            store.polls.states(),
+            store.sinks.stats(),
+            moment,
+            quarantined=store.quarantine.counts(),
+        )
         doc["nodes"] = render.node_dicts(store.nodes.views(moment), moment)
     if args.json:
         _print_json(doc)
@@ -145,17 +162,34 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    """``events``: events, newest first, with their deliveries."""
+    """``events``: events, newest first, with their deliveries; ``--status quarantined``
+    lists the items their polls set aside, with the reason."""
     config = _load(args)
-    selection = _filter(args, config, item_key=args.key)
+    selection = _filter(args, config, item_key=args.key, allowed_statuses=EVENT_STATUSES)
+    statuses = set(selection.statuses)
+    event_types = {name: trigger.event for name, trigger in config.triggers.items()}
+    found: list[EventView] = []
+    held: list[QuarantineView] = []
     with _open(config) as store:
-        found = store.events.list(selection, limit=args.limit)
+        if QUARANTINED in statuses:
+            held = store.quarantine.list(selection, triggers=event_types, limit=args.limit)
+            statuses.discard(QUARANTINED)
+        if statuses or not selection.statuses:
+            only = replace(
+                selection, statuses=tuple(s for s in selection.statuses if s in statuses)
+            )
+            found = store.events.list(only, limit=args.limit)
     if args.json:
-        _print_json([render.event_dict(e) for e in found])
+        _print_json(
+            [render.quarantined_dict(q, event_types.get(q.trigger, q.trigger)) for q in held]
+            + [render.event_dict(e) for e in found]
+        )
     else:
+        for q in held:
+            print(render.quarantined_line(q, event_types.get(q.trigger, q.trigger)))
         for e in found:
             print(render.event_line(e))
-        if not found:
+        if not found and not held:
             print("no events match")
     return 0
 
@@ -166,6 +200,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if not args.event and not args.since:
         raise UsageError(
             "replay needs --event ID or --since TIME (see 'trigger-engine replay --help')"
+        )
+    if QUARANTINED in args.status:
+        raise UsageError(
+            "--status quarantined: quarantined items have no deliveries to replay; every poll "
+            "that lists them tries them again (see 'trigger-engine events --status quarantined')"
         )
     sink_names = [s.name for s in config.sinks]
     _check_names(config, "sink", args.sink, sink_names)

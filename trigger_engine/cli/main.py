@@ -117,7 +117,11 @@ def _selection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", metavar="TIME", help="ISO 8601, or a duration ago (2h)")
     parser.add_argument("--until", metavar="TIME", help="ISO 8601, or a duration ago (2h)")
     parser.add_argument(
-        "--status", action="append", default=[], metavar="S", help=", ".join(DELIVERY_STATUSES)
+        "--status",
+        action="append",
+        default=[],
+        metavar="S",
+        help=", ".join(DELIVERY_STATUSES) + " (events: also quarantined)",
     )
 
 

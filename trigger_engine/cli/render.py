@@ -4,7 +4,7 @@ does the reading."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,12 +16,14 @@ from trigger_engine.delivery.dispatcher import DrainReport
 from trigger_engine.polling.backfill import BackfillStep
 from trigger_engine.types import (
     DUE_STATUSES,
+    QUARANTINED,
     DeliveryStatus,
     EventView,
     NodeView,
     PollOutcome,
     PollReport,
     PollState,
+    QuarantineView,
     ReplayResult,
     SinkStats,
 )
@@ -60,6 +62,7 @@ class TriggerRow:
     trigger: str
     enabled: bool
     state: PollState | None
+    quarantined: int = 0  # items its polls set aside
 
     def label(self, now: datetime) -> str:
         """The trigger's state in a few words: disabled, paused, backing off, active..."""
@@ -101,6 +104,7 @@ class TriggerRow:
             "backoff_until": _ts(s.backoff_until) if s else None,
             "items_known": s.items_known if s else 0,
             "lease_owner": s.lease_owner if s and _live(s.lease_expires_at, now) else None,
+            "quarantined": self.quarantined,
         }
 
 
@@ -135,11 +139,23 @@ def node_dicts(views: list[NodeView], now: datetime) -> list[dict[str, Any]]:
     return rows
 
 
-def trigger_rows(config: Config, states: list[PollState]) -> list[TriggerRow]:
-    """Every configured (account, trigger), with its stored state if any."""
+def trigger_rows(
+    config: Config,
+    states: list[PollState],
+    quarantined: Mapping[tuple[str, str], int] | None = None,
+) -> list[TriggerRow]:
+    """Every configured (account, trigger), with its stored state if any and how many of
+    its items are in quarantine."""
     by_key = {(s.account, s.trigger): s for s in states}
+    counts = quarantined or {}
     return [
-        TriggerRow(account.name, name, trigger.enabled, by_key.get((account.name, name)))
+        TriggerRow(
+            account.name,
+            name,
+            trigger.enabled,
+            by_key.get((account.name, name)),
+            counts.get((account.name, name), 0),
+        )
         for account in config.accounts
         for name, trigger in config.triggers.items()
     ]
@@ -174,11 +190,15 @@ def sink_dicts(config: Config, stats: dict[str, SinkStats], now: datetime) -> li
 
 
 def status_dict(
-    config: Config, states: list[PollState], stats: dict[str, SinkStats], now: datetime
+    config: Config,
+    states: list[PollState],
+    stats: dict[str, SinkStats],
+    now: datetime,
+    quarantined: Mapping[tuple[str, str], int] | None = None,
 ) -> dict[str, Any]:
     """The whole of ``status --json`` but the nodes."""
     return {
-        "triggers": [row.as_dict(now) for row in trigger_rows(config, states)],
+        "triggers": [row.as_dict(now) for row in trigger_rows(config, states, quarantined)],
         "sinks": sink_dicts(config, stats, now),
     }
 
@@ -192,6 +212,7 @@ def status_text(status: dict[str, Any]) -> str:
         lines.append(
             f"  {t['account']}/{t['trigger']}: {t['state']}; last poll {last} ({outcome}); "
             f"{t['items_known']} items known"
+            + (f"; {t['quarantined']} quarantined" if t.get("quarantined") else "")
         )
         if t["last_error"] and t["last_outcome"] != PollOutcome.OK:
             lines.append(f"      last error: {t['last_error']}")
@@ -256,6 +277,33 @@ def event_line(e: EventView) -> str:
         parts.append(f"{d.sink}: {d.status} ({detail})")
     where = "; ".join(parts) or "no sink subscribed"
     return f"{e.id}  {isoformat_z(e.created_at)}  {e.type}  {e.account}  key={e.item_key}  {where}"
+
+
+def quarantined_dict(q: QuarantineView, event_type: str) -> dict[str, Any]:
+    """One quarantined item in ``events --json``: no event id (it has no event yet), the
+    status ``quarantined``, the reason and the key."""
+    return {
+        "id": None,
+        "type": event_type,
+        "account": q.account,
+        "trigger": q.trigger,
+        "key": q.key,
+        "created_at": isoformat_z(q.first_seen_at),
+        "status": QUARANTINED,
+        "reason": q.reason,
+        "last_seen_at": isoformat_z(q.last_seen_at),
+        "polls": q.polls,
+        "deliveries": [],
+    }
+
+
+def quarantined_line(q: QuarantineView, event_type: str) -> str:
+    """One quarantined item of ``events`` as one line."""
+    return (
+        f"{QUARANTINED}  {isoformat_z(q.first_seen_at)}  {event_type}  {q.account}  "
+        f"key={q.key}  {q.reason} (seen by {q.polls} poll{'s' if q.polls != 1 else ''}, "
+        f"last {isoformat_z(q.last_seen_at)}; tried again at every poll)"
+    )
 
 
 def sink_line(s: dict[str, Any]) -> str:

@@ -4,6 +4,9 @@ The store holds the seen set; this module decides, for one poll's items, which k
 candidates (first occurrence in the response, usable key), which items are skipped for
 want of a key, and which of the candidates are new given the keys already seen.
 The store's unique constraint on (account, trigger, key) stays the last guard.
+
+An item whose keying fails (rather than finding no key) is *quarantined*: set aside with
+its reason, never a reason to fail the rest of the response.
 """
 
 from __future__ import annotations
@@ -12,7 +15,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trigger_engine.core.keys import item_key, item_version, missing_field
+from trigger_engine.core.keys import (
+    fingerprint,
+    item_key,
+    item_version,
+    missing_field,
+    storable_key,
+)
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """An item set aside, with why: it is not marked seen, so later polls try it again."""
+
+    key: str  # as stored (storable_key), or the item's fingerprint when keying failed
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -25,6 +42,7 @@ class KeyedItems:
     keyless: int  # items without a usable key: skipped, never fired
     keyless_field: str  # the key field the first keyless item lacked ("" if none)
     versions: tuple[str, ...] | None = None  # for "updated item" triggers, per key
+    quarantined: tuple[Quarantined, ...] = ()  # items whose keying failed
 
 
 def key_items(
@@ -36,13 +54,20 @@ def key_items(
     index: set[str] = set()
     duplicates = keyless = 0
     keyless_field = ""
+    quarantined: list[Quarantined] = []
     for item in items:
-        key = item_key(item, fields)
+        try:
+            key = item_key(item, fields)
+        except Exception as exc:  # one item's failure is never the response's
+            quarantined.append(Quarantined(fingerprint(item), f"cannot be keyed: {exc}"))
+            continue
         if key is None:
             if not keyless:
                 keyless_field = missing_field(item, fields)
             keyless += 1
-        elif key in index:
+            continue
+        key = storable_key(key)
+        if key in index:
             duplicates += 1
         else:
             index.add(key)
@@ -50,8 +75,23 @@ def key_items(
             kept.append(item)
     versions = None
     if update_fields is not None:
-        versions = tuple(item_version(item, update_fields) for item in kept)
-    return KeyedItems(tuple(keys), tuple(kept), duplicates, keyless, keyless_field, versions)
+        versions_list: list[str] = []
+        for i in reversed(range(len(kept))):
+            try:
+                versions_list.append(item_version(kept[i], update_fields))
+            except Exception as exc:
+                quarantined.append(Quarantined(keys[i], f"cannot be versioned: {exc}"))
+                del keys[i], kept[i]
+        versions = tuple(reversed(versions_list))
+    return KeyedItems(
+        tuple(keys),
+        tuple(kept),
+        duplicates,
+        keyless,
+        keyless_field,
+        versions,
+        tuple(quarantined),
+    )
 
 
 def changed(

@@ -16,10 +16,17 @@ import orjson
 
 from trigger_engine import __version__
 from trigger_engine.clock import isoformat_z
+from trigger_engine.core.exact_json import Unencodable, dumps
 from trigger_engine.core.signing import sign
 from trigger_engine.types import DueDelivery
 
 USER_AGENT = f"trigger-engine/{__version__}"
+
+# The largest item an event holds (its JSON text): a receiver, the database and a replay
+# all handle it whole. A larger one is quarantined, not sent.
+MAX_ITEM_BYTES = 16 * 1024 * 1024
+
+__all__ = ["MAX_ITEM_BYTES", "USER_AGENT", "Unencodable"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -32,6 +39,20 @@ def new_event_id() -> str:
         chars.append(_CROCKFORD[value & 31])
         value >>= 5
     return "evt_" + "".join(reversed(chars))
+
+
+def payload_of(item: object) -> str:
+    """The JSON text an event holds for ``item``: every value as it arrived (integers of
+    any size, lone surrogates escaped). Raises :class:`Unencodable` for an item that
+    cannot be written, or whose text is over :data:`MAX_ITEM_BYTES`."""
+    text = dumps(item)
+    if len(text) > MAX_ITEM_BYTES // 4 and len(text.encode()) > MAX_ITEM_BYTES:
+        size = len(text.encode()) / (1024 * 1024)
+        raise Unencodable(
+            f"it is {size:.1f} MiB as JSON, over the {MAX_ITEM_BYTES // (1024 * 1024)} MiB "
+            "an event may hold"
+        )
+    return text
 
 
 def envelope(delivery: DueDelivery) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from trigger_engine.core.durations import parse_duration
+from trigger_engine.core.keys import lookup_key
 from trigger_engine.errors import UsageError
 from trigger_engine.types import DELIVERY_STATUSES, EventFilter
 
@@ -43,11 +44,13 @@ def build_filter(
     sinks: tuple[str, ...] = (),
     statuses: tuple[str, ...] = (),
     item_key: str | None = None,
+    allowed_statuses: tuple[str, ...] = DELIVERY_STATUSES,
 ) -> EventFilter:
-    """The EventFilter of a command's options, checked (statuses, times, their order)."""
+    """The EventFilter of a command's options, checked (statuses, times, their order).
+    ``item_key`` is the key as the user typed it: it is looked up as the store holds it."""
     for status in statuses:
-        if status not in DELIVERY_STATUSES:
-            raise UsageError(f"--status '{status}' is not one of {', '.join(DELIVERY_STATUSES)}")
+        if status not in allowed_statuses:
+            raise UsageError(f"--status '{status}' is not one of {', '.join(allowed_statuses)}")
     start = parse_time(since, now, option="--since") if since else None
     end = parse_time(until, now, option="--until") if until else None
     if start is not None and end is not None and start >= end:
@@ -58,7 +61,7 @@ def build_filter(
         until=end,
         types=types,
         accounts=accounts,
-        item_key=item_key,
+        item_key=None if item_key is None else lookup_key(item_key),
         sinks=sinks,
         statuses=statuses,
     )

@@ -1,9 +1,18 @@
-"""Item → primary key. Pure.
+"""Item → primary key, and the key as the database stores it. Pure.
 
 A key is one field or several (a composite key, Zapier's ``primary`` fields), each
 possibly nested with dots (``person.key``). The key of an item is a string: the value
-itself for a single string field, else a compact JSON rendering, so that the key
-``46`` (a campaign's integer key) and a composite ``["a", 1]`` stay unambiguous.
+itself for a single string field, the exact digits of an integer (of any size), else a
+compact JSON rendering, so that the key ``46`` (a campaign's integer key) and a composite
+``["a", 1]`` stay unambiguous.
+
+**``2`` and ``"2"`` are the same key** for a single key field, as in Zapier, which compares
+keys as strings: an API that changes an id's JSON type does not fire every item again. In
+a composite key the types count (``["a", 2]`` and ``["a", "2"]`` differ), as before.
+
+:func:`storable_key` is what the database holds: the key itself when any database can
+store and index it, else an escaped or hashed form that is the same on SQLite and
+PostgreSQL and stays unique (see its docstring).
 """
 
 from __future__ import annotations
@@ -13,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+
+from trigger_engine.core.exact_json import dumps
 
 _MISSING = object()
 
@@ -50,18 +61,20 @@ def item_key(item: Any, fields: Sequence[str]) -> str | None:
         return None
     if len(values) == 1:
         only = values[0]
-        return only if isinstance(only, str) else orjson.dumps(only).decode()
-    return orjson.dumps(values).decode()
+        if isinstance(only, str):
+            return only
+        if isinstance(only, int):
+            return str(only)  # exact at any size (orjson stops at 64 bits)
+        return orjson.dumps(only).decode()
+    return dumps(values)
 
 
 def item_version(item: Mapping[str, Any], fields: Sequence[str]) -> str:
     """A fingerprint of the watched fields' values (missing counts as null), for "updated
     item" triggers: it changes exactly when one of those values changes."""
     values = [lookup(item, field) for field in fields]
-    rendered = orjson.dumps(
-        [None if v is _MISSING else v for v in values], option=orjson.OPT_SORT_KEYS
-    )
-    return hashlib.sha256(rendered).hexdigest()[:32]
+    rendered = dumps([None if v is _MISSING else v for v in values], sort_keys=True)
+    return hashlib.sha256(rendered.encode()).hexdigest()[:32]
 
 
 def missing_field(item: Any, fields: Sequence[str]) -> str:
@@ -72,3 +85,69 @@ def missing_field(item: Any, fields: Sequence[str]) -> str:
         if not _usable(lookup(item, field)):
             return field
     return ""
+
+
+# The longest key stored as it is, in UTF-8 bytes: the seen set's primary key (account,
+# trigger, key) must fit in a PostgreSQL B-tree entry (at most ~2,700 bytes).
+MAX_STORED_KEY_BYTES = 512
+ESCAPED_PREFIX = "~json:"  # a key the database cannot hold as is, as a JSON string literal
+HASHED_PREFIX = "~sha256:"  # ... or, when that is too long, its SHA-256
+
+
+def storable_key(key: str) -> str:
+    """The key as the database holds it, the same on SQLite and PostgreSQL.
+
+    The key itself, unless it holds a NUL (PostgreSQL's text refuses it) or a lone
+    surrogate (no UTF-8 encoding exists), is longer than :data:`MAX_STORED_KEY_BYTES`, or
+    starts with one of the two reserved prefixes. Then ``~json:`` and its JSON string
+    literal (ASCII, readable), or ``~sha256:`` and the SHA-256 of that literal when even
+    that is too long. Distinct keys stay distinct: a key stored as is never starts with a
+    reserved prefix, JSON literals are one-to-one, and SHA-256 does not collide."""
+    # the common case first: a short ASCII id
+    if len(key) <= 64 and key.isascii() and "\x00" not in key and not key.startswith("~"):
+        return key
+    return _storable(key)
+
+
+def lookup_key(text: str) -> str:
+    """The stored form of a key a user typed (``events --key``): already a stored form
+    when it starts with a reserved prefix (copied from ``events``), else its storable key."""
+    return text if text.startswith((ESCAPED_PREFIX, HASHED_PREFIX)) else storable_key(text)
+
+
+def _storable(key: str) -> str:
+    try:
+        size = len(key.encode())
+    except UnicodeEncodeError:  # a lone surrogate
+        size = -1
+    if (
+        0 <= size <= MAX_STORED_KEY_BYTES
+        and "\x00" not in key
+        and not key.startswith((ESCAPED_PREFIX, HASHED_PREFIX))
+    ):
+        return key
+    literal = dumps(key)  # ASCII: NUL and surrogates escaped
+    escaped = ESCAPED_PREFIX + literal
+    if len(escaped.encode()) <= MAX_STORED_KEY_BYTES:
+        return escaped
+    return HASHED_PREFIX + hashlib.sha256(literal.encode()).hexdigest()
+
+
+def fingerprint(item: Any) -> str:
+    """A stable name for an item that has no usable key because keying it failed: the
+    SHA-256 of its structure and scalars, walked without recursion (any depth)."""
+    digest = hashlib.sha256()
+    stack: list[Any] = [item]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, Mapping):
+            digest.update(b"{%d" % len(value))
+            for k, v in value.items():
+                stack.append(v)
+                stack.append(("key", k))
+        elif isinstance(value, list):
+            digest.update(b"[%d" % len(value))
+            stack.extend(reversed(value))
+        else:
+            digest.update(repr(value).encode("utf-8", "surrogatepass") + b"\x00")
+    return HASHED_PREFIX + digest.hexdigest()

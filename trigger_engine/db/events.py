@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
-import orjson
 from sqlalchemy import Connection, delete, exists, insert, select
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -27,21 +25,21 @@ def insert_events(
     account: str,
     trigger: str,
     event_type: str,
-    items: Sequence[tuple[str, Any]],
+    items: Sequence[tuple[str, str]],
     sinks: Sequence[str],
     now: datetime,
     *,
     held: str | None = None,
 ) -> tuple[int, int]:
-    """Events for ``items`` (key, item) and a delivery per sink: pending (due now), dead
-    for a disabled sink, or held (with ``held`` as the reason) until a replay. Returns
-    (events, deliveries) created."""
+    """Events for ``items`` (key, the item's JSON text) and a delivery per sink: pending
+    (due now), dead for a disabled sink, or held (with ``held`` as the reason) until a
+    replay. Returns (events, deliveries) created."""
     disabled = disabled_sinks(conn)
     created = 0
     for chunk in chunks(items):
         event_rows = []
         delivery_rows = []
-        for key, item in chunk:
+        for key, payload in chunk:
             event_id = new_event_id()
             event_rows.append(
                 {
@@ -50,7 +48,7 @@ def insert_events(
                     "account": account,
                     "trigger": trigger,
                     "item_key": key,
-                    "payload": orjson.dumps(item).decode(),
+                    "payload": payload,
                     "created_at": now,
                 }
             )

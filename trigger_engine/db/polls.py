@@ -10,15 +10,18 @@ failed poll changes only the poll's own state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, or_, select, update
+from sqlalchemy import exc as sa_exc
 
-from trigger_engine.core.dedupe import KeyedItems, changed, flood_guard, unseen
+from trigger_engine.core.dedupe import KeyedItems, Quarantined, changed, flood_guard, unseen
+from trigger_engine.core.events import Unencodable, payload_of
 from trigger_engine.db import events as event_rows
-from trigger_engine.db import seen
+from trigger_engine.db import quarantine, seen
 from trigger_engine.db.engine import Database
 from trigger_engine.db.schema import poll_state
 from trigger_engine.errors import LeaseLost
@@ -230,43 +233,51 @@ class PollRepository:
 
         With ``keyed.versions`` (an "updated item" trigger) it is the known items whose
         version changed that fire; new items are only remembered. With ``max_new``, a poll
-        that would fire more than that holds all of its events (the flood guard)."""
+        that would fire more than that holds all of its events (the flood guard).
+
+        One item never stops the others: an item that cannot be written as an event or
+        that the database refuses is quarantined (:mod:`~trigger_engine.db.quarantine`),
+        not marked seen, and the rest of the poll is written."""
         db = self.db
         with db.tx() as conn:
             state = self._check_fence(conn, account, trigger, fence)
             first = state.seeded_at is None
             fire = emit_first or not first
-            to_fire: list[tuple[str, Any]] = []
+            set_aside = list(keyed.quarantined)
+            held: str | None = None
             if keyed.versions is None:
                 known = seen.known_keys(
                     db, conn, account, trigger, keyed.keys, items_known=state.items_known
                 )
-                fresh = unseen(keyed, known)
-                inserted = seen.insert_keys(
-                    db, conn, account, trigger, fresh, seeded=not fire, now=now
-                )
+                fresh: Sequence[Any] = unseen(keyed, known)
                 if fire:
-                    to_fire = [(k, item) for k, item in fresh if k in inserted]
+                    fresh = _encoded(fresh, set_aside)
+                    held = flood_guard(len(fresh), max_new)
+                write = _Writer(
+                    db, conn, account, trigger, event_type, sinks, now, fire=fire, held=held
+                )
+                tally = isolated(conn, fresh, write.new_items, set_aside)
             else:
                 versions = seen.known_versions(conn, account, trigger, keyed.keys)
-                fresh = unseen(keyed, versions)
-                inserted = seen.insert_keys(
+                changes = changed(keyed, versions)
+                moved = _encoded([(k, item) for k, item, _new, _old in changes], set_aside)
+                held = flood_guard(len(moved), max_new)
+                write = _Writer(
                     db,
                     conn,
                     account,
                     trigger,
-                    fresh,
-                    seeded=False,
-                    now=now,
+                    event_type,
+                    sinks,
+                    now,
+                    held=held,
                     versions=dict(zip(keyed.keys, keyed.versions, strict=True)),
+                    old_versions={key: old for key, _item, _new, old in changes},
                 )
-                to_fire = seen.bump_versions(conn, account, trigger, changed(keyed, versions))
-            held = flood_guard(len(to_fire), max_new)
-            new_events = delivery_rows = 0
-            if to_fire:
-                new_events, delivery_rows = event_rows.insert_events(
-                    conn, account, trigger, event_type, to_fire, sinks, now, held=held
-                )
+                tally = isolated(conn, unseen(keyed, versions), write.new_items, set_aside)
+                tally.add(isolated(conn, moved, write.changed_items, set_aside))
+            newly = quarantine.hold(db, conn, account, trigger, set_aside, now)
+            released = quarantine.release(conn, account, trigger, tally.inserted)
             values: dict[str, Any] = {
                 "last_poll_at": now if fence is None else fence.claimed_at,
                 "last_success_at": now,
@@ -275,17 +286,20 @@ class PollRepository:
                 "consecutive_failures": 0,
                 "failing_since": None,
                 "backoff_until": None,
-                "items_known": poll_state.c.items_known + len(inserted),
+                "items_known": poll_state.c.items_known + len(tally.inserted),
             }
             if first:
                 values["seeded_at"] = now
             conn.execute(update(poll_state).where(*_where(account, trigger)).values(**values))
         return PollResult(
             first_poll=first,
-            new_events=new_events,
-            remembered=len(inserted) if not fire or keyed.versions is not None else 0,
-            deliveries=delivery_rows,
-            held=new_events if held is not None else 0,
+            new_events=tally.events,
+            remembered=len(tally.inserted) if not fire or keyed.versions is not None else 0,
+            deliveries=tally.deliveries,
+            held=tally.events if held is not None else 0,
+            quarantined=len(set_aside),
+            newly_quarantined=tuple((q.key, q.reason) for q in newly),
+            released=released,
         )
 
     def record_failure(
@@ -341,11 +355,13 @@ class PollRepository:
             not_listed = total - len(candidates)
             if dry_run:
                 return BackfillResult(fired=len(candidates), deliveries=0, not_listed=not_listed)
-            flipped = seen.unremember(conn, account, trigger, [k for k, _ in candidates])
-            to_fire = [(k, item) for k, item in candidates if k in flipped]
-            fired, rows = event_rows.insert_events(
-                conn, account, trigger, event_type, to_fire, sinks, now
+            set_aside: list[Quarantined] = []
+            write = _Writer(self.db, conn, account, trigger, event_type, sinks, now)
+            tally = isolated(
+                conn, _encoded(candidates, set_aside), write.remembered_items, set_aside
             )
+            quarantine.hold(self.db, conn, account, trigger, set_aside, now)
+            fired, rows = tally.events, tally.deliveries
         return BackfillResult(fired=fired, deliveries=rows, not_listed=not_listed)
 
     # ----------------------------------------------------------------- pauses
@@ -394,3 +410,167 @@ class PollRepository:
                     )
                 )
         return [(r.account, r.trigger) for r in rows]
+
+
+# ------------------------------------------------------------------ one item, not the poll
+
+# A payload is (key, item, its JSON text).
+_Encoded = tuple[str, Any, str]
+
+
+def _encoded(pairs: Sequence[tuple[str, Any]], set_aside: list[Quarantined]) -> list[_Encoded]:
+    """Each (key, item) with the JSON text its event will hold; an item that cannot be
+    written (see :func:`trigger_engine.core.events.payload_of`) is set aside instead."""
+    out: list[_Encoded] = []
+    for key, item in pairs:
+        try:
+            out.append((key, item, payload_of(item)))
+        except Unencodable as exc:
+            set_aside.append(Quarantined(key, f"cannot be written as an event: {exc}"))
+    return out
+
+
+# What the database says about one item (a constraint, a value it cannot hold), as opposed
+# to the database failing (OperationalError: locked, gone, full), which fails the poll.
+_ITEM_ERRORS = (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.InternalError)
+
+
+def _item_error(exc: sa_exc.StatementError) -> bool:
+    if isinstance(exc, _ITEM_ERRORS):
+        return True
+    # not a DB-API error: the driver could not even bind a value (e.g. UnicodeEncodeError)
+    return not isinstance(exc, sa_exc.DBAPIError)
+
+
+def isolated(
+    conn: Connection,
+    batch: Sequence[Any],
+    write: Callable[[Sequence[Any]], _Tally],
+    set_aside: list[Quarantined],
+    what: str = "stored",
+) -> _Tally:
+    """``write(batch)`` in a savepoint; when the database refuses it for an item's sake,
+    again one item at a time, each in its own savepoint, setting aside the items it
+    refuses. Returns the tally of what was written (a refused write counts nothing).
+    A database that fails rather than refuses (``OperationalError``: locked, gone, full)
+    fails the poll, which is retried whole."""
+    total = _Tally()
+    if not batch:
+        return total
+    try:
+        with conn.begin_nested():
+            return total.add(write(batch))
+    except sa_exc.StatementError as exc:
+        if not _item_error(exc):
+            raise
+    refused: list[Quarantined] = []
+    for one in batch:
+        try:
+            with conn.begin_nested():
+                done = write([one])
+            total.add(done)
+        except sa_exc.StatementError as exc:
+            if not _item_error(exc):
+                raise
+            reason = _reason_of(exc)
+            refused.append(Quarantined(one[0], f"cannot be {what}: {reason}"))
+    set_aside.extend(refused)
+    return total
+
+
+def _reason_of(exc: sa_exc.StatementError) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return text.rstrip(".")[:300]
+
+
+@dataclass
+class _Tally:
+    """What a write wrote: keys marked seen, events and deliveries created."""
+
+    inserted: list[str] = field(default_factory=list)
+    events: int = 0
+    deliveries: int = 0
+
+    def add(self, other: _Tally) -> _Tally:
+        """Count ``other`` in this one (a write that committed)."""
+        self.inserted.extend(other.inserted)
+        self.events += other.events
+        self.deliveries += other.deliveries
+        return self
+
+
+class _Writer:
+    """Writes a poll's items (keys, events, deliveries); each method takes a batch and
+    returns its :class:`_Tally`, and is run by :func:`isolated`."""
+
+    def __init__(
+        self,
+        db: Database,
+        conn: Connection,
+        account: str,
+        trigger: str,
+        event_type: str,
+        sinks: Sequence[str],
+        now: datetime,
+        *,
+        fire: bool = True,
+        held: str | None = None,
+        versions: dict[str, str] | None = None,
+        old_versions: dict[str, str | None] | None = None,
+    ) -> None:
+        self.db, self.conn, self.now = db, conn, now
+        self.account, self.trigger, self.event_type, self.sinks = (
+            account,
+            trigger,
+            event_type,
+            sinks,
+        )
+        self.fire, self.held = fire, held
+        self.versions, self.old_versions = versions, old_versions or {}
+
+    def new_items(self, batch: Sequence[Any]) -> _Tally:
+        """Mark new items seen and fire them (events and deliveries), unless seeding; an
+        "updated item" trigger (``versions``) only remembers its new items."""
+        fire = self.fire and self.versions is None
+        inserted = seen.insert_keys(
+            self.db,
+            self.conn,
+            self.account,
+            self.trigger,
+            [(entry[0], entry[1]) for entry in batch],
+            seeded=fire is False and self.versions is None,
+            now=self.now,
+            versions=self.versions,
+        )
+        tally = _Tally(inserted=[entry[0] for entry in batch if entry[0] in inserted])
+        if fire:
+            tally.add(self._fire([(k, text) for k, _item, text in batch if k in inserted]))
+        return tally
+
+    def changed_items(self, batch: Sequence[_Encoded]) -> _Tally:
+        """Move changed items to their new version and fire those this poll moved."""
+        assert self.versions is not None
+        changes = [(k, text, self.versions[k], self.old_versions[k]) for k, _i, text in batch]
+        return self._fire(seen.bump_versions(self.conn, self.account, self.trigger, changes))
+
+    def remembered_items(self, batch: Sequence[_Encoded]) -> _Tally:
+        """Backfill: fire remembered items, each at most once (the flag flips with it)."""
+        keys = [k for k, _item, _text in batch]
+        flipped = seen.unremember(self.conn, self.account, self.trigger, keys)
+        return self._fire([(k, text) for k, _item, text in batch if k in flipped])
+
+    def _fire(self, pairs: Sequence[tuple[str, str]]) -> _Tally:
+        if not pairs:
+            return _Tally()
+        events, deliveries = event_rows.insert_events(
+            self.conn,
+            self.account,
+            self.trigger,
+            self.event_type,
+            pairs,
+            self.sinks,
+            self.now,
+            held=self.held,
+        )
+        return _Tally(events=events, deliveries=deliveries)

@@ -144,3 +144,18 @@ nodes = Table(
     Column("heartbeat_at", UTCDateTime, nullable=False),
     Column("stopped_at", UTCDateTime, nullable=True),
 )
+
+# Items set aside by a poll (they cannot be keyed, written or stored), with the reason.
+# Not marked seen: every poll that lists one tries it again; it leaves this table when it
+# is processed (fired or remembered).
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("account", String(200), primary_key=True),
+    Column("trigger", String(100), primary_key=True),
+    Column("key", Text, primary_key=True),  # as stored (storable_key), or a fingerprint
+    Column("reason", Text, nullable=False),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("polls", Integer, nullable=False, server_default=text("1")),  # polls that saw it
+)

@@ -25,6 +25,7 @@ from trigger_engine.db.engine import Database
 from trigger_engine.db.events import EventRepository
 from trigger_engine.db.nodes import NodeRepository
 from trigger_engine.db.polls import PollRepository
+from trigger_engine.db.quarantine import QuarantineRepository
 from trigger_engine.db.seen import SeenKeys
 from trigger_engine.db.sinks import SinkRepository
 
@@ -34,7 +35,8 @@ _T = TypeVar("_T")
 
 class Store:
     """A database (:class:`~trigger_engine.db.engine.Database`) with one repository per
-    aggregate: ``polls``, ``seen``, ``events``, ``deliveries``, ``sinks``, ``nodes``."""
+    aggregate: ``polls``, ``seen``, ``events``, ``deliveries``, ``sinks``, ``nodes``,
+    ``quarantine``."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -44,6 +46,7 @@ class Store:
         self.deliveries = DeliveryRepository(db)
         self.sinks = SinkRepository(db)
         self.nodes = NodeRepository(db)
+        self.quarantine = QuarantineRepository(db)
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True) -> Store:

@@ -50,11 +50,31 @@ class _Backlog(Collector):
         yield oldest
 
 
+class _Quarantine(Collector):
+    def __init__(self, counts: Callable[[], dict[tuple[str, str], int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterable[Metric]:
+        gauge = GaugeMetricFamily(
+            "trigger_engine_items_quarantined",
+            "Items set aside by their poll (they cannot be keyed, written or stored)",
+            labels=["account", "trigger"],
+        )
+        for (account, trigger), n in sorted(self.counts().items()):
+            gauge.add_metric([account, trigger], n)
+        yield gauge
+
+
 class Metrics:
-    """The engine's Prometheus metrics, fed by poll reports and attempt outcomes."""
+    """The engine's Prometheus metrics, fed by poll reports and attempt outcomes; the
+    backlogs and the quarantine are read from the store at scrape time."""
 
     def __init__(
-        self, stats: Callable[[], dict[str, SinkStats]], clock: Callable[[], datetime]
+        self,
+        stats: Callable[[], dict[str, SinkStats]],
+        clock: Callable[[], datetime],
+        *,
+        quarantined: Callable[[], dict[tuple[str, str], int]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -94,6 +114,8 @@ class Metrics:
             registry=r,
         )
         r.register(_Backlog(stats, clock))
+        if quarantined is not None:
+            r.register(_Quarantine(quarantined))
         self._event_types: dict[str, str] = {}
 
     def event_type_of(self, trigger: str, event_type: str) -> None:

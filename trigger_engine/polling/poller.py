@@ -146,8 +146,17 @@ class Poller:
             held=result.held,
             duplicates=keyed.duplicates,
             keyless=keyed.keyless,
+            quarantined=result.quarantined,
             duration=time.perf_counter() - started,
         )
+        for key, reason in result.newly_quarantined:  # once per item, not once per poll
+            log.warning(
+                "item.quarantined", account=account.name, trigger=trigger.name, key=key, why=reason
+            )
+        if result.released:
+            log.info(
+                "item.released", account=account.name, trigger=trigger.name, items=result.released
+            )
         if result.held:
             log.warning(
                 "poll.flood_held",

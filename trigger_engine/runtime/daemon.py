@@ -122,7 +122,7 @@ class Daemon:
         self.source = source
         self.poller = Poller(config, store, source)
         self.owner = jobs.node_name()
-        self.metrics = Metrics(store.sinks.stats, now)
+        self.metrics = Metrics(store.sinks.stats, now, quarantined=store.quarantine.counts)
         self._stop_requested_at: float | None = None  # loop time of the (first) stop
         self._serving: _Serving | None = None
         self._old_sources: list[Source] = []
@@ -190,8 +190,14 @@ class Daemon:
         """The retention sweep: old, fully delivered events go (see ``EventRepository.prune``)."""
         cutoff = now() - timedelta(seconds=self.config.engine.retention)
         pruned = self.store.events.prune(cutoff)
-        if pruned:
-            log.info("retention.pruned", events=pruned, older_than=cutoff.isoformat())
+        forgotten = self.store.quarantine.prune(cutoff)
+        if pruned or forgotten:
+            log.info(
+                "retention.pruned",
+                events=pruned,
+                quarantined_items=forgotten,
+                older_than=cutoff.isoformat(),
+            )
 
     # ---------------------------------------------------------------- daemon
 
