@@ -80,6 +80,7 @@ def test_a_poisoned_item_is_quarantined_and_the_others_still_fire(
         assert first.returncode == 0, first.stderr
         forwarded = [orjson.loads(r.body)["id"] for r in crm.requests]
         assert sorted(forwarded) == sorted(["good-1", "nul\u0000id", "L" * 3000, "good-2"])
+        assert "acme/leads: 5 items, 4 new, 1 quarantined" in first.stdout
         assert first.stderr.count("item.quarantined") == 1
         assert "key=poison" in first.stderr and "poisoned item" in first.stderr
 

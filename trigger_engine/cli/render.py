@@ -331,6 +331,8 @@ def once_text(polls: Sequence[PollReport], delivery: DrainReport) -> str:
                 if poll.first_poll
                 else f"{poll.new_events} new"
             )
+            if poll.quarantined:
+                what += f", {poll.quarantined} quarantined (events --status quarantined)"
             lines.append(f"{where}: {poll.items} items, {what}")
         else:
             lines.append(f"{where}: failed: {poll.error}")
