@@ -3,6 +3,7 @@ sentence naming the key and the range (issue 12: hostile input never crashes lat
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -311,3 +312,67 @@ def test_trigger_name_length(tmp_path: Path) -> None:
         f": triggers: the trigger name {show('t' * (TRIGGER_NAME_MAX + 1))} must be at most "
         f"{TRIGGER_NAME_MAX} characters long (it has {TRIGGER_NAME_MAX + 1})"
     ), message
+
+
+# --- engine.database: SQLite and PostgreSQL only
+
+
+@pytest.mark.parametrize(
+    ("database", "sentence"),
+    [
+        (
+            "mysql://u:pw-not-shown@h/db",
+            'engine.database: only SQLite ("sqlite:///FILE") and PostgreSQL '
+            "(\"postgresql+psycopg://USER@HOST/DBNAME\") are supported, not 'mysql'",
+        ),
+        ("nosuchdb://x", "are supported, not 'nosuchdb'"),
+        ("postgres://u@h/db", "are supported, not 'postgres'"),
+        ("mysql+pymysql://u@h/db", "are supported, not 'mysql+pymysql'"),
+        (
+            "postgresql+psycopg2://u@h/db",
+            "engine.database: PostgreSQL is used through the psycopg driver: write "
+            "\"postgresql+psycopg://...\" (not 'postgresql+psycopg2')",
+        ),
+        (
+            "sqlite+aiosqlite:///x.db",
+            "engine.database: SQLite is used through Python's sqlite3: write "
+            "\"sqlite:///FILE\" (not 'sqlite+aiosqlite')",
+        ),
+    ],
+)
+def test_unsupported_databases(tmp_path: Path, database: str, sentence: str) -> None:
+    message = load_error(tmp_path, f"[engine]\ndatabase = '{database}'\n" + MINIMAL)
+    assert message.startswith(f"{tmp_path / 'trigger-engine.toml'}: line 2: engine.database: ")
+    assert sentence in message
+    assert "pw-not-shown" not in message
+
+
+@pytest.mark.parametrize(
+    ("database", "url"),
+    [
+        ("sqlite:////abs/te.db", "sqlite:////abs/te.db"),
+        ("sqlite+pysqlite:////abs/te.db", "sqlite+pysqlite:////abs/te.db"),
+        ("sqlite://", "sqlite://"),
+        ("postgresql+psycopg://u:p@db/x", "postgresql+psycopg://u:p@db/x"),
+        # SQLAlchemy 2.0 would take psycopg2 (not installed) for a plain postgresql:// URL.
+        ("postgresql://u:p@db/x", "postgresql+psycopg://u:p@db/x"),
+        ("postgresql://u:p%40ss@db:5433/x?sslmode=require", None),
+    ],
+)
+def test_supported_databases(tmp_path: Path, database: str, url: str | None) -> None:
+    config = load_text(tmp_path, f"[engine]\ndatabase = '{database}'\n" + MINIMAL)
+    assert config.engine.database == database
+    if url is None:
+        url = "postgresql+psycopg" + database.removeprefix("postgresql")
+    assert config.database_url() == url
+
+
+def test_postgresql_url_without_psycopg_keeps_its_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    message = load_error(tmp_path, "[engine]\ndatabase = 'postgresql://u@db/x'\n" + MINIMAL)
+    assert message.endswith(
+        "engine.database: PostgreSQL needs the psycopg driver, which is not installed: "
+        "pip install 'trigger-engine[postgres]'"
+    )

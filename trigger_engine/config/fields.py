@@ -197,6 +197,34 @@ def check_header_value(value: SecretStr) -> SecretStr:
     return value
 
 
+# --- the database
+
+# The databases the engine runs on, and the drivers it uses for them ("" is the plain
+# scheme: "sqlite://..." is Python's sqlite3; "postgresql://..." is read as
+# "postgresql+psycopg://..." by Config.database_url, whatever SQLAlchemy's default driver).
+DATABASE_DRIVERS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg")}
+SUPPORTED_DATABASES = (
+    'only SQLite ("sqlite:///FILE") and PostgreSQL ("postgresql+psycopg://USER@HOST/DBNAME") '
+    "are supported"
+)
+DRIVER_HINTS = {
+    "sqlite": 'SQLite is used through Python\'s sqlite3: write "sqlite:///FILE"',
+    "postgresql": 'PostgreSQL is used through the psycopg driver: write "postgresql+psycopg://..."',
+}
+
+
+def check_database_scheme(drivername: str) -> None:
+    """``engine.database``'s scheme (``sqlite``, ``postgresql+psycopg``, ...) is one of the
+    supported databases and drivers; ``ValueError`` saying which are, otherwise. Only the
+    scheme is ever shown (the rest of the URL may hold a password)."""
+    backend, _, driver = drivername.partition("+")
+    drivers = DATABASE_DRIVERS.get(backend)
+    if drivers is None:
+        raise ValueError(f"{SUPPORTED_DATABASES}, not {show(drivername)}")
+    if driver not in drivers:
+        raise ValueError(f"{DRIVER_HINTS[backend]} (not {show(drivername)})")
+
+
 # psycopg is an extra (``trigger-engine[postgres]``): URLs of these drivers need it.
 PSYCOPG_URLS = frozenset({"postgresql", "postgresql+psycopg"})
 

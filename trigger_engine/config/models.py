@@ -48,6 +48,7 @@ from trigger_engine.config.fields import (
     SinkNameLength,
     Timeout,
     check_base_url,
+    check_database_scheme,
     check_dotted,
     check_header_value,
     check_key,
@@ -118,6 +119,7 @@ class EngineSettings(_Model):
                 'is not a valid SQLAlchemy database URL (e.g. "sqlite:///trigger-engine.db" '
                 'or "postgresql+psycopg://user@host/dbname")'
             ) from None
+        check_database_scheme(url.drivername)
         if url.drivername in PSYCOPG_URLS and not psycopg_installed():
             raise ValueError(
                 "PostgreSQL needs the psycopg driver, which is not installed: "
@@ -382,8 +384,12 @@ class Config(_Model):
         return self
 
     def database_url(self) -> str:
-        """``engine.database``; a relative SQLite path is resolved against the file's directory."""
+        """``engine.database``; a relative SQLite path is resolved against the file's directory,
+        and a plain ``postgresql://`` URL names the psycopg driver (SQLAlchemy 2.0 would take
+        psycopg2 for it, which the engine does not install)."""
         url = make_url(self.engine.database)
+        if url.drivername == "postgresql":
+            return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
         database = url.database
         if (
             not url.drivername.startswith("sqlite")
