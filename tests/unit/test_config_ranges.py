@@ -15,8 +15,9 @@ from tests.unit.test_config import (
     base_dict,
     load_error,
     load_text,
+    write,
 )
-from trigger_engine.config import config_from_dict
+from trigger_engine.config import config_from_dict, load_config
 from trigger_engine.core import durations
 from trigger_engine.core.durations import parse_duration, show
 from trigger_engine.db import schema
@@ -376,3 +377,58 @@ def test_postgresql_url_without_psycopg_keeps_its_sentence(
         "engine.database: PostgreSQL needs the psycopg driver, which is not installed: "
         "pip install 'trigger-engine[postgres]'"
     )
+
+
+# --- nesting
+
+
+def test_arrays_nested_thousands_deep(tmp_path: Path) -> None:
+    text = MINIMAL + "x = " + "[" * 5000 + "]" * 5000 + "\n"
+    message = load_error(tmp_path, text)
+    assert message == (
+        f"{tmp_path / 'trigger-engine.toml'}: invalid TOML: arrays or tables are nested "
+        "more than 32 levels deep"
+    )
+
+
+def test_inline_tables_nested_thousands_deep(tmp_path: Path) -> None:
+    text = MINIMAL + "x = " + "{a = " * 5000 + "1" + "}" * 5000 + "\n"
+    message = load_error(tmp_path, text)
+    assert message.endswith("invalid TOML: arrays or tables are nested more than 32 levels deep")
+
+
+def test_tables_nested_thousands_deep(tmp_path: Path) -> None:
+    text = MINIMAL + "[engine." + ".".join(["a"] * 5000) + "]\n"
+    message = load_error(tmp_path, text)
+    assert message == (
+        f"{tmp_path / 'trigger-engine.toml'}: line 6: engine.a: arrays or tables are nested "
+        "more than 32 levels deep"
+    )
+
+
+def test_nesting_just_inside_the_limit_is_an_ordinary_error(tmp_path: Path) -> None:
+    # The file's table is level 1, [engine] level 2: 30 more arrays make 32 levels.
+    inside = engine("x = " + "[" * 30 + "]" * 30)
+    assert load_error(tmp_path, inside).endswith(": unknown key 'engine.x'")
+    outside = engine("x = " + "[" * 31 + "]" * 31)
+    assert load_error(tmp_path, outside).endswith(
+        ": line 2: engine.x: arrays or tables are nested more than 32 levels deep"
+    )
+
+
+def test_config_from_dict_refuses_deep_nesting() -> None:
+    deep: object = 1
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(base_dict(engine={"x": deep}), env={})
+    assert str(info.value) == (
+        "invalid configuration: engine.x: arrays or tables are nested more than 32 levels deep"
+    )
+
+
+def test_a_deep_file_does_not_break_the_next_load(tmp_path: Path) -> None:
+    write(tmp_path, MINIMAL + "x = " + "[" * 5000 + "]" * 5000 + "\n", name="deep.toml")
+    with pytest.raises(ConfigError):
+        load_config(tmp_path / "deep.toml", ENV)
+    assert load_text(tmp_path, MINIMAL).accounts[0].name == "acme"
