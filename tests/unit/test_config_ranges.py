@@ -12,6 +12,7 @@ import pytest
 from tests.unit.test_config import (
     ENV,
     MINIMAL,
+    REPO_ROOT,
     base_dict,
     load_error,
     load_text,
@@ -432,3 +433,26 @@ def test_a_deep_file_does_not_break_the_next_load(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_config(tmp_path / "deep.toml", ENV)
     assert load_text(tmp_path, MINIMAL).accounts[0].name == "acme"
+
+
+def test_the_readme_and_the_example_give_each_duration_range() -> None:
+    from trigger_engine.config import fields
+
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    example = (REPO_ROOT / "config.example.toml").read_text(encoding="utf-8")
+    for key, allowed in [
+        ("engine.shutdown_grace", fields.SHUTDOWN_GRACE),
+        ("engine.retention", fields.RETENTION),
+        ("engine.lease", fields.LEASE),
+        ("source.timeout", fields.TIMEOUT),
+        ("triggers.T.interval", fields.INTERVAL),
+        ("triggers.T.pause_after", fields.PAUSE_AFTER),
+        ("sinks[].timeout", fields.TIMEOUT),
+        ("sinks[].retry.schedule", fields.RETRY_STEP),
+    ]:
+        (row,) = [line for line in readme if line.startswith(f"| `{key}`")]
+        high = durations.format_duration(allowed.high)
+        assert high in row, (key, row)
+        assert f'"{high}"' in example or f"-{high})" in example, key
+        if allowed.low:
+            assert durations.format_duration(allowed.low) in row, (key, row)
