@@ -12,6 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+# --------------------------------------------------------------------------- names
+
+# The longest names the database stores: ``db/schema.py`` sizes its columns with these, and
+# the configuration refuses a longer name when it is loaded (so ``check`` reports it, instead
+# of every poll or delivery failing on PostgreSQL, which enforces the sizes).
+ACCOUNT_NAME_MAX = 200  # accounts[].name
+TRIGGER_NAME_MAX = 100  # a [triggers.NAME] table's name
+SINK_NAME_MAX = 200  # sinks[].name
+EVENT_TYPE_MAX = 100  # triggers.NAME.event, e.g. "lead.new"
+
+
 # --------------------------------------------------------------------------- states
 
 

@@ -15,12 +15,24 @@ from typing import NoReturn
 
 from trigger_engine import __version__
 from trigger_engine.cli import commands
-from trigger_engine.core.durations import parse_duration
+from trigger_engine.core.durations import DAY, DurationRange, show
 from trigger_engine.errors import TriggerEngineError, UsageError
 from trigger_engine.ops import logs
-from trigger_engine.types import DELIVERY_STATUSES
+from trigger_engine.types import (
+    ACCOUNT_NAME_MAX,
+    DELIVERY_STATUSES,
+    EVENT_TYPE_MAX,
+    SINK_NAME_MAX,
+    TRIGGER_NAME_MAX,
+)
 
 PROG = "trigger-engine"
+
+# The ranges of the options (the README's "Commands" section gives them too). Names are
+# bounded by what the database can hold (types.py); a longer one cannot name anything.
+LIMIT_MAX = 1_000_000  # events --limit
+SIMULATOR_INTERVAL = DurationRange(high=30 * DAY)  # simulator --interval (0: never)
+DEMO_DURATION = DurationRange(high=30 * DAY)  # demo --duration
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--api-key", default="demo", help="the API key it accepts (default demo)")
     sim.add_argument(
         "--interval",
-        type=_seconds,
+        type=_duration(SIMULATOR_INTERVAL),
         default=5.0,
         metavar="DURATION",
         help="add new items this often (default 5s; 0: never)",
@@ -77,43 +89,51 @@ def build_parser() -> argparse.ArgumentParser:
     _common(events)
     _selection(events)
     events.add_argument("--key", metavar="KEY", help="only the event of this item key")
-    events.add_argument("--limit", type=_positive_int, default=50, help="at most N (default 50)")
+    events.add_argument(
+        "--limit", type=_limit, default=50, help=f"at most N (default 50; 1-{LIMIT_MAX})"
+    )
     events.add_argument("--json", action="store_true", help="machine-readable output")
 
     replay = sub.add_parser("replay", help="queue deliveries again (same webhook-id)")
     _common(replay)
     replay.add_argument("--event", action="append", default=[], metavar="ID", help="event id")
     _selection(replay)
-    replay.add_argument("--sink", action="append", default=[], metavar="NAME")
+    replay.add_argument("--sink", action="append", default=[], metavar="NAME", type=_sink)
     replay.add_argument("--dry-run", action="store_true", help="only count")
 
     sinks = sub.add_parser("sinks", help="list sinks; enable or disable one")
     _common(sinks)
     sinks.add_argument("action", nargs="?", choices=["enable", "disable"])
-    sinks.add_argument("name", nargs="?", metavar="NAME")
+    sinks.add_argument("name", nargs="?", metavar="NAME", type=_sink)
 
     backfill = sub.add_parser("backfill", help="fire, once, what a first poll only remembered")
     _common(backfill)
-    backfill.add_argument("--trigger", action="append", default=[], metavar="T")
-    backfill.add_argument("--account", action="append", default=[], metavar="A")
+    backfill.add_argument("--trigger", action="append", default=[], metavar="T", type=_trigger)
+    backfill.add_argument("--account", action="append", default=[], metavar="A", type=_account)
     backfill.add_argument("--dry-run", action="store_true", help="only count")
 
     triggers = sub.add_parser("triggers", help="list triggers; pause or resume one")
     _common(triggers)
     triggers.add_argument("action", nargs="?", choices=["pause", "resume"])
-    triggers.add_argument("account", nargs="?", metavar="ACCOUNT")
-    triggers.add_argument("trigger", nargs="?", metavar="TRIGGER")
+    triggers.add_argument("account", nargs="?", metavar="ACCOUNT", type=_account)
+    triggers.add_argument("trigger", nargs="?", metavar="TRIGGER", type=_trigger)
 
     demo = sub.add_parser("demo", help="simulator + receiver + engine, no config, no network")
     demo.add_argument(
-        "--duration", type=_seconds, default=None, metavar="SECONDS", help="stop after this long"
+        "--duration",
+        type=_duration(DEMO_DURATION),
+        default=None,
+        metavar="SECONDS",
+        help="stop after this long",
     )
     return parser
 
 
 def _selection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--type", action="append", default=[], metavar="T", help="event type")
-    parser.add_argument("--account", action="append", default=[], metavar="A")
+    parser.add_argument(
+        "--type", action="append", default=[], metavar="T", type=_event_type, help="event type"
+    )
+    parser.add_argument("--account", action="append", default=[], metavar="A", type=_account)
     parser.add_argument("--since", metavar="TIME", help="ISO 8601, or a duration ago (2h)")
     parser.add_argument("--until", metavar="TIME", help="ISO 8601, or a duration ago (2h)")
     parser.add_argument(
@@ -125,10 +145,31 @@ def _selection(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_int(text: str) -> int:
+def _limit(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"'{text}' is not a positive whole number")
+    if int(text) > LIMIT_MAX:
+        raise argparse.ArgumentTypeError(f"'{text}' is outside 1-{LIMIT_MAX}")
     return int(text)
+
+
+def _name(limit: int, what: str) -> Callable[[str], str]:
+    """An argparse type: a name of at most ``limit`` characters (``what`` says what it names)."""
+
+    def check(text: str) -> str:
+        if len(text) > limit:
+            raise argparse.ArgumentTypeError(
+                f"{show(text)} is longer than {limit} characters, the most {what} may have"
+            )
+        return text
+
+    return check
+
+
+_account = _name(ACCOUNT_NAME_MAX, "an account name")
+_sink = _name(SINK_NAME_MAX, "a sink name")
+_trigger = _name(TRIGGER_NAME_MAX, "a trigger name")
+_event_type = _name(EVENT_TYPE_MAX, "an event type")
 
 
 def _port(text: str) -> int:
@@ -141,11 +182,16 @@ def _port(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"'{text}': {exc}") from None
+def _duration(allowed: DurationRange) -> Callable[[str], float]:
+    """An argparse type: seconds from a duration within ``allowed``."""
+
+    def seconds(text: str) -> float:
+        try:
+            return allowed.check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"'{text}': {exc}") from None
+
+    return seconds
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {

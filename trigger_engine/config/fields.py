@@ -1,7 +1,12 @@
-"""The field types and small checks the configuration models are built from: durations,
-names, URLs, key paths, header values, and whether the PostgreSQL driver is installed.
-Each check returns the value or raises ``ValueError`` with the reason (pydantic adds the
-key path)."""
+"""The field types and small checks the configuration models are built from: durations
+and their ranges, names and their lengths, URLs, key paths, header values, the supported
+databases, and whether the PostgreSQL driver is installed. Each check returns the value or
+raises ``ValueError`` with the reason (pydantic adds the key path).
+
+Every duration, count and name has a range, here, so that a value that would overflow or
+not fit later (a ``timedelta``, a database column) is refused when the file is loaded; the
+README's configuration reference and ``config.example.toml`` give the same ranges.
+"""
 
 from __future__ import annotations
 
@@ -15,23 +20,72 @@ from pydantic import (
     SecretStr,
 )
 
-from trigger_engine.core.durations import parse_duration, show
+from trigger_engine.core.durations import DAY, HOUR, DurationRange, show
+from trigger_engine.types import (
+    ACCOUNT_NAME_MAX,
+    EVENT_TYPE_MAX,
+    SINK_NAME_MAX,
+    TRIGGER_NAME_MAX,
+)
 
 Loc = tuple[str | int, ...]
 
 
-# --- durations
+# --- durations: each key's range
+
+INTERVAL = DurationRange(low=0.1, high=30 * DAY, positive=True)  # triggers.T.interval
+TIMEOUT = DurationRange(high=HOUR, positive=True)  # source.timeout, sinks[].timeout
+LEASE = DurationRange(high=DAY, positive=True)  # engine.lease
+SHUTDOWN_GRACE = DurationRange(high=HOUR)  # engine.shutdown_grace (0: stop at once)
+RETENTION = DurationRange(high=3650 * DAY, positive=True)  # engine.retention: ~10 years
+PAUSE_AFTER = DurationRange(high=365 * DAY, positive=True)  # triggers.T.pause_after
+RETRY_STEP = DurationRange(high=7 * DAY, positive=True)  # each of sinks[].retry.schedule
+
+Interval = Annotated[float, BeforeValidator(INTERVAL.check)]
+Timeout = Annotated[float, BeforeValidator(TIMEOUT.check)]
+Lease = Annotated[float, BeforeValidator(LEASE.check)]
+ShutdownGrace = Annotated[float, BeforeValidator(SHUTDOWN_GRACE.check)]
+Retention = Annotated[float, BeforeValidator(RETENTION.check)]
+PauseAfter = Annotated[float, BeforeValidator(PAUSE_AFTER.check)]
+RetryStep = Annotated[float, BeforeValidator(RETRY_STEP.check)]
+
+# --- counts
+
+RETRY_STEPS_MAX = 50  # sinks[].retry.schedule: at most this many delays
+COUNT_MAX = 1_000_000  # triggers.T.max_new_per_poll, triggers.T.pause_after_failures
 
 
-def positive(seconds: float) -> float:
-    """A duration that must be more than zero."""
-    if seconds <= 0:
-        raise ValueError("must be a duration greater than zero")
-    return seconds
+def check_retry_steps(value: object) -> object:
+    """``sinks[].retry.schedule`` has at most RETRY_STEPS_MAX delays (checked before the
+    delays themselves, so a huge array is refused at once)."""
+    if isinstance(value, list | tuple) and len(value) > RETRY_STEPS_MAX:
+        raise ValueError(f"must have at most {RETRY_STEPS_MAX} delays, not {len(value)}")
+    return value
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-PositiveDuration = Annotated[float, BeforeValidator(parse_duration), AfterValidator(positive)]
+# --- names: no longer than the database columns that hold them
+
+
+def at_most(limit: int) -> AfterValidator:
+    """A string of at most ``limit`` characters (a name the database stores)."""
+
+    def check(value: str) -> str:
+        if len(value) > limit:
+            raise ValueError(too_long(limit, value))
+        return value
+
+    return AfterValidator(check)
+
+
+def too_long(limit: int, value: str) -> str:
+    """The reason a name is refused: ``must be at most 200 characters long (it has 300)``."""
+    return f"must be at most {limit} characters long (it has {len(value)})"
+
+
+AccountNameLength = at_most(ACCOUNT_NAME_MAX)
+SinkNameLength = at_most(SINK_NAME_MAX)
+TriggerNameLength = at_most(TRIGGER_NAME_MAX)
+EventTypeLength = at_most(EVENT_TYPE_MAX)
 
 # --- small checks
 
@@ -141,6 +195,34 @@ def check_header_value(value: SecretStr) -> SecretStr:
     if "\r" in raw or "\n" in raw:
         raise ValueError("must not contain a line break")
     return value
+
+
+# --- the database
+
+# The databases the engine runs on, and the drivers it uses for them ("" is the plain
+# scheme: "sqlite://..." is Python's sqlite3; "postgresql://..." is read as
+# "postgresql+psycopg://..." by Config.database_url, whatever SQLAlchemy's default driver).
+DATABASE_DRIVERS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg")}
+SUPPORTED_DATABASES = (
+    'only SQLite ("sqlite:///FILE") and PostgreSQL ("postgresql+psycopg://USER@HOST/DBNAME") '
+    "are supported"
+)
+DRIVER_HINTS = {
+    "sqlite": 'SQLite is used through Python\'s sqlite3: write "sqlite:///FILE"',
+    "postgresql": 'PostgreSQL is used through the psycopg driver: write "postgresql+psycopg://..."',
+}
+
+
+def check_database_scheme(drivername: str) -> None:
+    """``engine.database``'s scheme (``sqlite``, ``postgresql+psycopg``, ...) is one of the
+    supported databases and drivers; ``ValueError`` saying which are, otherwise. Only the
+    scheme is ever shown (the rest of the URL may hold a password)."""
+    backend, _, driver = drivername.partition("+")
+    drivers = DATABASE_DRIVERS.get(backend)
+    if drivers is None:
+        raise ValueError(f"{SUPPORTED_DATABASES}, not {show(drivername)}")
+    if driver not in drivers:
+        raise ValueError(f"{DRIVER_HINTS[backend]} (not {show(drivername)})")
 
 
 # psycopg is an extra (``trigger-engine[postgres]``): URLs of these drivers need it.

@@ -1,8 +1,9 @@
 """Finding, reading and validating the configuration file: the package's entry points.
 
-Loading goes: read the file → ``tomllib`` → ``${NAME}`` substitution from the environment →
-validation (:mod:`~trigger_engine.config.models`). Every problem becomes one
-:class:`~trigger_engine.errors.ConfigError` sentence (:mod:`~trigger_engine.config.diagnostics`).
+Loading goes: read the file → ``tomllib`` → a bound on nesting → ``${NAME}`` substitution
+from the environment → validation (:mod:`~trigger_engine.config.models`). Every problem
+becomes one :class:`~trigger_engine.errors.ConfigError` sentence
+(:mod:`~trigger_engine.config.diagnostics`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,33 @@ from trigger_engine.errors import ConfigError
 
 CONFIG_ENV_VAR = "TRIGGER_ENGINE_CONFIG"
 DEFAULT_CONFIG_NAME = "trigger-engine.toml"
+
+# --- nesting
+
+# The configuration needs five levels at most (the file, [[sinks]], a sink, its [retry], its
+# schedule); anything nested deeper than this is refused before a recursive walk (tomllib's
+# parser, the substitution below) could run out of stack on it.
+MAX_DEPTH = 32
+TOO_DEEP = f"arrays or tables are nested more than {MAX_DEPTH} levels deep"
+
+
+def _too_deep(data: Any) -> Loc | None:
+    """The key path of a value nested more than MAX_DEPTH levels deep (the file's own table
+    is level 1), or None. Iterative: it never recurses, whatever the depth."""
+    stack: list[tuple[Loc, Any]] = [((), data)]
+    while stack:
+        loc, value = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.items()
+        elif isinstance(value, list | tuple):
+            children = enumerate(value)
+        else:
+            continue
+        if len(loc) >= MAX_DEPTH:
+            return loc
+        stack.extend(((*loc, key), child) for key, child in children)
+    return None
+
 
 # --- ${NAME} substitution
 
@@ -75,6 +103,8 @@ def _build(data: Any, where: Where, env: Mapping[str, str] | None, path: Path | 
         raise where.error((), "the configuration must be a table of keys")
     if "path" in data:
         raise where.error(("path",), "unknown key 'path'")
+    if (deep := _too_deep(data)) is not None:
+        raise where.error(deep[:2], f"{dotted(deep[:2])}: {TOO_DEEP}")
     used: dict[Loc, list[tuple[str, str]]] = {}
     data = _substitute(data, (), os.environ if env is None else env, where, used)
     try:
@@ -112,4 +142,6 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(toml_error(path, str(exc))) from None
+    except RecursionError:  # tomllib's parser recurses once per nested array or inline table
+        raise ConfigError(f"{path}: invalid TOML: {TOO_DEEP}") from None
     return _build(data, Where(path, text), env, path.absolute())

@@ -30,28 +30,41 @@ from sqlalchemy.exc import ArgumentError
 
 from trigger_engine.config.builtin import BUILTIN
 from trigger_engine.config.fields import (
+    COUNT_MAX,
     HEADER_NAME_RE,
     PSYCOPG_URLS,
     QUERY_NAME_RE,
     RESERVED_HEADERS,
     TRIGGER_NAME_RE,
-    Duration,
+    AccountNameLength,
+    EventTypeLength,
+    Interval,
+    Lease,
     Loc,
-    PositiveDuration,
+    PauseAfter,
+    Retention,
+    RetryStep,
+    ShutdownGrace,
+    SinkNameLength,
+    Timeout,
     check_base_url,
+    check_database_scheme,
     check_dotted,
     check_header_value,
     check_key,
     check_name,
+    check_retry_steps,
     check_sink_url,
     check_update_fields,
     non_empty,
     param_value,
     psycopg_installed,
+    too_long,
 )
 from trigger_engine.core.durations import show
 from trigger_engine.core.retry import DEFAULT_SCHEDULE
 from trigger_engine.core.signing import SECRET_PREFIX, secret_key
+from trigger_engine.types import TRIGGER_NAME_MAX
 
 # A key path in the configuration, e.g. ("sinks", 1, "retry", "schedule").
 # --- errors raised by validators
@@ -90,9 +103,9 @@ class EngineSettings(_Model):
     database: str = "sqlite:///trigger-engine.db"
     listen: str | None = None
     log_format: Literal["text", "json"] = "text"
-    shutdown_grace: Duration = 30.0
-    retention: PositiveDuration = 30 * 86400.0
-    lease: PositiveDuration = 30.0
+    shutdown_grace: ShutdownGrace = 30.0
+    retention: Retention = 30 * 86400.0
+    lease: Lease = 30.0
     # How many polls run at once; None: 4 on SQLite, 8 on PostgreSQL (scheduler.py).
     poll_workers: Annotated[StrictInt, Field(ge=1, le=256)] | None = None
 
@@ -106,6 +119,7 @@ class EngineSettings(_Model):
                 'is not a valid SQLAlchemy database URL (e.g. "sqlite:///trigger-engine.db" '
                 'or "postgresql+psycopg://user@host/dbname")'
             ) from None
+        check_database_scheme(url.drivername)
         if url.drivername in PSYCOPG_URLS and not psycopg_installed():
             raise ValueError(
                 "PostgreSQL needs the psycopg driver, which is not installed: "
@@ -136,7 +150,7 @@ class SourceSettings(_Model):
         "https://app.meetalfred.com/api/integrations/zapier"
     )
     auth_param: str = "api_key"
-    timeout: PositiveDuration = 30.0
+    timeout: Timeout = 30.0
 
     @field_validator("auth_param")
     @classmethod
@@ -149,7 +163,7 @@ class SourceSettings(_Model):
 class Account(_Model):
     """``[[accounts]]``: one Meet Alfred organisation."""
 
-    name: Annotated[str, AfterValidator(check_name)]
+    name: Annotated[str, AfterValidator(check_name), AccountNameLength]
     api_key: SecretStr
 
     @field_validator("api_key")
@@ -174,19 +188,19 @@ class TriggerSettings(_Model):
     """``[triggers.NAME]``: one polled endpoint; built-in names get their defaults filled in."""
 
     name: str
-    interval: PositiveDuration
+    interval: Interval
     enabled: StrictBool = True
     on_first_poll: Literal["seed", "emit"] = "seed"
     path: str
     key: Annotated[tuple[str, ...], BeforeValidator(check_key)]
     items_path: Annotated[str | None, AfterValidator(check_dotted)] = None
     params: dict[str, Annotated[str, BeforeValidator(param_value)]] = Field(default_factory=dict)
-    event: Annotated[str, AfterValidator(non_empty)]
+    event: Annotated[str, AfterValidator(non_empty), EventTypeLength]
     pagination: PaginationSettings | None = None
     update_fields: Annotated[tuple[str, ...] | None, BeforeValidator(check_update_fields)] = None
-    max_new_per_poll: Annotated[StrictInt, Field(ge=1)] | None = None
-    pause_after: PositiveDuration = 7 * 86400.0
-    pause_after_failures: Annotated[StrictInt, Field(ge=0)] = 20
+    max_new_per_poll: Annotated[StrictInt, Field(ge=1, le=COUNT_MAX)] | None = None
+    pause_after: PauseAfter = 7 * 86400.0
+    pause_after_failures: Annotated[StrictInt, Field(ge=0, le=COUNT_MAX)] = 20
 
     @model_validator(mode="before")
     @classmethod
@@ -222,6 +236,8 @@ class TriggerSettings(_Model):
     def _name(cls, value: str) -> str:
         if not TRIGGER_NAME_RE.fullmatch(value):
             raise ValueError("must use lowercase letters, digits and '_' only")
+        if len(value) > TRIGGER_NAME_MAX:
+            raise ValueError(too_long(TRIGGER_NAME_MAX, value))
         return value
 
     @field_validator("path")
@@ -235,20 +251,22 @@ class TriggerSettings(_Model):
 class RetrySettings(_Model):
     """``[sinks.retry]``: the delays between delivery attempts."""
 
-    schedule: tuple[PositiveDuration, ...] = DEFAULT_SCHEDULE
+    schedule: Annotated[tuple[RetryStep, ...], BeforeValidator(check_retry_steps)] = (
+        DEFAULT_SCHEDULE
+    )
 
 
 class Sink(_Model):
     """``[[sinks]]``: one webhook receiver."""
 
-    name: Annotated[str, AfterValidator(check_name)]
+    name: Annotated[str, AfterValidator(check_name), SinkNameLength]
     url: Annotated[str, AfterValidator(check_sink_url)]
     events: tuple[Annotated[str, AfterValidator(non_empty)], ...] | None = None
     secret: SecretStr | None = None
     headers: dict[str, Annotated[SecretStr, AfterValidator(check_header_value)]] = Field(
         default_factory=dict
     )
-    timeout: PositiveDuration = 15.0
+    timeout: Timeout = 15.0
     format: Literal["envelope", "raw"] = "envelope"
     retry: RetrySettings = Field(default_factory=RetrySettings)
     max_in_flight: Annotated[StrictInt, Field(ge=1, le=256)] = 8
@@ -315,6 +333,12 @@ class Config(_Model):
                     f"invalid trigger name {show(name)}: use lowercase letters, digits and "
                     "'_' only",
                 )
+            if len(name) > TRIGGER_NAME_MAX:
+                raise LocatedError(
+                    ("triggers", name),
+                    f"triggers: the trigger name {show(name)} " + too_long(TRIGGER_NAME_MAX, name),
+                    with_path=False,
+                )
             if isinstance(table, dict):
                 if "name" in table and table["name"] != name:
                     raise LocatedError(
@@ -360,8 +384,12 @@ class Config(_Model):
         return self
 
     def database_url(self) -> str:
-        """``engine.database``; a relative SQLite path is resolved against the file's directory."""
+        """``engine.database``; a relative SQLite path is resolved against the file's directory,
+        and a plain ``postgresql://`` URL names the psycopg driver (SQLAlchemy 2.0 would take
+        psycopg2 for it, which the engine does not install)."""
         url = make_url(self.engine.database)
+        if url.drivername == "postgresql":
+            return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
         database = url.database
         if (
             not url.drivername.startswith("sqlite")

@@ -14,15 +14,32 @@ from trigger_engine.core.keys import lookup_key
 from trigger_engine.errors import UsageError
 from trigger_engine.types import DELIVERY_STATUSES, EventFilter
 
+# The earliest time a filter can name: a duration ago may reach back this far, no further.
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+
 
 def parse_time(text: str, now: datetime, *, option: str) -> datetime:
     """ISO 8601 (a date, or a date and time; UTC unless it says otherwise) or a duration
-    meaning that long before ``now`` (``2h``, ``30m``, ``7d``)."""
+    meaning that long before ``now`` (``2h``, ``30m``, ``7d``).
+
+    The range is Python's (years 1 to 9999, in UTC): a duration ago that would reach back
+    before the year 1, or a time whose offset takes it outside, is a UsageError sentence.
+    """
     value = text.strip()
     try:
-        return now - timedelta(seconds=parse_duration(value))
+        seconds = parse_duration(value)
     except ValueError:
         pass
+    else:
+        if seconds > (now - EARLIEST).total_seconds():
+            raise UsageError(
+                f"{option} '{text}' reaches back before the year 1: give a shorter duration "
+                "or an ISO 8601 time"
+            )
+        try:
+            return now - timedelta(seconds=seconds)
+        except OverflowError:  # a few microseconds past the year 1, by float rounding
+            return EARLIEST
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -30,7 +47,14 @@ def parse_time(text: str, now: datetime, *, option: str) -> datetime:
             f"{option} '{text}' is neither an ISO 8601 time (2026-11-27T10:00:00Z) "
             "nor a duration ago (2h, 30m, 7d)"
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise UsageError(
+            f"{option} '{text}' is outside the times it can name (years 1 to 9999, UTC)"
+        ) from None
 
 
 def build_filter(

@@ -23,6 +23,12 @@ from sqlalchemy import (
 )
 
 from trigger_engine.db.codecs import UTCDateTime
+from trigger_engine.types import (
+    ACCOUNT_NAME_MAX,
+    EVENT_TYPE_MAX,
+    SINK_NAME_MAX,
+    TRIGGER_NAME_MAX,
+)
 
 # An auto-incrementing 64-bit id that is SQLite's rowid there.
 Serial = BigInteger().with_variant(Integer(), "sqlite")
@@ -40,8 +46,8 @@ metadata = MetaData(
 poll_state = Table(
     "poll_state",
     metadata,
-    Column("account", String(200), primary_key=True),
-    Column("trigger", String(100), primary_key=True),
+    Column("account", String(ACCOUNT_NAME_MAX), primary_key=True),
+    Column("trigger", String(TRIGGER_NAME_MAX), primary_key=True),
     Column("seeded_at", UTCDateTime, nullable=True),  # first successful poll
     Column("last_poll_at", UTCDateTime, nullable=True),
     Column("last_outcome", String(20), nullable=True),  # ok | transient | auth | client | bad_body
@@ -64,8 +70,8 @@ poll_state = Table(
 seen_keys = Table(
     "seen_keys",
     metadata,
-    Column("account", String(200), primary_key=True),
-    Column("trigger", String(100), primary_key=True),
+    Column("account", String(ACCOUNT_NAME_MAX), primary_key=True),
+    Column("trigger", String(TRIGGER_NAME_MAX), primary_key=True),
     Column("key", Text, primary_key=True),
     Column("first_seen_at", UTCDateTime, nullable=False),
     # Remembered by a seeding first poll without firing; backfill may still fire it once.
@@ -79,9 +85,9 @@ events = Table(
     metadata,
     Column("seq", Serial, primary_key=True, autoincrement=True),
     Column("id", String(40), nullable=False, unique=True),  # webhook-id
-    Column("type", String(100), nullable=False),
-    Column("account", String(200), nullable=False),
-    Column("trigger", String(100), nullable=False),
+    Column("type", String(EVENT_TYPE_MAX), nullable=False),
+    Column("account", String(ACCOUNT_NAME_MAX), nullable=False),
+    Column("trigger", String(TRIGGER_NAME_MAX), nullable=False),
     Column("item_key", Text, nullable=False),
     Column("payload", Text, nullable=False),  # the item as JSON, as the API returned it
     Column("created_at", UTCDateTime, nullable=False),
@@ -94,7 +100,7 @@ deliveries = Table(
     metadata,
     Column("id", Serial, primary_key=True, autoincrement=True),
     Column("event_id", String(40), ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
-    Column("sink", String(200), nullable=False),
+    Column("sink", String(SINK_NAME_MAX), nullable=False),
     # pending | failed | delivered | dead | held (flood guard: waits for a replay)
     Column("status", String(10), nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
@@ -127,7 +133,7 @@ attempts = Table(
 sink_state = Table(
     "sink_state",
     metadata,
-    Column("name", String(200), primary_key=True),
+    Column("name", String(SINK_NAME_MAX), primary_key=True),
     Column("disabled", Boolean, nullable=False, server_default=false()),
     Column("disabled_reason", Text, nullable=True),
     Column("disabled_at", UTCDateTime, nullable=True),
