@@ -157,8 +157,8 @@ nodes = Table(
 quarantine = Table(
     "quarantine",
     metadata,
-    Column("account", String(200), primary_key=True),
-    Column("trigger", String(100), primary_key=True),
+    Column("account", String(ACCOUNT_NAME_MAX), primary_key=True),
+    Column("trigger", String(TRIGGER_NAME_MAX), primary_key=True),
     Column("key", Text, primary_key=True),  # as stored (storable_key), or a fingerprint
     Column("reason", Text, nullable=False),
     Column("first_seen_at", UTCDateTime, nullable=False),
