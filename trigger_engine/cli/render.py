@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from trigger_engine.clock import isoformat_z
 from trigger_engine.config import Config
+from trigger_engine.core.redact import redact_url
 from trigger_engine.delivery.dispatcher import DrainReport
 from trigger_engine.polling.backfill import BackfillStep
 from trigger_engine.types import (
@@ -42,11 +42,7 @@ def _ts(moment: datetime | None) -> str | None:
 
 def safe_url(url: str) -> str:
     """A sink URL as shown: no query, no credentials (either may carry a token)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
+    return redact_url(url, drop=True)
 
 
 # ----------------------------------------------------------------------------- triggers

@@ -4,8 +4,10 @@
 
 renders as ``2026-11-27T10:00:00Z WARNING poll.failed account=acme trigger=leads
 error="HTTP 500"`` in text, or one JSON object per line with ``log_format = "json"``.
-Every line passes through a filter that replaces each configured secret by ``***``,
-and httpx's own request logging (which prints URLs, and so our API key) is silenced.
+Every line passes through a filter that replaces each configured secret by ``***``
+(``Config.secrets()``: API keys, sink secrets and header values, and the credentials of
+``source.base_url`` and of sink URLs), and httpx's own request logging (which prints URLs,
+and so our API key) is silenced.
 """
 
 from __future__ import annotations
