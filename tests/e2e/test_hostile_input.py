@@ -1,4 +1,6 @@
-"""The real CLI against hostile input (issue 12): a credential in a URL never leaves it."""
+"""The real CLI against hostile input (issue 12): a credential in a URL never leaves it, and
+text an upstream or a receiver controls is neutralised before it reaches a terminal or a
+text log line. JSON outputs stay exact."""
 
 from __future__ import annotations
 
@@ -10,11 +12,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests.e2e.conftest import ConfigWriter, run_cli
+from tests.receiver import Receiver
 from trigger_engine.sandbox import Fault, SimulatorThread
 
+LEADS = ("/leads",)
 PASSWORD = "pw-5ecret-41c7"
 TOKEN = "tok-5ecret-9f2c"
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z [A-Z]+ \S")
@@ -154,3 +159,69 @@ def test_a_token_in_a_sink_url_is_never_shown(
     assert TOKEN not in written
     assert "ops-4411" not in written
     assert "\x1b" not in events.stdout + status.stdout
+
+
+# ----------------------------------------------------------------- untrusted text
+
+
+HOSTILE_KEY = "lead-1\n2026-01-01T00:00:00.000000Z ERROR forged\x1b]0;pwned\x07\x1b[2J"
+HOSTILE_KEY_SHOWN = r"lead-1\n2026-01-01T00:00:00.000000Z ERROR forged\x1b]0;pwned\x07\x1b[2J"
+HOSTILE_TYPE = "text/html\x1b]2:pwned\x07\x1b[2J\u202eevil"
+HOSTILE_TYPE_SHOWN = r"text/html\x1b]2:pwned\x07\x1b[2J\u202eevil"
+RAW = ("\x1b", "\x07", "\u202e")
+
+
+def assert_no_raw_controls(text: str) -> None:
+    for char in RAW:
+        assert char not in text, f"raw {char!r} in {text!r}"
+
+
+def test_untrusted_text_is_escaped_in_text_output_and_exact_in_json(
+    simulator: SimulatorThread, write_config: ConfigWriter, workdir: Path, cli_env: dict[str, str]
+) -> None:
+    sim = simulator.sim
+    with Receiver() as crm:
+        write_config(base_url=simulator.base_url, sinks=sink_toml(crm.url))
+        seeded = run_cli("run", "--once", cwd=workdir, env=cli_env)
+        assert seeded.returncode == 0, seeded.stderr
+        # An item whose key forges a log line, sets the window title and clears the screen.
+        body = orjson.dumps([{"id": HOSTILE_KEY, "first_name": "Mallory"}])
+        sim.inject(Fault(status=200, body=body, paths=LEADS))
+        fired = run_cli("run", "--once", cwd=workdir, env=cli_env)
+        assert fired.returncode == 0, fired.stderr
+        assert [r.json()["data"]["id"] for r in crm.wait_for(1)] == [HOSTILE_KEY]  # type: ignore[index]
+        # Then an API whose content-type header holds control characters.
+        answer = (
+            f"HTTP/1.1 200 OK\r\ncontent-type: {HOSTILE_TYPE}\r\ncontent-length: 6\r\n"
+            "connection: close\r\n\r\n<html>"
+        ).encode()
+        with raw_server(answer) as hostile_api:
+            write_config(base_url=hostile_api, sinks=sink_toml(crm.url))
+            failed = run_cli("run", "--once", cwd=workdir, env=cli_env)
+        assert failed.returncode == 1
+    assert f"is not valid JSON ({HOSTILE_TYPE_SHOWN})" in failed.stdout
+    assert f"is not valid JSON ({HOSTILE_TYPE_SHOWN})" in failed.stderr  # the text log
+
+    events = run_cli("events", cwd=workdir, env=cli_env)
+    (line,) = events.stdout.splitlines()  # one event, one line
+    assert f"key={HOSTILE_KEY_SHOWN}  crm: delivered" in line
+    status = run_cli("status", cwd=workdir, env=cli_env)
+    assert "last error: account 'acme', trigger 'leads': GET " in status.stdout
+    assert f"({HOSTILE_TYPE_SHOWN})" in status.stdout
+    triggers = run_cli("triggers", cwd=workdir, env=cli_env)
+    for shown in (seeded, fired, failed, events, status, triggers):
+        assert_no_raw_controls(shown.stdout + shown.stderr)
+    for log in (seeded.stderr, fired.stderr, failed.stderr):
+        for log_line in log.splitlines():  # no raw newline inside a log line
+            assert LOG_LINE.match(log_line), log_line
+
+    # JSON keeps the exact text.
+    listed = json.loads(run_cli("events", "--json", cwd=workdir, env=cli_env).stdout)
+    assert [e["key"] for e in listed] == [HOSTILE_KEY]
+    keyed = json.loads(
+        run_cli("events", "--json", "--key", HOSTILE_KEY, cwd=workdir, env=cli_env).stdout
+    )
+    assert [e["key"] for e in keyed] == [HOSTILE_KEY]
+    status_json = json.loads(run_cli("status", "--json", cwd=workdir, env=cli_env).stdout)
+    (leads,) = [t for t in status_json["triggers"] if t["trigger"] == "leads"]
+    assert f"is not valid JSON ({HOSTILE_TYPE})" in leads["last_error"]
