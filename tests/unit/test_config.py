@@ -1000,6 +1000,27 @@ def test_secrets_lists_every_secret() -> None:
     ]
 
 
+def test_secrets_include_the_credentials_of_urls() -> None:
+    config = config_from_dict(
+        {
+            "source": {"base_url": "https://te-user:pw-5ecret-41@alfred.test/api"},
+            "accounts": [{"name": "a", "api_key": "key-a"}],
+            "triggers": {"leads": {}},
+            "sinks": [
+                {"name": "crm", "url": "https://h.test/hook?token=tok-5ecret-9f2c&v=2"},
+                {"name": "plain", "url": "https://h2.test/hook"},
+            ],
+        }
+    )
+    assert config.secrets() == [
+        "key-a",
+        "te-user:pw-5ecret-41",
+        "te-user%3Apw-5ecret-41",
+        "pw-5ecret-41",
+        "tok-5ecret-9f2c",
+    ]
+
+
 # --- the line finder
 
 

@@ -206,3 +206,72 @@ def test_setup_writes_to_stderr_not_stdout(capsys: pytest.CaptureFixture[str]) -
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "WARNING e" in captured.err
+
+
+HOSTILE = "k\n2026-01-01T00:00:00.000000Z ERROR forged\x1b]0;pwned\x07\x1b[2J\u202e"
+
+
+@pytest.mark.parametrize(
+    ("event", "context", "expected"),
+    [
+        pytest.param(
+            "poll.failed",
+            {"error": "not JSON (text/html\x1b[2J)"},
+            'error="not JSON (text/html\\x1b[2J)"',
+            id="quoted-value",
+        ),
+        pytest.param(
+            "poll.failed",
+            {"key": HOSTILE},
+            'key="k\\n2026-01-01T00:00:00.000000Z ERROR forged\\x1b]0;pwned\\x07\\x1b[2J\\u202e"',
+            id="forged-line-in-a-value",
+        ),
+        pytest.param("e", {"key": "a\nb"}, 'key="a\\nb"', id="escaped-values-are-quoted"),
+        pytest.param(
+            "e",
+            {"path": 'C:\\x1b "q"\x1b'},
+            'path="C:\\\\x1b \\"q\\"\\x1b"',
+            id="a-written-backslash-stays-distinct",
+        ),
+        pytest.param("e", {"error": RuntimeError("a\nb")}, 'error="a\\nb"', id="non-string"),
+        pytest.param("event\n\x1b[2Jforged", {}, "event\\n\\x1b[2Jforged", id="message"),
+    ],
+)
+def test_text_lines_escape_untrusted_text(
+    capsys: pytest.CaptureFixture[str], event: str, context: dict[str, Any], expected: str
+) -> None:
+    logs.setup()
+    logs.get_logger("t").warning(event, **context)
+    written = capsys.readouterr().err
+    (line,) = written.splitlines()
+    assert line.endswith(expected)
+    assert "\x1b" not in written
+
+
+def test_tracebacks_keep_their_lines_and_escape_the_rest(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logs.setup()
+    try:
+        raise _Boom(HOSTILE)
+    except _Boom:
+        logging.getLogger("apscheduler.executors").exception("Job raised an exception")
+    written = capsys.readouterr().err
+    assert written.splitlines()[0].endswith(" ERROR Job raised an exception")
+    assert "Traceback (most recent call last):" in written.splitlines()
+    assert "_Boom: k\\n2026-01-01T00:00:00.000000Z ERROR forged\\x1b]0;pwned" in written
+    assert "\x1b" not in written
+    assert "\u202e" not in written
+
+
+def test_json_lines_keep_the_exact_text_that_text_lines_escape(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    logs.setup(json_lines=True)
+    logs.get_logger("t").warning("poll.failed", key=HOSTILE)
+    (line,) = _lines(capsys)
+    assert json.loads(line)["key"] == HOSTILE
+    logs.setup()
+    logs.get_logger("t").warning("poll.failed", key=HOSTILE)
+    (line,) = _lines(capsys)
+    assert "\x1b" not in line

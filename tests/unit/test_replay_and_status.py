@@ -6,11 +6,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from trigger_engine.cli.render import TriggerRow, safe_url, status_text, trigger_rows
+from trigger_engine.cli.render import (
+    TriggerRow,
+    event_dict,
+    event_line,
+    safe_url,
+    status_text,
+    trigger_rows,
+)
 from trigger_engine.config import config_from_dict
 from trigger_engine.core.filters import build_filter, parse_time
 from trigger_engine.errors import UsageError
-from trigger_engine.types import PollState
+from trigger_engine.types import DeliveryView, EventView, PollState
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -132,3 +139,30 @@ def test_trigger_rows_cover_every_configured_pair_and_status_text_shows_errors()
     assert "globex/leads: active; last poll 2026-11-27T12:00:00Z (auth)" in text
     assert "last error: key refused" in text
     assert "(none configured)" in text
+
+
+HOSTILE = "k\n2026-01-01T00:00:00Z ERROR forged\x1b]0;pwned\x07\x1b[2J"
+HOSTILE_SHOWN = "k\\n2026-01-01T00:00:00Z ERROR forged\\x1b]0;pwned\\x07\\x1b[2J"
+
+
+def test_text_output_escapes_what_others_wrote_and_json_keeps_it_exact() -> None:
+    failed = DeliveryView("crm", "failed", 1, False, NOW, None, "bad\x1b[2J", NOW, None)
+    event = EventView("evt_1", "lead.new", "acme", "leads", HOSTILE, NOW, (failed,))
+    line = event_line(event)
+    assert line.splitlines() == [line]
+    assert f"key={HOSTILE_SHOWN}  crm: failed (1 attempt, last: bad\\x1b[2J" in line
+    assert "\x1b" not in line
+    assert event_dict(event)["key"] == HOSTILE
+    assert event_dict(event)["deliveries"][0]["last_error"] == "bad\x1b[2J"
+
+    config = config_from_dict(
+        {"accounts": [{"name": "acme", "api_key": "k"}], "triggers": {"leads": {}}}
+    )
+    rows = trigger_rows(
+        config, [state(last_outcome="bad_body", last_error=f"not JSON ({HOSTILE})")]
+    )
+    text = status_text({"triggers": [r.as_dict(NOW) for r in rows], "sinks": []})
+    assert f"last error: not JSON ({HOSTILE_SHOWN})" in text
+    assert len(text.splitlines()) == 5  # TRIGGERS, the trigger, its error, SINKS, (none)
+    paused = TriggerRow("acme", "leads", True, state(paused=True, paused_reason=HOSTILE))
+    assert paused.line(NOW) == f"acme/leads: paused: {HOSTILE_SHOWN} (3 items known)"

@@ -347,6 +347,22 @@ def test_failure_messages_redact_the_key_alongside_params() -> None:
     assert KEY not in str(error)
 
 
+PASSWORD = "pw-5ecret-77"
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [respond(401), respond(500), raise_(httpx.ConnectError), respond(200, b"<html>", HTML)],
+)
+def test_a_password_in_base_url_never_reaches_a_message(handler: Handler) -> None:
+    """Neither through the URL we show, nor through httpx's own text (which quotes it)."""
+    error = fetch_error(handler, source={"base_url": f"http://te-user:{PASSWORD}@alfred.test/api"})
+    assert "GET http://***@alfred.test/api/leads?api_key=***" in str(error)
+    assert PASSWORD not in str(error)
+    assert "te-user" not in str(error)
+    assert KEY not in str(error)
+
+
 @pytest.mark.parametrize(
     ("status", "retry_after", "expected"),
     [
@@ -457,6 +473,12 @@ def test_classify_status(status: int, kind: FailureKind | None) -> None:
         ),
         pytest.param(
             {"path": "/v2/x"}, {"base_url": BASE + "/"}, f"{BASE}/v2/x?api_key=***", id="slash"
+        ),
+        pytest.param(
+            {},
+            {"base_url": "https://user:pw@alfred.test/api"},
+            "https://***@alfred.test/api/leads?api_key=***",
+            id="userinfo",
         ),
     ],
 )

@@ -3,7 +3,8 @@
 Each returns the exit code (0 success, 1 a runtime failure); usage and config problems
 raise :class:`~trigger_engine.errors.UsageError` / ``ConfigError`` (exit 2), which
 :func:`trigger_engine.cli.main.main` turns into one sentence. What is printed is built by
-:mod:`trigger_engine.cli.render`; the work itself lives in the engine's modules.
+:mod:`trigger_engine.cli.render` (its text comes escaped); a line composed here is printed by
+:func:`_say`, which escapes it. The work itself lives in the engine's modules.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import orjson
 from trigger_engine.cli import render
 from trigger_engine.clock import now
 from trigger_engine.config import Config, find_config_path, load_config
+from trigger_engine.core.escape import escape_controls
 from trigger_engine.core.filters import build_filter
 from trigger_engine.db.store import Store
 from trigger_engine.errors import SourceError, UsageError
@@ -51,6 +53,11 @@ def _load(args: argparse.Namespace) -> Config:
 
 def _open(config: Config) -> Store:
     return Store.open(config.database_url())
+
+
+def _say(line: str) -> None:
+    """Print one line of text, control characters escaped: it may quote what others wrote."""
+    print(escape_controls(line))
 
 
 def _print_json(value: object) -> None:
@@ -114,11 +121,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     """``check``: the configuration is valid and each account's API key is accepted."""
     config = _load(args)
-    print(f"configuration {config.path}: ok")
+    _say(f"configuration {config.path}: ok")
     failures = 0
     trigger = next((t for t in config.triggers.values() if t.enabled), None)
     if trigger is None:
-        print("no enabled trigger to test the API keys with")
+        _say("no enabled trigger to test the API keys with")
         return 1
     with Source(config.source) as source:
         for account in config.accounts:
@@ -127,9 +134,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             except SourceError as exc:
                 failures += 1
                 label = "API key refused" if exc.kind is FailureKind.AUTH else "failed"
-                print(f"account '{account.name}': {label}: {exc}")
+                _say(f"account '{account.name}': {label}: {exc}")
             else:
-                print(f"account '{account.name}': ok ({trigger.name}: {len(items)} items)")
+                _say(f"account '{account.name}': ok ({trigger.name}: {len(items)} items)")
     return 1 if failures else 0
 
 
@@ -137,7 +144,7 @@ def cmd_db(args: argparse.Namespace) -> int:
     """``db upgrade``: apply the migrations."""
     config = _load(args)
     _open(config).close()
-    print("database is up to date")
+    _say("database is up to date")
     return 0
 
 
@@ -190,7 +197,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         for e in found:
             print(render.event_line(e))
         if not found and not held:
-            print("no events match")
+            _say("no events match")
     return 0
 
 
@@ -230,9 +237,9 @@ def cmd_sinks(args: argparse.Namespace) -> int:
             store.sinks.set_enabled(
                 args.name, args.action == "enable", reason="disabled by hand", now=now()
             )
-            print(f"sink '{args.name}' {args.action}d")
+            _say(f"sink '{args.name}' {args.action}d")
             if args.action == "enable":
-                print(
+                _say(
                     "its dead deliveries stay dead: replay them with 'trigger-engine replay "
                     f"--since TIME --sink {args.name} --status dead'"
                 )
@@ -241,7 +248,7 @@ def cmd_sinks(args: argparse.Namespace) -> int:
     for s in rows:
         print(render.sink_line(s))
     if not rows:
-        print("no sinks configured")
+        _say("no sinks configured")
     return 0
 
 
@@ -258,7 +265,7 @@ def cmd_triggers(args: argparse.Namespace) -> int:
             store.polls.set_paused(
                 args.account, args.trigger, paused=paused, reason="paused by hand"
             )
-            print(
+            _say(
                 f"{args.account}/{args.trigger} {args.action}d"
                 + ("; what it has seen is kept" if paused else "")
             )
@@ -289,7 +296,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             failed = failed or step.error is not None
             print(render.backfill_line(step, dry_run=args.dry_run))
     if not args.dry_run:
-        print("deliveries are sent by the running daemon, or by 'trigger-engine run --once'")
+        _say("deliveries are sent by the running daemon, or by 'trigger-engine run --once'")
     return 1 if failed else 0
 
 

@@ -2,7 +2,8 @@
 to exit codes.
 
 0 success, 1 a runtime failure, 2 bad usage or configuration. Errors are one sentence on
-stderr; a traceback only with ``--debug``.
+stderr, secrets redacted and control characters escaped (it may quote an upstream's text);
+a traceback only with ``--debug``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import NoReturn
 from trigger_engine import __version__
 from trigger_engine.cli import commands
 from trigger_engine.core.durations import DAY, DurationRange, show
+from trigger_engine.core.escape import escape_controls
 from trigger_engine.errors import TriggerEngineError, UsageError
 from trigger_engine.ops import logs
 from trigger_engine.types import (
@@ -218,14 +220,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TriggerEngineError as exc:
         if debug:
             traceback.print_exc()
-        print(f"{PROG}: error: {logs.REDACTION.redact(str(exc))}", file=sys.stderr)
+        reason = escape_controls(logs.REDACTION.redact(str(exc)))
+        print(f"{PROG}: error: {reason}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the last line of defence: one sentence, no secret
         if debug:
             traceback.print_exc()
-        reason = logs.REDACTION.redact(f"{type(exc).__name__}: {exc}")
+        reason = escape_controls(logs.REDACTION.redact(f"{type(exc).__name__}: {exc}"))
         print(
             f"{PROG}: unexpected error: {reason} (run with --debug for the traceback)",
             file=sys.stderr,

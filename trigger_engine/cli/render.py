@@ -1,6 +1,11 @@
 """What the commands print: ``status``, ``events``, ``sinks``, ``triggers``, ``replay``,
 ``backfill`` and ``run --once``. Pure: values in, text or JSON-ready dicts out; the store
-does the reading."""
+does the reading.
+
+Text is the output boundary: every line is passed through
+:func:`~trigger_engine.core.escape.escape_controls`, because it quotes what others wrote (item
+keys, upstream error texts); the JSON-ready dicts hold the exact values. A sink URL is shown by
+:func:`safe_url`, without its credentials."""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from trigger_engine.clock import isoformat_z
 from trigger_engine.config import Config
+from trigger_engine.core.escape import escape_controls
+from trigger_engine.core.redact import redact_url
 from trigger_engine.delivery.dispatcher import DrainReport
 from trigger_engine.polling.backfill import BackfillStep
 from trigger_engine.types import (
@@ -44,11 +50,12 @@ def _ts(moment: datetime | None) -> str | None:
 
 def safe_url(url: str) -> str:
     """A sink URL as shown: no query, no credentials (either may carry a token)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return f"{parts.scheme}://{host}{parts.path}"
+    return redact_url(url, drop=True)
+
+
+def _text(lines: Sequence[str]) -> str:
+    """Lines of text output, each escaped (one line stays one line), joined."""
+    return "\n".join(escape_controls(line) for line in lines)
 
 
 # ----------------------------------------------------------------------------- triggers
@@ -83,7 +90,7 @@ class TriggerRow:
     def line(self, now: datetime) -> str:
         """One line of ``triggers``."""
         known = self.state.items_known if self.state else 0
-        return f"{self.account}/{self.trigger}: {self.label(now)} ({known} items known)"
+        return _text([f"{self.account}/{self.trigger}: {self.label(now)} ({known} items known)"])
 
     def as_dict(self, now: datetime) -> dict[str, Any]:
         """The trigger's row of ``status --json``."""
@@ -233,7 +240,7 @@ def status_text(status: dict[str, Any]) -> str:
             f"dead {s['dead']}, held {s['held']}, delivered {s['delivered']}; "
             f"last success {s['last_success_at'] or 'never'}"
         )
-    return "\n".join(lines)
+    return _text(lines)
 
 
 # ----------------------------------------------------------------------------- events
@@ -276,7 +283,9 @@ def event_line(e: EventView) -> str:
             detail += f", next {isoformat_z(d.next_attempt_at)}"
         parts.append(f"{d.sink}: {d.status} ({detail})")
     where = "; ".join(parts) or "no sink subscribed"
-    return f"{e.id}  {isoformat_z(e.created_at)}  {e.type}  {e.account}  key={e.item_key}  {where}"
+    return _text(
+        [f"{e.id}  {isoformat_z(e.created_at)}  {e.type}  {e.account}  key={e.item_key}  {where}"]
+    )
 
 
 def quarantined_dict(q: QuarantineView, event_type: str) -> dict[str, Any]:
@@ -299,19 +308,23 @@ def quarantined_dict(q: QuarantineView, event_type: str) -> dict[str, Any]:
 
 def quarantined_line(q: QuarantineView, event_type: str) -> str:
     """One quarantined item of ``events`` as one line."""
-    return (
-        f"{QUARANTINED}  {isoformat_z(q.first_seen_at)}  {event_type}  {q.account}  "
-        f"key={q.key}  {q.reason} (seen by {q.polls} poll{'s' if q.polls != 1 else ''}, "
-        f"last {isoformat_z(q.last_seen_at)}; tried again at every poll)"
+    return _text(
+        [
+            f"{QUARANTINED}  {isoformat_z(q.first_seen_at)}  {event_type}  {q.account}  "
+            f"key={q.key}  {q.reason} (seen by {q.polls} poll{'s' if q.polls != 1 else ''}, "
+            f"last {isoformat_z(q.last_seen_at)}; tried again at every poll)"
+        ]
     )
 
 
 def sink_line(s: dict[str, Any]) -> str:
     """One line of ``sinks``, from a :func:`sink_dicts` row."""
     state = s["state"] + (f" ({s['disabled_reason']})" if s["disabled_reason"] else "")
-    return (
-        f"{s['name']}  {s['url']}  {state}  pending {s['pending']}  failed {s['failed']}  "
-        f"dead {s['dead']}  delivered {s['delivered']}"
+    return _text(
+        [
+            f"{s['name']}  {s['url']}  {state}  pending {s['pending']}  failed {s['failed']}  "
+            f"dead {s['dead']}  delivered {s['delivered']}"
+        ]
     )
 
 
@@ -341,7 +354,7 @@ def once_text(polls: Sequence[PollReport], delivery: DrainReport) -> str:
         f"deliveries: {d.attempted} attempted, {d.delivered} delivered, "
         f"{d.failed} to retry later, {d.dead} dead"
     )
-    return "\n".join(lines)
+    return _text(lines)
 
 
 def replay_text(result: ReplayResult, *, dry_run: bool, by_event: bool) -> str:
@@ -359,16 +372,16 @@ def replay_text(result: ReplayResult, *, dry_run: bool, by_event: bool) -> str:
         lines.append(f"skipped {result.skipped_in_flight} deliveries being attempted right now")
     if by_event and result.events == 0 and not result.skipped_disabled:
         lines.append("no delivery matched those event ids")
-    return "\n".join(lines)
+    return _text(lines)
 
 
 def backfill_line(step: BackfillStep, *, dry_run: bool) -> str:
     """One (account, trigger) of ``backfill``: what it fired, or why it failed."""
     where = f"{step.account.name}/{step.trigger.name}"
     if step.result is None:
-        return f"{where}: failed: {step.error}"
+        return _text([f"{where}: failed: {step.error}"])
     verb = "would fire" if dry_run else "fired"
     line = f"{where}: {verb} {step.result.fired} remembered items"
     if step.result.not_listed:
         line += f" ({step.result.not_listed} no longer listed by the API)"
-    return line
+    return _text([line])

@@ -62,6 +62,7 @@ from trigger_engine.config.fields import (
     too_long,
 )
 from trigger_engine.core.durations import show
+from trigger_engine.core.redact import url_secrets
 from trigger_engine.core.retry import DEFAULT_SCHEDULE
 from trigger_engine.core.signing import SECRET_PREFIX, secret_key
 from trigger_engine.types import TRIGGER_NAME_MAX
@@ -404,7 +405,9 @@ class Config(_Model):
         return url.set(database=str(resolved)).render_as_string(hide_password=False)
 
     def secrets(self) -> list[str]:
-        """Every secret string in the configuration, for the log redaction filter."""
+        """Every secret string in the configuration, for the log redaction filter: API keys,
+        sink secrets and header values, and the credentials in ``source.base_url`` and the
+        sink URLs (userinfo, query values: :func:`~trigger_engine.core.redact.url_secrets`)."""
         found: list[str] = []
         for account in self.accounts:
             found.append(account.api_key.get_secret_value())
@@ -413,6 +416,9 @@ class Config(_Model):
                 raw = sink.secret.get_secret_value()
                 found += [raw, raw.removeprefix(SECRET_PREFIX)]
             found += [v.get_secret_value() for v in sink.headers.values()]
+        found += url_secrets(self.source.base_url)
+        for sink in self.sinks:
+            found += url_secrets(sink.url)
         return list(dict.fromkeys(s for s in found if s))
 
     def sink(self, name: str) -> Sink:

@@ -18,6 +18,7 @@ import aiohttp
 
 from trigger_engine.config import Sink
 from trigger_engine.core import events
+from trigger_engine.core.redact import scrub_url
 from trigger_engine.core.retry import RetryPolicy, Verdict, decide, parse_retry_after
 from trigger_engine.core.signing import secret_key
 from trigger_engine.ops.logs import get_logger
@@ -85,6 +86,8 @@ async def attempt(
         error = f"connection failed ({type(exc).__name__}: {exc})".replace(" ()", "")
     except Exception as exc:  # anything else still ends as a recorded, retried attempt
         error = f"failed ({type(exc).__name__}: {exc})".replace(" ()", "")
+    if error is not None:  # aiohttp's texts quote the URL, and a sink URL may carry a token
+        error = scrub_url(error, sink.url)
     duration_ms = int((time.perf_counter() - t0) * 1000)
     if status is not None and not 200 <= status < 300:
         error = f"HTTP {status}"

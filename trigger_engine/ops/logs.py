@@ -4,19 +4,27 @@
 
 renders as ``2026-11-27T10:00:00Z WARNING poll.failed account=acme trigger=leads
 error="HTTP 500"`` in text, or one JSON object per line with ``log_format = "json"``.
-Every line passes through a filter that replaces each configured secret by ``***``,
-and httpx's own request logging (which prints URLs, and so our API key) is silenced.
+Every line passes through a filter that replaces each configured secret by ``***``
+(``Config.secrets()``: API keys, sink secrets and header values, and the credentials of
+``source.base_url`` and of sink URLs), and httpx's own request logging (which prints URLs,
+and so our API key) is silenced. In text, the message and every context value are escaped
+(:func:`~trigger_engine.core.escape.escape_controls`): a value quoting an item key or an
+upstream's text cannot forge a line or drive the terminal. JSON lines escape by themselves.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from trigger_engine.core.escape import escape_controls
+from trigger_engine.core.redact import REDACTED
 
 _CONTEXT = "te_context"
 
@@ -54,9 +62,12 @@ def get_logger(name: str) -> Logger:
 
 
 def _value(value: Any) -> str:
+    """A context value: as it is, or quoted, with ``\\`` and ``\"`` escaped and control
+    characters as escapes (``\\n``, ``\\x1b``) inside the quotes, where they cannot be
+    mistaken for text that was written with a backslash."""
     text = str(value)
-    if text == "" or any(c in text for c in ' "='):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if text == "" or any(c in text for c in ' "=') or not text.isprintable():
+        return '"' + escape_controls(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
     return text
 
 
@@ -74,13 +85,27 @@ class _Formatter(logging.Formatter):
             if record.exc_info:
                 doc["exception"] = self.formatException(record.exc_info)
             return REDACTION.redact(orjson.dumps(doc, default=str).decode())
-        parts = [ts, record.levelname, message]
+        parts = [ts, record.levelname, escape_controls(message)]
         parts += [f"{k}={_value(v)}" for k, v in context.items() if v is not None]
         line = " ".join(parts)
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + self._traceback(record.exc_info)
         # again on the whole line: tracebacks and non-string values carry secrets too
         return REDACTION.redact(line)
+
+    def _traceback(self, exc_info: Any) -> str:
+        """The traceback as text: its own line breaks kept, and only those. The messages of
+        the exceptions (in the chain too) are escaped whole first: a newline in one is not
+        the traceback's, and would start a line of its choosing."""
+        text = self.formatException(exc_info)
+        exc, seen = exc_info[1], set[int]()
+        while isinstance(exc, BaseException) and id(exc) not in seen:
+            seen.add(id(exc))
+            for chunk in traceback.format_exception_only(type(exc), exc):
+                message = chunk.rstrip("\n")
+                text = text.replace(message, escape_controls(message))
+            exc = exc.__cause__ or exc.__context__
+        return "\n".join(escape_controls(line) for line in text.split("\n"))
 
 
 class RedactingFilter(logging.Filter):
@@ -98,7 +123,7 @@ class RedactingFilter(logging.Filter):
     def redact(self, text: str) -> str:
         """``text`` with every known secret replaced by ``***``."""
         for secret in self.secrets:
-            text = text.replace(secret, "***")
+            text = text.replace(secret, REDACTED)
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -1,7 +1,9 @@
 """The Meet Alfred API client: one GET per poll, the API key as a query parameter.
 
 Every URL here carries the API key until it is redacted, so no URL leaves this module
-unredacted: messages name ``GET {base_url}{path}?api_key=***``. Failures are classified
+unredacted: messages name ``GET {base_url}{path}?api_key=***``, the base URL's userinfo (a
+password) shown as ``***@`` (:func:`trigger_engine.core.redact.redact_url`), and an httpx
+error text is scrubbed of both before it becomes a message. Failures are classified
 by one table (``classify_status``) into what the caller does next (``FailureKind``).
 """
 
@@ -19,6 +21,7 @@ from trigger_engine import __version__
 from trigger_engine.clock import now
 from trigger_engine.config import Account, SourceSettings, TriggerSettings
 from trigger_engine.core.keys import lookup
+from trigger_engine.core.redact import REDACTED, redact_url, scrub_url
 from trigger_engine.core.retry import parse_retry_after
 from trigger_engine.errors import SourceError
 from trigger_engine.ops.logs import get_logger
@@ -26,7 +29,6 @@ from trigger_engine.types import FailureKind
 
 log = get_logger("trigger_engine.polling.source")
 
-REDACTED = "***"
 MAX_BODY = 512 * 1024 * 1024  # refuse to buffer more than this from one response
 
 
@@ -77,9 +79,10 @@ class Source:
         self.close()
 
     def display_url(self, trigger: TriggerSettings, page: Mapping[str, str] | None = None) -> str:
-        """The request URL as we show it: the key parameter redacted."""
+        """The request URL as we show it: the key parameter and the userinfo redacted."""
         params = {self.settings.auth_param: REDACTED, **trigger.params, **(page or {})}
-        return f"{self.settings.base_url}{trigger.path}?{urlencode(params, safe='*')}"
+        base = redact_url(self.settings.base_url)
+        return f"{base}{trigger.path}?{urlencode(params, safe='*')}"
 
     def fetch(
         self,
@@ -148,7 +151,9 @@ class Source:
                 FailureKind.BAD_BODY, f"{where}: the response body could not be decoded"
             ) from None
         except httpx.TransportError as exc:
-            reason = redact(str(exc) or type(exc).__name__, [key])
+            reason = scrub_url(
+                redact(str(exc) or type(exc).__name__, [key]), self.settings.base_url
+            )
             raise SourceError(
                 FailureKind.TRANSIENT, f"{where}: connection failed ({reason})"
             ) from None
