@@ -5,6 +5,10 @@ unredacted: messages name ``GET {base_url}{path}?api_key=***``, the base URL's u
 password) shown as ``***@`` (:func:`trigger_engine.core.redact.redact_url`), and an httpx
 error text is scrubbed of both before it becomes a message. Failures are classified
 by one table (``classify_status``) into what the caller does next (``FailureKind``).
+
+``source.timeout`` bounds each request as a whole, by the wall clock: connect, sending,
+the response headers, any number of interim ``1xx`` responses, and the body
+(``polling/deadline.py``: every socket read and write keeps the request's deadline).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from trigger_engine.core.redact import REDACTED, redact_url, scrub_url
 from trigger_engine.core.retry import parse_retry_after
 from trigger_engine.errors import SourceError
 from trigger_engine.ops.logs import get_logger
+from trigger_engine.polling.deadline import deadline
+from trigger_engine.polling.transport import DeadlineTransport
 from trigger_engine.types import FailureKind
 
 log = get_logger("trigger_engine.polling.source")
@@ -65,7 +71,7 @@ class Source:
             timeout=httpx.Timeout(settings.timeout),
             follow_redirects=False,
             headers={"user-agent": f"trigger-engine/{__version__}", "accept": "application/json"},
-            transport=transport,
+            transport=transport if transport is not None else DeadlineTransport(),
         )
 
     def close(self) -> None:
@@ -131,16 +137,19 @@ class Source:
             f"GET {self.display_url(trigger, page)}"
         )
         params = {**trigger.params, **page, self.settings.auth_param: key}
-        deadline = time.monotonic() + self.settings.timeout
+        ends_at = time.monotonic() + self.settings.timeout
         try:
-            with self._client.stream(
-                "GET", self.settings.base_url + trigger.path, params=params
-            ) as response:
+            with (
+                deadline(self.settings.timeout),
+                self._client.stream(
+                    "GET", self.settings.base_url + trigger.path, params=params
+                ) as response,
+            ):
                 status = response.status_code
                 kind = classify_status(status)
                 if kind is not None:
                     raise self._status_error(kind, status, response.headers, where, account)
-                body = self._read(response, deadline)
+                body = self._read(response, ends_at)
                 content_type = response.headers.get("content-type", "")
         except httpx.TimeoutException:
             raise SourceError(
@@ -159,7 +168,7 @@ class Source:
             ) from None
         return parse_items(body, content_type, trigger.items_path, where)
 
-    def _read(self, response: httpx.Response, deadline: float) -> bytes:
+    def _read(self, response: httpx.Response, ends_at: float) -> bytes:
         chunks: list[bytes] = []
         size = 0
         for chunk in response.iter_bytes():
@@ -168,7 +177,7 @@ class Source:
                 raise SourceError(
                     FailureKind.BAD_BODY, "the response is larger than 512 MiB; refusing it"
                 )
-            if time.monotonic() > deadline:
+            if time.monotonic() > ends_at:
                 raise httpx.ReadTimeout("total time exceeded")
             chunks.append(chunk)
         return b"".join(chunks)
