@@ -6,6 +6,7 @@ failure that is, and what the message says; no message may ever carry the API ke
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -403,6 +404,24 @@ def test_oversized_body_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     assert error.kind is FailureKind.BAD_BODY
     assert "larger than" in str(error)
     assert KEY not in str(error)
+
+
+def test_a_decompression_bomb_is_refused_naming_the_ratio() -> None:
+    """gzip of ``[{},{},...]``: 12 KiB that decode to 12 MiB, 4 million objects."""
+    unit = b"{}," * 1024
+    raw = gzip.compress(b"[" + unit * 4096 + b"{}]", 9)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, content=iter([raw]), headers={"content-encoding": "gzip", **JSON}
+        )
+
+    error = fetch_error(handler)
+    assert error.kind is FailureKind.BAD_BODY
+    assert str(error).startswith(
+        f"account 'acme', trigger 'leads': GET {BASE}/leads?api_key=***: "
+        f"the response decompresses to more than 100 times its {len(raw):,} bytes ("
+    )
 
 
 def test_total_time_is_bounded_by_the_timeout() -> None:

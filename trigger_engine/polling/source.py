@@ -8,13 +8,14 @@ by one table (``classify_status``) into what the caller does next (``FailureKind
 
 ``source.timeout`` bounds each request as a whole, by the wall clock: connect, sending,
 the response headers, any number of interim ``1xx`` responses, and the body
-(``polling/deadline.py``: every socket read and write keeps the request's deadline).
+(``polling/deadline.py``: every socket read and write keeps the request's deadline). A body
+is bounded in size and in decompression ratio while it streams in (``polling/body.py``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,6 +30,12 @@ from trigger_engine.core.redact import REDACTED, redact_url, scrub_url
 from trigger_engine.core.retry import parse_retry_after
 from trigger_engine.errors import SourceError
 from trigger_engine.ops.logs import get_logger
+from trigger_engine.polling.body import (
+    ACCEPT_ENCODING,
+    BodyLimits,
+    BodyRefused,
+    read_body,
+)
 from trigger_engine.polling.deadline import deadline
 from trigger_engine.polling.transport import DeadlineTransport
 from trigger_engine.types import FailureKind
@@ -70,7 +77,11 @@ class Source:
         self._client = httpx.Client(
             timeout=httpx.Timeout(settings.timeout),
             follow_redirects=False,
-            headers={"user-agent": f"trigger-engine/{__version__}", "accept": "application/json"},
+            headers={
+                "user-agent": f"trigger-engine/{__version__}",
+                "accept": "application/json",
+                "accept-encoding": ACCEPT_ENCODING,
+            },
             transport=transport if transport is not None else DeadlineTransport(),
         )
 
@@ -149,13 +160,16 @@ class Source:
                 kind = classify_status(status)
                 if kind is not None:
                     raise self._status_error(kind, status, response.headers, where, account)
-                body = self._read(response, ends_at)
+                raw, encoding = _raw_body(response)
+                body = read_body(_until(raw, ends_at), encoding, BodyLimits(max_size=MAX_BODY))
                 content_type = response.headers.get("content-type", "")
         except httpx.TimeoutException:
             raise SourceError(
                 FailureKind.TRANSIENT, f"{where}: timed out after {self.settings.timeout:g}s"
             ) from None
-        except httpx.DecodingError:
+        except BodyRefused as exc:
+            raise SourceError(FailureKind.BAD_BODY, f"{where}: {exc}") from None
+        except httpx.DecodingError:  # decoded by httpx: a response a test double read
             raise SourceError(
                 FailureKind.BAD_BODY, f"{where}: the response body could not be decoded"
             ) from None
@@ -167,20 +181,6 @@ class Source:
                 FailureKind.TRANSIENT, f"{where}: connection failed ({reason})"
             ) from None
         return parse_items(body, content_type, trigger.items_path, where)
-
-    def _read(self, response: httpx.Response, ends_at: float) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.iter_bytes():
-            size += len(chunk)
-            if size > MAX_BODY:
-                raise SourceError(
-                    FailureKind.BAD_BODY, "the response is larger than 512 MiB; refusing it"
-                )
-            if time.monotonic() > ends_at:
-                raise httpx.ReadTimeout("total time exceeded")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     def _status_error(
         self,
@@ -207,6 +207,23 @@ class Source:
         if status in (429, 503):
             retry_after = parse_retry_after(headers.get("retry-after"), now())
         return SourceError(kind, message, retry_after=retry_after)
+
+
+def _raw_body(response: httpx.Response) -> tuple[Iterator[bytes], str]:
+    """The body as received and its content coding, for ``read_body`` to decode. A
+    response made of bytes (``httpx.MockTransport``'s) was read and decoded by httpx
+    already: its content is the body, in no coding."""
+    if response.is_stream_consumed:
+        return iter([response.content]), ""
+    return response.iter_raw(), response.headers.get("content-encoding", "")
+
+
+def _until(chunks: Iterator[bytes], ends_at: float) -> Iterator[bytes]:
+    """``chunks`` while the clock is before ``ends_at`` (a transport without deadline)."""
+    for chunk in chunks:
+        if time.monotonic() > ends_at:
+            raise httpx.ReadTimeout("total time exceeded")
+        yield chunk
 
 
 def parse_items(body: bytes, content_type: str, items_path: str | None, where: str) -> list[Any]:
