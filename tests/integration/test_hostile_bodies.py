@@ -116,3 +116,19 @@ def test_a_gzip_bomb_is_refused_with_bounded_memory(tmp_path: Path) -> None:
     )
     assert "the response decompresses to more than 100 times its" in report["outcome"]
     assert report["peak_kib"] - report["before_kib"] < 64 * 1024  # MiB: the floor and a step
+
+
+def test_an_uncompressed_body_of_empty_objects_is_refused_unparsed(tmp_path: Path) -> None:
+    """120 MiB of ``[{},{},...]``: 84 million structural bytes, past the parse budget."""
+    path = tmp_path / "empty-objects-120MiB.json"
+    unit = b"{}," * (MIB // 3)
+    with path.open("wb") as out:
+        out.write(b"[")
+        for _ in range(120):
+            out.write(unit)
+        out.write(b"{}]")
+    report = poll_in_a_child(path, "")
+    assert report["outcome"].startswith("bad_body: account 'acme', trigger 'leads': GET ")
+    assert "more than 50,000,000 JSON brackets and separators" in report["outcome"]
+    # Buffered (it is within the size cap), never parsed: 42 million objects would be ~3 GB.
+    assert report["peak_kib"] - report["before_kib"] < 3 * 120 * 1024

@@ -1,4 +1,5 @@
-"""Tests for trigger_engine.polling.body: a body decoded within its size and ratio."""
+"""Tests for trigger_engine.polling.body: a body decoded within its size and ratio, and
+parsed only within the parse budget."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import pytest
 
 from trigger_engine.polling.body import (
     MIB,
+    PARSE_BUDGET,
     STEP,
     BodyLimits,
     BodyRefused,
+    check_parse_cost,
     read_body,
+    structural_bytes,
 )
+from trigger_engine.sandbox import Simulator
 
 TEXT = b'[{"id": "L1", "name": "Ada"}, {"id": "L2", "name": "Grace"}]' * 50
 LIMITS = BodyLimits(max_size=512 * MIB)
@@ -119,3 +124,54 @@ def test_an_ordinary_compression_ratio_passes_above_the_floor() -> None:
 def test_the_size_cap_applies_to_the_decoded_size() -> None:
     with pytest.raises(BodyRefused, match="larger than 1 MiB"):
         read_body(in_chunks(gzip.compress(b" " * (2 * MIB))), "gzip", BodyLimits(max_size=MIB))
+
+
+# ----------------------------------------------------------------- the parse budget
+
+
+@pytest.mark.parametrize(
+    ("body", "count"),
+    [
+        pytest.param(b"", 0, id="empty"),
+        pytest.param(b"[]", 1, id="empty-list"),
+        pytest.param(b"[{},{},{}]", 6, id="empty-objects"),
+        pytest.param(b'[{"a": 1, "b": [2, 3]}]', 7, id="nested"),
+        pytest.param(b'["{[,:"]', 5, id="inside-strings-too"),  # an estimate, on the safe side
+        pytest.param(b"{}," * 3_000_000, 6_000_000, id="several-chunks"),
+    ],
+)
+def test_structural_bytes(body: bytes, count: int) -> None:
+    assert structural_bytes(body) == count
+
+
+def test_counting_stops_past_the_limit() -> None:
+    body = b"{}," * 10_000_000  # 30 MB, 8 chunks
+    assert structural_bytes(body, stop_after=100) == structural_bytes(body[: 4 * MIB])
+
+
+@pytest.mark.parametrize(
+    ("body", "refused"),
+    [
+        pytest.param(b"[" + b"{}," * 50 + b"{}]", True, id="over"),
+        pytest.param(b"[" + b"{}," * 49 + b"{}]", False, id="at-the-budget"),
+        pytest.param(b'["' + b"x" * 500 + b'"]', False, id="long-but-cheap"),
+    ],
+)
+def test_a_body_over_the_budget_is_refused(body: bytes, refused: bool) -> None:
+    if refused:
+        with pytest.raises(BodyRefused, match="more than 100 JSON brackets and separators"):
+            check_parse_cost(body, budget=100)
+    else:
+        check_parse_cost(body, budget=100)
+
+
+def test_the_budget_passes_real_leads_up_to_the_size_cap() -> None:
+    """The budget is set from the simulator's leads: their density at the 512 MiB cap."""
+    sim = Simulator(api_key="k", seed=7, initial=0)
+    sim.add_leads(2_000)
+    body = sim.list_body("leads")
+    density = structural_bytes(body) / len(body)
+    assert 0.08 < density < 0.1  # as measured on 100,000 leads (0.089)
+    assert density * 100_000 / 2_000 * len(body) < PARSE_BUDGET / 1.7  # 100,000 leads
+    assert density * 512 * MIB < PARSE_BUDGET  # a body of leads at the size cap
+    check_parse_cost(body)

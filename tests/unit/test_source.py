@@ -532,3 +532,17 @@ def test_parse_items_message_names_where() -> None:
         parse_items(b"{", "application/json; charset=utf-8", None, "account 'x'")
     assert info.value.kind is FailureKind.BAD_BODY
     assert str(info.value) == "account 'x': the response is not valid JSON (application/json)"
+
+
+def test_a_body_over_the_parse_budget_is_refused_unparsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("trigger_engine.polling.body.PARSE_BUDGET", 1_000)
+    error = fetch_error(respond(200, b"[" + b"{}," * 600 + b"{}]", JSON))
+    assert error.kind is FailureKind.BAD_BODY
+    assert str(error) == (
+        f"account 'acme', trigger 'leads': GET {BASE}/leads?api_key=***: the response holds "
+        "more than 1,000 JSON brackets and separators ({ [ , :), more than a poll may parse; "
+        "refusing it"
+    )
+    assert fetch(respond(200, b"[" + b"{}," * 400 + b"{}]", JSON)) == [{}] * 401

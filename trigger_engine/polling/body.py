@@ -1,4 +1,5 @@
-"""What one response body may cost: the bytes we buffer and the decompression ratio.
+"""What one response body may cost: the bytes we buffer, the decompression ratio, and the
+parse.
 
 A gzip body of ``[{},{},...]`` 400 KiB on the wire decodes to 400 MB (gzip's ratio tops out
 near 1032:1) and parses to gigabytes of Python objects, so a size cap alone is not enough.
@@ -11,6 +12,12 @@ while the body streams in: a body whose decoded size passes both ``BodyLimits.fl
 compresses 10 to 15 times (14x for the simulator's leads at gzip -9); ``[{},...]`` 1000
 times. We ask for ``gzip`` and ``deflate`` only (:data:`ACCEPT_ENCODING`); any other
 coding is refused rather than guessed at.
+
+The parse is estimated before it starts: :func:`structural_bytes` counts the bytes that
+make a JSON parser allocate (``{``, ``[``, ``,`` and ``:``: a container, or one more member
+of one), and :func:`check_parse_cost` refuses, unparsed, a body whose count passes
+:data:`PARSE_BUDGET`: an uncompressed ``[{},{},...]`` (or one that compresses no better
+than real JSON) gets past the ratio, and 120 MB of it would parse to some 3 GB.
 
 Refusals are :class:`BodyRefused` with the reason as a sentence; the source adds which
 account, trigger and request it was about.
@@ -25,6 +32,17 @@ from dataclasses import dataclass
 MIB = 1024 * 1024
 STEP = 1 * MIB  # at most this many decoded bytes per inflate call
 ACCEPT_ENCODING = "gzip, deflate"  # the content codings we ask for, and the only we decode
+
+# The parse budget, in structural bytes ({ [ , :), measured here on the embedded simulator
+# (seed 7, as in benchmarks/): 100,000 leads are a 317 MB body holding 28.2 million (0.089
+# a byte), which parses to ~2.3 GB (7.2x the body, benchmarks/RESULTS.md): ~80 bytes of
+# Python objects each. 50 million is 1.77x that: what a body of such leads would hold at
+# the 512 MiB size cap (47.8 million) plus a 4.6% margin, so the size cap, not this budget,
+# is what limits a real response. ``[{},{},...]`` holds 0.67 a byte (two per empty object,
+# ~36 bytes of objects each): it passes the budget from 75 MB of body on.
+PARSE_BUDGET = 50_000_000
+_CHUNK = 4 * MIB  # structural_bytes counts this much at a time (bounded extra memory)
+_NOT_STRUCTURAL = bytes(c for c in range(256) if c not in b"{[,:")
 
 
 class BodyRefused(Exception):
@@ -67,6 +85,28 @@ def read_body(raw: Iterable[bytes], content_encoding: str, limits: BodyLimits) -
             )
         chunks.append(piece)
     return b"".join(chunks)
+
+
+def structural_bytes(body: bytes, stop_after: int | None = None) -> int:
+    """How many of ``body``'s bytes make a JSON parser allocate (``{ [ , :``); counting
+    stops once the count passes ``stop_after``. About 0.25 s for 300 MB here."""
+    count = 0
+    for start in range(0, len(body), _CHUNK):
+        count += len(body[start : start + _CHUNK].translate(None, _NOT_STRUCTURAL))
+        if stop_after is not None and count > stop_after:
+            break
+    return count
+
+
+def check_parse_cost(body: bytes, budget: int | None = None) -> None:
+    """Refuse (:class:`BodyRefused`) a body whose parse would pass ``budget`` (default
+    :data:`PARSE_BUDGET`)."""
+    budget = PARSE_BUDGET if budget is None else budget
+    if len(body) > budget and structural_bytes(body, stop_after=budget) > budget:
+        raise BodyRefused(
+            f"the response holds more than {budget:,} JSON brackets and separators "
+            "({ [ , :), more than a poll may parse; refusing it"
+        )
 
 
 def _codings(header: str) -> list[str]:

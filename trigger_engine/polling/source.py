@@ -9,7 +9,8 @@ by one table (``classify_status``) into what the caller does next (``FailureKind
 ``source.timeout`` bounds each request as a whole, by the wall clock: connect, sending,
 the response headers, any number of interim ``1xx`` responses, and the body
 (``polling/deadline.py``: every socket read and write keeps the request's deadline). A body
-is bounded in size and in decompression ratio while it streams in (``polling/body.py``).
+is bounded in size and in decompression ratio while it streams in, and in parse cost
+before it is parsed (``polling/body.py``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from trigger_engine.polling.body import (
     ACCEPT_ENCODING,
     BodyLimits,
     BodyRefused,
+    check_parse_cost,
     read_body,
 )
 from trigger_engine.polling.deadline import deadline
@@ -227,7 +229,13 @@ def _until(chunks: Iterator[bytes], ends_at: float) -> Iterator[bytes]:
 
 
 def parse_items(body: bytes, content_type: str, items_path: str | None, where: str) -> list[Any]:
-    """The list of items in a response body, or a BAD_BODY ``SourceError`` saying why not."""
+    """The list of items in a response body, or a BAD_BODY ``SourceError`` saying why not.
+
+    The parse is refused unstarted when it would cost too much (``body.check_parse_cost``)."""
+    try:
+        check_parse_cost(body)
+    except BodyRefused as exc:
+        raise SourceError(FailureKind.BAD_BODY, f"{where}: {exc}") from None
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
