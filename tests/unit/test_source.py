@@ -166,6 +166,20 @@ def test_items_keep_the_api_order_and_values() -> None:
     assert fetch(handler) == orjson.loads(raw)
 
 
+def test_a_lone_surrogate_in_a_name_is_kept_not_refused() -> None:
+    """An API that cut a name in the middle of an emoji: the lead still arrives."""
+    raw = b'[{"id": "l-1", "person": {"name": "Shaban \\ud83d"}}, {"id": "l-2"}]'
+    items = fetch(respond(200, raw, JSON))
+    assert items == [{"id": "l-1", "person": {"name": "Shaban \ud83d"}}, {"id": "l-2"}]
+
+
+def test_ids_beyond_64_bits_stay_two_exact_integers() -> None:
+    raw = b'[{"id": 18446744073709551617}, {"id": 18446744073709551618}]'
+    ids = [item["id"] for item in fetch(respond(200, raw, JSON))]
+    assert ids == [18446744073709551617, 18446744073709551618]
+    assert all(type(i) is int for i in ids)
+
+
 # ----------------------------------------------------------------- the failure table
 
 

@@ -10,7 +10,8 @@ by one table (``classify_status``) into what the caller does next (``FailureKind
 the response headers, any number of interim ``1xx`` responses, and the body
 (``polling/deadline.py``: every socket read and write keeps the request's deadline). A body
 is bounded in size and in decompression ratio while it streams in, and in parse cost
-before it is parsed (``polling/body.py``).
+before it is parsed (``polling/body.py``), and parsed with every value exact
+(``core/exact_json.py``).
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
-import orjson
 
 from trigger_engine import __version__
 from trigger_engine.clock import now
 from trigger_engine.config import Account, SourceSettings, TriggerSettings
+from trigger_engine.core.exact_json import parse_json, scan_json
 from trigger_engine.core.keys import lookup
 from trigger_engine.core.redact import REDACTED, redact_url, scrub_url
 from trigger_engine.core.retry import parse_retry_after
@@ -231,14 +232,17 @@ def _until(chunks: Iterator[bytes], ends_at: float) -> Iterator[bytes]:
 def parse_items(body: bytes, content_type: str, items_path: str | None, where: str) -> list[Any]:
     """The list of items in a response body, or a BAD_BODY ``SourceError`` saying why not.
 
-    The parse is refused unstarted when it would cost too much (``body.check_parse_cost``)."""
+    The parse is refused unstarted when it would cost too much (``body.check_parse_cost``),
+    and keeps every value exact (``core.exact_json.parse_json``): one scan of the body
+    serves both."""
+    scan = scan_json(body)
     try:
-        check_parse_cost(body)
+        check_parse_cost(scan.structural)
     except BodyRefused as exc:
         raise SourceError(FailureKind.BAD_BODY, f"{where}: {exc}") from None
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        data = parse_json(body, scan)
+    except ValueError:
         shown = content_type.split(";")[0] or "no content-type"
         what = "is empty" if not body.strip() else f"is not valid JSON ({shown})"
         raise SourceError(FailureKind.BAD_BODY, f"{where}: the response {what}") from None
