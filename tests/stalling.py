@@ -6,15 +6,18 @@ Each connection gets its request read, then one of these answers, forever (until
     continue       ``HTTP/1.1 100 Continue`` (an interim response) every ``every`` seconds
     drip-body      complete headers (``content-length`` 1 MiB) then one body byte every
                    ``every`` seconds
+    json           ``[]`` at once, then nothing (the control case)
 
 No single read waits longer than ``every``, so per-operation timeouts never trip: only a
 deadline on the whole request ends it. ``close()`` ends every connection at once (their
 waits are on an event, never a sleep), so a client still blocked on one is released.
+With ``tls`` (a server ``ssl.SSLContext``) it speaks HTTPS.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from types import TracebackType
@@ -43,14 +46,26 @@ def _drip_body() -> Iterator[bytes]:
         yield b" "
 
 
-ANSWERS = {"drip-headers": _drip_headers, "continue": _interim_forever, "drip-body": _drip_body}
+def _json() -> Iterator[bytes]:
+    yield b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n[]"
+    while True:
+        yield b""
+
+
+ANSWERS = {
+    "drip-headers": _drip_headers,
+    "continue": _interim_forever,
+    "drip-body": _drip_body,
+    "json": _json,
+}
 
 
 class StallingServer:
     """``with StallingServer("drip-headers") as s: ... s.url ... s.requests.wait(5)``."""
 
-    def __init__(self, mode: str, *, every: float = 1.0) -> None:
+    def __init__(self, mode: str, *, every: float = 1.0, tls: ssl.SSLContext | None = None) -> None:
         self._answer = ANSWERS[mode]
+        self._tls = tls
         self.every = every
         self.requests = threading.Event()  # set when a first request has been read
         self.connections = 0
@@ -58,7 +73,8 @@ class StallingServer:
         self._sock = socket.create_server(("127.0.0.1", 0))
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self._sock.getsockname()[1]}"
 
     def __enter__(self) -> StallingServer:
         accept = threading.Thread(target=self._accept, name="stalling-accept", daemon=True)
@@ -96,14 +112,17 @@ class StallingServer:
             thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(5)
-            try:
-                conn.recv(65536)  # the request (small: headers and a short body)
-                self.requests.set()
-                for piece in self._answer():
-                    conn.sendall(piece)
-                    if self._closing.wait(self.every):
-                        return
-            except OSError:
-                return  # the client gave up: what a deadline should make it do
+        conn.settimeout(5)
+        try:
+            if self._tls is not None:
+                conn = self._tls.wrap_socket(conn, server_side=True)
+            conn.recv(65536)  # the request (small: headers and a short body)
+            self.requests.set()
+            for piece in self._answer():
+                conn.sendall(piece)
+                if self._closing.wait(self.every):
+                    return
+        except OSError:
+            return  # the client gave up: what a deadline should make it do
+        finally:
+            conn.close()

@@ -10,10 +10,12 @@ close releases it), it never hangs the suite.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -99,6 +101,63 @@ def test_the_deadline_spans_pages_not_the_whole_fetch() -> None:
     assert "page=1" in str(error)
     assert "timed out after 2s" in str(error)
     assert elapsed <= TIMEOUT + MARGIN
+
+
+# ----------------------------------------------------------------- HTTPS
+
+# A self-signed certificate for 127.0.0.1 (openssl req -x509, EC P-256, valid until 2126).
+CERT = """-----BEGIN CERTIFICATE-----
+MIIBkDCCATagAwIBAgIUKU8Z6Hq5KacqJsp0d2eYYXky41gwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJMTI3LjAuMC4xMCAXDTI2MTIwMTAyMzk1NVoYDzIxMjYxMTA3
+MDIzOTU1WjAUMRIwEAYDVQQDDAkxMjcuMC4wLjEwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAARiQQz3w2zKx2rVIipcKMP/OeP+FiE+H8AZNAM4pUjMJpmGxQJeAxt9
+r2c4wLelZTyNMMkRe4AbhntdMT8bFvTAo2QwYjAdBgNVHQ4EFgQUlEDwOkkSMynD
+Bjar18CemtAC/iMwHwYDVR0jBBgwFoAUlEDwOkkSMynDBjar18CemtAC/iMwDwYD
+VR0RBAgwBocEfwAAATAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUC
+IQDllPudgGadSkkcoybVjIwFSZdRQdGaQYi4K5ktTncY4wIgNJmyRUYewgjgJ+Vp
+1rWA4tgQExUUIWMmNg/yPqEcouM=
+-----END CERTIFICATE-----
+"""
+KEY = """-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgQmmPFoNB+Cc0a43B
+wJm7y2gJF0axAqXYTcYvpPz5ReKhRANCAARiQQz3w2zKx2rVIipcKMP/OeP+FiE+
+H8AZNAM4pUjMJpmGxQJeAxt9r2c4wLelZTyNMMkRe4AbhntdMT8bFvTA
+-----END PRIVATE KEY-----
+"""
+
+
+@pytest.fixture
+def tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """The server's TLS context; the source trusts its certificate (SSL_CERT_FILE)."""
+    (tmp_path / "cert.pem").write_text(CERT)
+    (tmp_path / "key.pem").write_text(KEY)
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    return context
+
+
+@pytest.mark.parametrize(("mode", "every"), [("json", 1.0), ("drip-headers", 1.0)])
+def test_https_keeps_the_deadline_too(tls: ssl.SSLContext, mode: str, every: float) -> None:
+    """The TLS stream that replaces the TCP one after the handshake keeps the deadline."""
+    with StallingServer(mode, every=every, tls=tls) as upstream:
+        cfg = config_from_dict(
+            {
+                "accounts": [{"name": "acme", "api_key": "k"}],
+                "triggers": {"leads": {}},
+                "source": {"base_url": upstream.url, "timeout": TIMEOUT},
+            }
+        )
+        with Source(cfg.source) as source:
+            outcome, elapsed = within(
+                TIMEOUT + MARGIN, lambda: source.fetch(cfg.accounts[0], cfg.triggers["leads"])
+            )
+    if mode == "json":
+        assert outcome == []
+    else:
+        assert isinstance(outcome, SourceError), outcome
+        assert str(outcome).endswith(f"GET {upstream.url}/leads?api_key=***: timed out after 2s")
+        assert TIMEOUT - 0.05 <= elapsed <= TIMEOUT + MARGIN, elapsed
 
 
 # ----------------------------------------------------------------- sinks (aiohttp)
