@@ -4,5 +4,5 @@
 (delivery retries, poll backoff, the sustained-failure pause), ``signing`` (Standard
 Webhooks HMAC), ``events`` (event ids, the webhook body and headers), ``filters`` (which
 events a command is about), ``durations`` (``"5m"`` → seconds), ``exact_json`` (JSON
-parsed fast with every value exact, and what a body costs to parse).
+read and written with every value exact, and what a body costs to parse).
 """
