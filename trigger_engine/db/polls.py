@@ -10,19 +10,16 @@ failed poll changes only the poll's own state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, or_, select, update
-from sqlalchemy import exc as sa_exc
 
 from trigger_engine.core.dedupe import KeyedItems, Quarantined, changed, flood_guard, unseen
-from trigger_engine.core.events import Unencodable, payload_of
-from trigger_engine.db import events as event_rows
 from trigger_engine.db import quarantine, seen
 from trigger_engine.db.engine import Database
+from trigger_engine.db.outbox import Writer, encoded, isolated
 from trigger_engine.db.schema import poll_state
 from trigger_engine.errors import LeaseLost
 from trigger_engine.types import (
@@ -251,18 +248,18 @@ class PollRepository:
                 )
                 fresh: Sequence[Any] = unseen(keyed, known)
                 if fire:
-                    fresh = _encoded(fresh, set_aside)
+                    fresh = encoded(fresh, set_aside)
                     held = flood_guard(len(fresh), max_new)
-                write = _Writer(
+                write = Writer(
                     db, conn, account, trigger, event_type, sinks, now, fire=fire, held=held
                 )
                 tally = isolated(conn, fresh, write.new_items, set_aside)
             else:
                 versions = seen.known_versions(conn, account, trigger, keyed.keys)
                 changes = changed(keyed, versions)
-                moved = _encoded([(k, item) for k, item, _new, _old in changes], set_aside)
+                moved = encoded([(k, item) for k, item, _new, _old in changes], set_aside)
                 held = flood_guard(len(moved), max_new)
-                write = _Writer(
+                write = Writer(
                     db,
                     conn,
                     account,
@@ -356,9 +353,9 @@ class PollRepository:
             if dry_run:
                 return BackfillResult(fired=len(candidates), deliveries=0, not_listed=not_listed)
             set_aside: list[Quarantined] = []
-            write = _Writer(self.db, conn, account, trigger, event_type, sinks, now)
+            write = Writer(self.db, conn, account, trigger, event_type, sinks, now)
             tally = isolated(
-                conn, _encoded(candidates, set_aside), write.remembered_items, set_aside
+                conn, encoded(candidates, set_aside), write.remembered_items, set_aside
             )
             quarantine.hold(self.db, conn, account, trigger, set_aside, now)
             fired, rows = tally.events, tally.deliveries
@@ -410,167 +407,3 @@ class PollRepository:
                     )
                 )
         return [(r.account, r.trigger) for r in rows]
-
-
-# ------------------------------------------------------------------ one item, not the poll
-
-# A payload is (key, item, its JSON text).
-_Encoded = tuple[str, Any, str]
-
-
-def _encoded(pairs: Sequence[tuple[str, Any]], set_aside: list[Quarantined]) -> list[_Encoded]:
-    """Each (key, item) with the JSON text its event will hold; an item that cannot be
-    written (see :func:`trigger_engine.core.events.payload_of`) is set aside instead."""
-    out: list[_Encoded] = []
-    for key, item in pairs:
-        try:
-            out.append((key, item, payload_of(item)))
-        except Unencodable as exc:
-            set_aside.append(Quarantined(key, f"cannot be written as an event: {exc}"))
-    return out
-
-
-# What the database says about one item (a constraint, a value it cannot hold), as opposed
-# to the database failing (OperationalError: locked, gone, full), which fails the poll.
-_ITEM_ERRORS = (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.InternalError)
-
-
-def _item_error(exc: sa_exc.StatementError) -> bool:
-    if isinstance(exc, _ITEM_ERRORS):
-        return True
-    # not a DB-API error: the driver could not even bind a value (e.g. UnicodeEncodeError)
-    return not isinstance(exc, sa_exc.DBAPIError)
-
-
-def isolated(
-    conn: Connection,
-    batch: Sequence[Any],
-    write: Callable[[Sequence[Any]], _Tally],
-    set_aside: list[Quarantined],
-    what: str = "stored",
-) -> _Tally:
-    """``write(batch)`` in a savepoint; when the database refuses it for an item's sake,
-    again one item at a time, each in its own savepoint, setting aside the items it
-    refuses. Returns the tally of what was written (a refused write counts nothing).
-    A database that fails rather than refuses (``OperationalError``: locked, gone, full)
-    fails the poll, which is retried whole."""
-    total = _Tally()
-    if not batch:
-        return total
-    try:
-        with conn.begin_nested():
-            return total.add(write(batch))
-    except sa_exc.StatementError as exc:
-        if not _item_error(exc):
-            raise
-    refused: list[Quarantined] = []
-    for one in batch:
-        try:
-            with conn.begin_nested():
-                done = write([one])
-            total.add(done)
-        except sa_exc.StatementError as exc:
-            if not _item_error(exc):
-                raise
-            reason = _reason_of(exc)
-            refused.append(Quarantined(one[0], f"cannot be {what}: {reason}"))
-    set_aside.extend(refused)
-    return total
-
-
-def _reason_of(exc: sa_exc.StatementError) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    return text.rstrip(".")[:300]
-
-
-@dataclass
-class _Tally:
-    """What a write wrote: keys marked seen, events and deliveries created."""
-
-    inserted: list[str] = field(default_factory=list)
-    events: int = 0
-    deliveries: int = 0
-
-    def add(self, other: _Tally) -> _Tally:
-        """Count ``other`` in this one (a write that committed)."""
-        self.inserted.extend(other.inserted)
-        self.events += other.events
-        self.deliveries += other.deliveries
-        return self
-
-
-class _Writer:
-    """Writes a poll's items (keys, events, deliveries); each method takes a batch and
-    returns its :class:`_Tally`, and is run by :func:`isolated`."""
-
-    def __init__(
-        self,
-        db: Database,
-        conn: Connection,
-        account: str,
-        trigger: str,
-        event_type: str,
-        sinks: Sequence[str],
-        now: datetime,
-        *,
-        fire: bool = True,
-        held: str | None = None,
-        versions: dict[str, str] | None = None,
-        old_versions: dict[str, str | None] | None = None,
-    ) -> None:
-        self.db, self.conn, self.now = db, conn, now
-        self.account, self.trigger, self.event_type, self.sinks = (
-            account,
-            trigger,
-            event_type,
-            sinks,
-        )
-        self.fire, self.held = fire, held
-        self.versions, self.old_versions = versions, old_versions or {}
-
-    def new_items(self, batch: Sequence[Any]) -> _Tally:
-        """Mark new items seen and fire them (events and deliveries), unless seeding; an
-        "updated item" trigger (``versions``) only remembers its new items."""
-        fire = self.fire and self.versions is None
-        inserted = seen.insert_keys(
-            self.db,
-            self.conn,
-            self.account,
-            self.trigger,
-            [(entry[0], entry[1]) for entry in batch],
-            seeded=fire is False and self.versions is None,
-            now=self.now,
-            versions=self.versions,
-        )
-        tally = _Tally(inserted=[entry[0] for entry in batch if entry[0] in inserted])
-        if fire:
-            tally.add(self._fire([(k, text) for k, _item, text in batch if k in inserted]))
-        return tally
-
-    def changed_items(self, batch: Sequence[_Encoded]) -> _Tally:
-        """Move changed items to their new version and fire those this poll moved."""
-        assert self.versions is not None
-        changes = [(k, text, self.versions[k], self.old_versions[k]) for k, _i, text in batch]
-        return self._fire(seen.bump_versions(self.conn, self.account, self.trigger, changes))
-
-    def remembered_items(self, batch: Sequence[_Encoded]) -> _Tally:
-        """Backfill: fire remembered items, each at most once (the flag flips with it)."""
-        keys = [k for k, _item, _text in batch]
-        flipped = seen.unremember(self.conn, self.account, self.trigger, keys)
-        return self._fire([(k, text) for k, _item, text in batch if k in flipped])
-
-    def _fire(self, pairs: Sequence[tuple[str, str]]) -> _Tally:
-        if not pairs:
-            return _Tally()
-        events, deliveries = event_rows.insert_events(
-            self.conn,
-            self.account,
-            self.trigger,
-            self.event_type,
-            pairs,
-            self.sinks,
-            self.now,
-            held=self.held,
-        )
-        return _Tally(events=events, deliveries=deliveries)
