@@ -3,6 +3,9 @@ the pool of poll workers sized by the database."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +16,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from trigger_engine.config import Config, config_from_dict
 from trigger_engine.db.store import Store
-from trigger_engine.runtime.jobs import START_RATE, poll_workers, schedule_polls, start_spacing
+from trigger_engine.runtime.jobs import (
+    START_RATE,
+    make_scheduler,
+    poll_workers,
+    schedule_polls,
+    start_spacing,
+)
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
@@ -53,7 +62,7 @@ def first_runs(scheduler: AsyncIOScheduler) -> dict[str, datetime]:
     return {job.id: job.next_run_time for job in scheduler.get_jobs()}
 
 
-async def _noop(*_args: Any) -> None:
+def _noop(*_args: Any) -> None:
     return None
 
 
@@ -102,3 +111,28 @@ def test_poll_workers_default_by_database_or_as_configured(tmp_path: Path, store
     assert poll_workers(config, store.dialect) == 4  # SQLite
     config = make_config(tmp_path, 1, poll_workers=12)
     assert poll_workers(config, store.dialect) == 12
+
+
+def test_jobs_run_on_the_loop_at_once_and_a_stop_cancels_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A job due in the same instant as the stop: APScheduler's asyncio executor would have
+    made it a task of its own and cancelled it, logging a CancelledError traceback."""
+    ran: list[int] = []
+
+    async def main() -> None:
+        scheduler = make_scheduler(asyncio.get_running_loop())
+        scheduler.add_job(lambda: ran.append(threading.get_ident()), next_run_time=T0)
+        scheduler.start()
+        for _ in range(100):  # loop turns, not time: the scheduler's wakeup runs the job
+            if ran:
+                break
+            await asyncio.sleep(0)
+        scheduler.shutdown(wait=False)
+        for _ in range(10):
+            await asyncio.sleep(0)
+
+    with caplog.at_level(logging.DEBUG, logger="apscheduler"):
+        asyncio.run(main())
+    assert ran == [threading.get_ident()]  # on the loop's own thread
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []

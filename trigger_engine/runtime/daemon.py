@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -126,7 +127,8 @@ class Daemon:
         self._stop_requested_at: float | None = None  # loop time of the (first) stop
         self._serving: _Serving | None = None
         self._old_sources: list[Source] = []
-        self._tasks: set[asyncio.Task[None]] = set()  # reloads in progress
+        # tasks of its own: reloads, heartbeats and retention sweeps in progress
+        self._tasks: set[asyncio.Future[None]] = set()
 
     @property
     def grace(self) -> float:
@@ -287,8 +289,8 @@ class Daemon:
                 if dropped:
                     log.info("poll.dropped_at_stop", polls=dropped, next_start="polls them")
                 await self._wait_for_polls(serving.polls)
-                for task in self._tasks:
-                    task.cancel()  # a reload still reading its file: the process is stopping
+                for task in list(self._tasks):
+                    task.cancel()  # a reload reading its file, a heartbeat: we are stopping
                 if not being_cancelled():
                     await in_daemon_thread(self._leave)
                 if http is not None:
@@ -299,10 +301,9 @@ class Daemon:
 
     # ---------------------------------------------------------------- jobs
 
-    async def _poll_job(self, account: Account, trigger: TriggerSettings) -> None:
-        """APScheduler's job: queue the poll on a worker and return at once (never
-        cancelled mid-poll by ``scheduler.shutdown``); one per (account, trigger) queued
-        or running."""
+    def _poll_job(self, account: Account, trigger: TriggerSettings) -> None:
+        """APScheduler's job, on the loop: queue the poll on a worker and return at once;
+        one per (account, trigger) queued or running."""
         serving = self._serving
         key = (account.name, trigger.name)
         if serving is None or serving.stop.is_set() or serving.workers.stopped:
@@ -362,19 +363,31 @@ class Daemon:
         if abandoned:
             log.warning("poll.abandoned_in_flight", polls=abandoned)
 
-    async def _prune_job(self) -> None:
+    def _prune_job(self) -> None:
         serving = self._serving
         if serving is not None and not serving.stop.is_set():
-            try:
-                await in_daemon_thread(self._prune)
-            except TriggerEngineError as exc:
-                log.error("retention.failed", error=str(exc))
+            self._spawn(self._prune_in_thread())
 
-    async def _heartbeat_job(self) -> None:
+    async def _prune_in_thread(self) -> None:
+        try:
+            await in_daemon_thread(self._prune)
+        except TriggerEngineError as exc:
+            log.error("retention.failed", error=str(exc))
+
+    def _heartbeat_job(self) -> None:
+        self._spawn(self._heartbeat_in_thread())
+
+    async def _heartbeat_in_thread(self) -> None:
         try:
             await in_daemon_thread(self._heartbeat)
         except TriggerEngineError as exc:
             log.error("node.heartbeat_failed", error=str(exc))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task the daemon owns: cancelled, quietly, at the stop."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # ---------------------------------------------------------------- the node
 
@@ -432,9 +445,7 @@ class Daemon:
         serving = self._serving
         if self.reload is None or serving is None or serving.stop.is_set():
             return
-        task = asyncio.ensure_future(self._reload(serving))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._reload(serving))
 
     async def _reload(self, serving: _Serving) -> None:
         assert self.reload is not None

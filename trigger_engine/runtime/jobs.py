@@ -14,9 +14,12 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
+from apscheduler.executors.base import BaseExecutor, run_job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -32,7 +35,25 @@ START_RATE = 20.0  # polls per second at least, when the first runs are spread o
 POLL_WORKERS = {"sqlite": 4, "postgresql": 8}
 HOUSEKEEPING = ("retention", "heartbeat")  # the ids of the jobs that are not polls
 
-PollJob = Callable[[Account, TriggerSettings], Awaitable[None]]
+PollJob = Callable[[Account, TriggerSettings], None]
+
+
+class OnTheLoop(BaseExecutor):  # type: ignore[misc]  # apscheduler has no type hints
+    """Runs each job's function at once, on the event loop's thread.
+
+    Our jobs only hand work on (a poll to the poll workers, a heartbeat or a retention sweep
+    to a task the daemon owns) and return, so they never block the loop. APScheduler's own
+    asyncio executor would run them as tasks it owns and cancels at shutdown, logging a
+    ``CancelledError`` traceback for a job that fell due in the same instant; here it has
+    nothing of ours to cancel, and the daemon waits for (or abandons) its own work."""
+
+    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        try:
+            events = run_job(job, job._jobstore_alias, run_times, self._logger.name)
+        except BaseException:
+            self._run_job_error(job.id, *sys.exc_info()[1:])
+        else:
+            self._run_job_success(job.id, events)
 
 
 def node_name() -> str:
@@ -73,10 +94,12 @@ def start_spacing(jobs: int, shortest_interval: float) -> float:
 
 
 def make_scheduler(loop: asyncio.AbstractEventLoop | None = None) -> AsyncIOScheduler:
-    """An asyncio scheduler in UTC whose jobs coalesce, never misfire and never overlap."""
+    """An asyncio scheduler in UTC whose jobs run on the loop (:class:`OnTheLoop`),
+    coalesce, never misfire and never overlap."""
     return AsyncIOScheduler(
         event_loop=loop,
         timezone="UTC",
+        executors={"default": OnTheLoop()},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
     )
 
@@ -109,8 +132,8 @@ def schedule_polls(
 def schedule_housekeeping(
     scheduler: AsyncIOScheduler,
     *,
-    prune: Callable[[], Awaitable[None]],
-    heartbeat: Callable[[], Awaitable[None]],
+    prune: Callable[[], None],
+    heartbeat: Callable[[], None],
     now: datetime,
 ) -> None:
     """The retention sweep (first a minute after the start, then hourly) and heartbeats."""
