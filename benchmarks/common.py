@@ -379,16 +379,12 @@ def _simulator_main(argv: list[str]) -> int:
 
     import asyncio
 
-    from trigger_engine.sandbox import Simulator, make_app
-
-    sim = Simulator(api_key=API_KEY, seed=args.seed, initial=args.initial)
+    simulator, make_app, list_body = simulator_parts()
+    sim = simulator(api_key=API_KEY, seed=args.seed, initial=args.initial)
     if args.leads:
         sim.add_leads(args.leads)
-    body_bytes = 0
-    full_body = getattr(sim, "list_body", None)  # warm the encoded-list cache if it has one
-    if callable(full_body):
-        body_bytes = len(full_body("leads"))
-        gc.collect()
+    body_bytes = len(list_body(sim, "leads"))  # warms the simulator's encoded-list cache
+    gc.collect()
     gc.freeze()  # the records never die: keep the collector off them while serving
 
     def rotate() -> None:
@@ -493,6 +489,127 @@ def _receiver_main(argv: list[str]) -> int:
     print(json.dumps({"port": sock.getsockname()[1]}), flush=True)
     server.run(sockets=[sock])
     return 0
+
+
+# --------------------------------------------------------------------------- the engine's pieces
+
+
+def engine_parts() -> Any:
+    """The engine internals the benchmarks use, by their names since issue 11
+    (``trigger_engine.db``, ``polling``, ``delivery``, ``runtime``, ``sandbox``, ``types``),
+    falling back to the flat layout before it (``store.py``, ``poller.py``,
+    ``scheduler.py``, ...): the scripts work against snapshots taken before the issue-11
+    layout (e.g. ``741c8a4``) as well as after. Imported on first call, in the process that
+    calls it (a child, run against ``ENGINE_SRC``). The fields:
+
+    ``layout`` ("issue-11" or "flat"); ``load_config``, ``now``, ``logs``; ``Store``,
+    ``Poller``, ``Source``, ``Daemon`` (``Engine`` before), ``poll_jobs``; the modules
+    ``cli``, ``poller``, ``source``, ``dispatcher`` (``Dispatcher``, ``in_daemon_thread``),
+    ``attempt`` (where the dispatcher looks up ``body_for``/``headers_for``), ``jobs``
+    (``schedule_polls``; None before), ``schema`` (the tables); ``body_for``, ``headers_for``,
+    ``new_event_id``, ``AttemptOutcome``, ``DELIVERED``; ``deliveries(store)`` (the object
+    with ``claim_due``/``record_attempts``); ``store_steps``: (owner, attribute, label) of
+    the store's steps of a poll and a drain, for :func:`wrapped`.
+    """
+    import importlib
+    from types import SimpleNamespace
+
+    def mod(name: str) -> Any:
+        return importlib.import_module(f"trigger_engine.{name}")
+
+    try:
+        store = mod("db.store")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("trigger_engine.db", "trigger_engine.db.store"):
+            raise
+        store = None
+    if store is not None:  # the issue-11 layout
+        daemon, jobs, types = mod("runtime.daemon"), mod("runtime.jobs"), mod("types")
+        polls, seen, events, deliveries = (
+            mod(f"db.{m}") for m in ("polls", "seen", "events", "deliveries")
+        )
+        parts = SimpleNamespace(
+            layout="issue-11",
+            cli=mod("cli.main"),
+            poller=mod("polling.poller"),
+            source=mod("polling.source"),
+            dispatcher=mod("delivery.dispatcher"),
+            attempt=mod("delivery.attempt"),
+            logs=mod("ops.logs"),
+            schema=mod("db.schema"),
+            jobs=jobs,
+            Daemon=daemon.Daemon,
+            poll_jobs=jobs.poll_jobs,
+            new_event_id=mod("core.events").new_event_id,
+            AttemptOutcome=types.AttemptOutcome,
+            DELIVERED=types.DeliveryStatus.DELIVERED,
+            deliveries=lambda st: st.deliveries,
+            store_steps=[
+                (polls.PollRepository, "record", "store: polls.record (one transaction)"),
+                (seen, "known_keys", "store:   seen.known_keys (SELECT ... IN)"),
+                (seen, "insert_keys", "store:   seen.insert_keys (INSERT seen_keys)"),
+                (events, "insert_events", "store:   insert_events (events + deliveries)"),
+                (polls.PollRepository, "state", "store: polls.state reads"),
+                (polls.PollRepository, "claim", "store: polls.claim"),
+                (deliveries.DeliveryRepository, "release_claims", "store: release_claims"),
+                (events.EventRepository, "prune", "store: events.prune (retention sweep)"),
+                (deliveries.DeliveryRepository, "claim_due", "delivery: claim_due"),
+                (deliveries.DeliveryRepository, "record_attempts", "delivery: record_attempts"),
+            ],
+        )
+    else:  # the flat layout, before issue 11
+        store, scheduler, delivery = mod("store"), mod("scheduler"), mod("delivery")
+        parts = SimpleNamespace(
+            layout="flat",
+            cli=mod("cli"),
+            poller=mod("poller"),
+            source=mod("source"),
+            dispatcher=delivery,
+            attempt=delivery,
+            logs=mod("logs"),
+            schema=mod("models"),
+            jobs=None,
+            Daemon=scheduler.Engine,
+            poll_jobs=scheduler.poll_jobs,
+            new_event_id=store.new_event_id,
+            AttemptOutcome=store.AttemptOutcome,
+            DELIVERED=store.DELIVERED,
+            deliveries=lambda st: st,
+            store_steps=[
+                (store.Store, "record_poll", "store: record_poll (one transaction)"),
+                (store.Store, "_known_keys", "store:   _known_keys (SELECT ... IN)"),
+                (store.Store, "_insert_keys", "store:   _insert_keys (INSERT seen_keys)"),
+                (store.Store, "_create_events", "store:   _create_events (events + deliveries)"),
+                (store.Store, "poll_state", "store: poll_state reads"),
+                (store.Store, "claim_poll", "store: claim_poll"),
+                (store.Store, "release_claims", "store: release_claims"),
+                (store.Store, "prune", "store: prune (retention sweep)"),
+                (store.Store, "claim_due", "delivery: claim_due"),
+                (store.Store, "record_attempts", "delivery: record_attempts"),
+            ],
+        )
+    parts.Store = store.Store
+    parts.Poller, parts.Source = parts.poller.Poller, parts.source.Source
+    parts.body_for, parts.headers_for = parts.attempt.body_for, parts.attempt.headers_for
+    parts.load_config = mod("config").load_config
+    parts.now = mod("clock").now
+    return parts
+
+
+def simulator_parts() -> tuple[Any, Callable[[Any], Any], Callable[[Any, str], bytes]]:
+    """The embedded simulator: ``(Simulator, make_app(sim), list_body(sim, kind))``, from
+    ``trigger_engine.sandbox`` (issue 11) or, before it, ``trigger_engine.simulator``
+    (``sim.app()``, ``sim._full_body``)."""
+    try:
+        from trigger_engine.sandbox import Simulator, make_app
+
+        return Simulator, make_app, lambda sim, kind: sim.list_body(kind)
+    except ModuleNotFoundError as exc:
+        if exc.name != "trigger_engine.sandbox":
+            raise
+    from trigger_engine.simulator import Simulator
+
+    return Simulator, lambda sim: sim.app(), lambda sim, kind: sim._full_body(kind)
 
 
 # --------------------------------------------------------------------------- configs
@@ -628,11 +745,8 @@ def instrumented_run_once(config_path: Path) -> tuple[Split, dict[str, Any]]:
     t0 = time.perf_counter()
     import asyncio
 
-    import trigger_engine.cli.main  # noqa: F401  (what `python -m trigger_engine` imports)
-    from trigger_engine.config import load_config
-    from trigger_engine.db import store
-    from trigger_engine.polling import poller, source
-    from trigger_engine.runtime.daemon import Daemon
+    engine = engine_parts()  # with the CLI: what `python -m trigger_engine` imports
+    source = engine.source
 
     split.add("import trigger_engine (cli, scheduler)", time.perf_counter() - t0)
 
@@ -641,31 +755,22 @@ def instrumented_run_once(config_path: Path) -> tuple[Split, dict[str, Any]]:
         stack.enter_context(gc_timer(split))
         stack.enter_context(wrapped(split, source.Source, "_get", "poll: HTTP GET + parse"))
         stack.enter_context(wrapped(split, source, "parse_items", "poll:   JSON parse (orjson)"))
-        stack.enter_context(wrapped(split, poller, "key_items", "poll: key_items (dedupe.py)"))
-        for attr, label in (
-            ("record_poll", "store: record_poll (one transaction)"),
-            ("_known_keys", "store:   _known_keys (SELECT ... IN)"),
-            ("_insert_keys", "store:   _insert_keys (INSERT seen_keys)"),
-            ("_create_events", "store:   _create_events (events + deliveries)"),
-            ("poll_state", "store: poll_state reads"),
-            ("claim_poll", "store: claim_poll"),
-            ("release_claims", "store: release_claims"),
-            ("prune", "store: prune (retention sweep)"),
-            ("claim_due", "delivery: claim_due"),
-            ("record_attempts", "delivery: record_attempts"),
-        ):
-            stack.enter_context(wrapped(split, store.Store, attr, label))
+        stack.enter_context(
+            wrapped(split, engine.poller, "key_items", "poll: key_items (dedupe.py)")
+        )
+        for owner, attr, label in engine.store_steps:
+            stack.enter_context(wrapped(split, owner, attr, label))
         t = time.perf_counter()
-        config = load_config(config_path)
+        config = engine.load_config(config_path)
         split.add("config: load_config", time.perf_counter() - t)
         t = time.perf_counter()
-        st = store.Store.open(config.database_url())
+        st = engine.Store.open(config.database_url())
         split.add("store: open + migrations check", time.perf_counter() - t)
         try:
             with source.Source(config.source) as src:
-                engine = Daemon(config, st, src)
+                daemon = engine.Daemon(config, st, src)
                 t = time.perf_counter()
-                once = asyncio.run(engine.run_once())
+                once = asyncio.run(daemon.run_once())
                 split.add("engine.run_once total", time.perf_counter() - t)
         finally:
             st.close()
@@ -843,22 +948,17 @@ def _split_main(argv: list[str]) -> int:
 def _profile_main(argv: list[str]) -> int:
     """``common.py profile CONFIG OUT.txt``: every poll of the config, in this process's
     main thread, under pyinstrument (store open excluded); hot spots on stdout (JSON)."""
-    from trigger_engine.config import load_config
-    from trigger_engine.db.store import Store
-    from trigger_engine.polling.poller import Poller
-    from trigger_engine.polling.source import Source
-    from trigger_engine.runtime.daemon import poll_jobs
-
-    config = load_config(Path(argv[0]))
-    store = Store.open(config.database_url())
+    engine = engine_parts()
+    config = engine.load_config(Path(argv[0]))
+    store = engine.Store.open(config.database_url())
     split = Split()
     try:
-        with Source(config.source) as src:
-            poller = Poller(config, store, src)
+        with engine.Source(config.source) as src:
+            poller = engine.Poller(config, store, src)
 
             def polls() -> list[Any]:
                 with gc_timer(split):
-                    return [poller.poll(a, t) for a, t in poll_jobs(config)]
+                    return [poller.poll(a, t) for a, t in engine.poll_jobs(config)]
 
             reports, lines = profile_hot_spots(polls, save_to=Path(argv[1]))
     finally:

@@ -40,6 +40,7 @@ from common import (
     SimulatorProcess,
     Split,
     engine_cmd,
+    engine_parts,
     fmt_s,
     gc_timer,
     header,
@@ -98,16 +99,13 @@ def child(args: list[str]) -> dict[str, Any]:
 
 def child_make(cfg: str) -> dict[str, Any]:
     """One poll (emit): N events and N pending deliveries."""
-    from trigger_engine.config import load_config
-    from trigger_engine.db.store import Store
-    from trigger_engine.polling.poller import Poller
-    from trigger_engine.polling.source import Source
-
-    config = load_config(Path(cfg))
-    store = Store.open(config.database_url())
+    engine = engine_parts()
+    config = engine.load_config(Path(cfg))
+    store = engine.Store.open(config.database_url())
     try:
-        with Source(config.source) as src:
-            report = Poller(config, store, src).poll(config.accounts[0], config.triggers["leads"])
+        with engine.Source(config.source) as src:
+            poller = engine.Poller(config, store, src)
+            report = poller.poll(config.accounts[0], config.triggers["leads"])
     finally:
         store.close()
     return {"new_events": report.new_events}
@@ -115,12 +113,10 @@ def child_make(cfg: str) -> dict[str, Any]:
 
 def child_drain(cfg: str, profile_out: str | None) -> dict[str, Any]:
     """Time ``Dispatcher.drain()`` over what is pending; optionally profiled."""
-    from trigger_engine.config import load_config
-    from trigger_engine.db.store import Store
-    from trigger_engine.delivery import dispatcher as delivery
-
-    config = load_config(Path(cfg))
-    store = Store.open(config.database_url())
+    engine = engine_parts()
+    delivery = engine.dispatcher
+    config = engine.load_config(Path(cfg))
+    store = engine.Store.open(config.database_url())
     split = Split()
     result: dict[str, Any] = {}
 
@@ -142,13 +138,14 @@ def child_drain(cfg: str, profile_out: str | None) -> dict[str, Any]:
 
         return asyncio.ensure_future(call())
 
+    repo = type(engine.deliveries(store))  # the class with claim_due and record_attempts
     try:
         with (
             gc_timer(split),
-            wrapped(split, type(store), "claim_due", "store: claim_due (in a thread)"),
-            wrapped(split, type(store), "record_attempts", "store: record_attempts (in a thread)"),
-            wrapped(split, delivery, "headers_for", "delivery: headers_for (signing)"),
-            wrapped(split, delivery, "body_for", "delivery: body_for (envelope)"),
+            wrapped(split, repo, "claim_due", "store: claim_due (in a thread)"),
+            wrapped(split, repo, "record_attempts", "store: record_attempts (in a thread)"),
+            wrapped(split, engine.attempt, "headers_for", "delivery: headers_for (signing)"),
+            wrapped(split, engine.attempt, "body_for", "delivery: body_for (envelope)"),
         ):
             if profile_out:
                 delivery.in_daemon_thread = inline  # type: ignore[assignment]
@@ -176,25 +173,21 @@ def child_floor(cfg: str, loop: str) -> dict[str, Any]:
     and headers (built before the clock starts)."""
     import aiohttp
 
-    from trigger_engine.clock import now
-    from trigger_engine.config import load_config
-    from trigger_engine.db.store import Store
-    from trigger_engine.delivery.dispatcher import body_for, headers_for
-
-    config = load_config(Path(cfg))
+    engine = engine_parts()
+    config = engine.load_config(Path(cfg))
     sink = config.sinks[0]
-    store = Store.open(config.database_url())
+    store = engine.Store.open(config.database_url())
     try:
-        claimed = store.deliveries.claim_due(
-            owner="floor", now=now(), lease=3600, capacity={sink.name: 10**9}
+        claimed = engine.deliveries(store).claim_due(
+            owner="floor", now=engine.now(), lease=3600, capacity={sink.name: 10**9}
         )
     finally:
         store.close()
     stamp = int(time.time())
     requests = []
     for d in claimed:
-        body = body_for(sink, d)
-        requests.append((body, headers_for(sink, d, body, stamp)))
+        body = engine.body_for(sink, d)
+        requests.append((body, engine.headers_for(sink, d, body, stamp)))
     url = sink.url
 
     cpu: list[float] = []

@@ -93,9 +93,8 @@ def e0_fetch(n: int) -> None:
 
 
 def e1_e2(n: int) -> list[dict[str, Any]]:
-    from trigger_engine.sandbox import Simulator
-
-    sim = Simulator(initial=0)
+    simulator, _make_app, _list_body = common.simulator_parts()
+    sim = simulator(initial=0)
     sim.add_leads(n)
     body = orjson.dumps(sim.leads)
     del sim
@@ -139,8 +138,14 @@ def e1_e2(n: int) -> list[dict[str, Any]]:
 def e3_inserts(items: list[dict[str, Any]]) -> None:
     from sqlalchemy import create_engine, insert
 
-    from trigger_engine.core.events import new_event_id
-    from trigger_engine.db.schema import deliveries, events, metadata, seen_keys
+    parts = common.engine_parts()
+    new_event_id, schema = parts.new_event_id, parts.schema
+    deliveries, events, metadata, seen_keys = (
+        schema.deliveries,
+        schema.events,
+        schema.metadata,
+        schema.seen_keys,
+    )
 
     n = len(items)
     now = datetime.now(UTC)
@@ -240,7 +245,8 @@ def e3_inserts(items: list[dict[str, Any]]) -> None:
 def e4_e5() -> None:
     from sqlalchemy import create_engine, event, update
 
-    from trigger_engine.db.schema import deliveries, metadata
+    schema = common.engine_parts().schema
+    deliveries, metadata = schema.deliveries, schema.metadata
 
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("FULL", "NORMAL"):
@@ -325,11 +331,8 @@ def e4_e5() -> None:
 def e6_persist(n: int = 10_000, claim: int = 128, record: int = 256) -> None:
     from datetime import timedelta
 
-    from trigger_engine.db.store import Store
-    from trigger_engine.types import DeliveryStatus
-
-    DELIVERED = DeliveryStatus.DELIVERED
-    from trigger_engine.types import AttemptOutcome
+    parts = common.engine_parts()
+    Store, AttemptOutcome, DELIVERED = parts.Store, parts.AttemptOutcome, parts.DELIVERED
 
     stamp = "2026-11-27 07:00:00.000000"
     body = '{"id": %d, "name": "%s"}'
@@ -354,18 +357,17 @@ def e6_persist(n: int = 10_000, claim: int = 128, record: int = 256) -> None:
         store = Store.open(f"sqlite:///{path}")
         now = datetime(2026, 11, 27, 8, tzinfo=UTC)
         c0 = time.process_time()
-        pending: list[AttemptOutcome] = []
-        while got := store.deliveries.claim_due(
-            owner="me", now=now, lease=60, capacity={"crm": claim}
-        ):
+        pending: list[Any] = []
+        repo = parts.deliveries(store)
+        while got := repo.claim_due(owner="me", now=now, lease=60, capacity={"crm": claim}):
             pending += [
                 AttemptOutcome(d.id, "crm", d.event_id, 1, now, 1, 204, None, DELIVERED)
                 for d in got
             ]
             if len(pending) >= record:
-                store.deliveries.record_attempts(pending, owner="me")
+                repo.record_attempts(pending, owner="me")
                 pending = []
-        store.deliveries.record_attempts(pending, owner="me")
+        repo.record_attempts(pending, owner="me")
         spent = time.process_time() - c0
         store.close()
         return spent

@@ -39,6 +39,7 @@ from common import (
     SimulatorProcess,
     _die_with_parent,
     engine_cmd,
+    engine_parts,
     floor_fetch_cmd,
     header,
     log,
@@ -105,18 +106,14 @@ def peak_rss(sizes: list[int]) -> None:
 def child_repeat(cfg: str, polls: int, sim_url: str) -> dict[str, Any]:
     import httpx
 
-    from trigger_engine.config import load_config
-    from trigger_engine.db.store import Store
-    from trigger_engine.polling.poller import Poller
-    from trigger_engine.polling.source import Source
-
-    config = load_config(Path(cfg))
-    store = Store.open(config.database_url())
+    engine = engine_parts()
+    config = engine.load_config(Path(cfg))
+    store = engine.Store.open(config.database_url())
     rss: list[int] = []
     fired = 0
     try:
-        with Source(config.source) as src, httpx.Client() as control:
-            poller = Poller(config, store, src)
+        with engine.Source(config.source) as src, httpx.Client() as control:
+            poller = engine.Poller(config, store, src)
             account, trigger = config.accounts[0], config.triggers["leads"]
             for i in range(polls):
                 if i:

@@ -18,7 +18,7 @@ every poll is small: the first one remembers them, the later ones find nothing n
 of one poll = the moment its poll function starts in its thread (``Daemon._poll_if_due``,
 wrapped; with a pool of poll workers, the time a poll waits in the queue counts) - the run
 time APScheduler scheduled it for (its ``EVENT_JOB_SUBMITTED`` event). A job's round is
-counted from the first run ``_schedule_polls`` was given (a job spread later in the first
+counted from the first run ``schedule_polls`` was given (a job spread later in the first
 interval stays in round 1).
 Also: the lag until APScheduler's job coroutine started (dispatch), the poll's duration,
 polls skipped by the engine (``min_gap``: a poll that started late makes the next one too
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import math
 import resource
 import sys
@@ -41,6 +42,7 @@ from typing import Any
 
 from common import (
     SimulatorProcess,
+    engine_parts,
     header,
     log,
     median,
@@ -71,11 +73,7 @@ def run(accounts: int, interval: float, rounds: int, grace: float, extra: float 
         EVENT_JOB_SUBMITTED,
     )
 
-    from trigger_engine.config import load_config
-    from trigger_engine.db.store import Store
-    from trigger_engine.ops import logs
-    from trigger_engine.polling.source import Source
-    from trigger_engine.runtime.daemon import Daemon
+    parts = engine_parts()
 
     jobs = accounts * len(TRIGGERS)
     duration = rounds * interval - 1.0 + extra
@@ -94,11 +92,11 @@ def run(accounts: int, interval: float, rounds: int, grace: float, extra: float 
             triggers={t: {"interval": interval} for t in TRIGGERS},
             engine={"shutdown_grace": grace},
         )
-        config = load_config(cfg)
-        logs.setup(level=30, json_lines=False, secrets=config.secrets())  # warnings and up
-        store = Store.open(config.database_url())
-        source = Source(config.source)
-        engine = Daemon(config, store, source)
+        config = parts.load_config(cfg)
+        parts.logs.setup(level=30, json_lines=False, secrets=config.secrets())  # warnings, up
+        store = parts.Store.open(config.database_url())
+        source = parts.Source(config.source)
+        engine = parts.Daemon(config, store, source)
 
         lock = threading.Lock()
         scheduled: dict[str, float] = {}  # job id -> run time of its latest submission
@@ -106,7 +104,7 @@ def run(accounts: int, interval: float, rounds: int, grace: float, extra: float 
         events: dict[str, int] = defaultdict(int)
         dispatch_lag: list[float] = []
         polls: list[dict[str, Any]] = []  # one per _poll_if_due call
-        first_run_at: list[float] = []  # when _schedule_polls said the first run is
+        first_run_at: list[float] = []  # when schedule_polls said the first run is
 
         def listener(event: Any) -> None:
             if "/" not in str(event.job_id):  # retention, heartbeat: not polls
@@ -122,37 +120,63 @@ def run(accounts: int, interval: float, rounds: int, grace: float, extra: float 
             elif event.code == EVENT_JOB_ERROR:
                 events["job_error"] += 1
 
-        hooks = ("_schedule_polls", "_poll_if_due", "poller")
+        # Where the poll jobs are scheduled: since issue 11 the function
+        # runtime/jobs.py:schedule_polls(scheduler, config, job, first_run=...), called by
+        # the daemon through its module; before it, the method Engine._schedule_polls
+        # (first_run=...) with the scheduler in engine._scheduler and the job engine._poll_job.
+        old_style = parts.jobs is None
+        hooks = ("_schedule_polls" if old_style else "_poll_job", "_poll_if_due", "poller")
         missing = [name for name in hooks if not hasattr(engine, name)]
+        if not old_style and not hasattr(parts.jobs, "schedule_polls"):
+            missing.append("jobs.schedule_polls")
         if missing:
             raise SystemExit(
-                f"schedule.py measures lag by wrapping Daemon.{', Daemon.'.join(hooks)}; "
+                f"schedule.py measures lag by wrapping {', '.join(hooks)} of the daemon; "
                 f"this engine has no {', '.join(missing)}: update the hooks in schedule.py"
             )
-        original_schedule = engine._schedule_polls
+        original_schedule = engine._schedule_polls if old_style else parts.jobs.schedule_polls
         original_poll_if_due = engine._poll_if_due
 
-        def schedule_polls(*, first_run: Any) -> None:  # type: ignore[no-redef]
-            assert engine._scheduler is not None
-            if not polls and not submitted:
-                engine._scheduler.add_listener(
+        def timed(scheduler: Any, job: Any, first_run: Any) -> Any:
+            """The listener on the scheduler (once), the first run noted, and the job
+            wrapped to time its dispatch."""
+            if not polls and not submitted and not first_run_at:
+                scheduler.add_listener(
                     listener,
                     EVENT_JOB_SUBMITTED
                     | EVENT_JOB_MISSED
                     | EVENT_JOB_MAX_INSTANCES
                     | EVENT_JOB_ERROR,
                 )
-                job = engine._poll_job
-
-                async def timed_job(account: Any, trigger: Any) -> None:
-                    jid = f"{account.name}/{trigger.name}"
-                    if jid in scheduled:
-                        dispatch_lag.append(time.time() - scheduled[jid])
-                    await job(account, trigger)
-
-                engine._poll_job = timed_job
             first_run_at.append(first_run.timestamp())
+            if getattr(job, "bench_timed", False):
+                return job
+
+            def note(account: Any, trigger: Any) -> None:
+                jid = f"{account.name}/{trigger.name}"
+                if jid in scheduled:
+                    dispatch_lag.append(time.time() - scheduled[jid])
+
+            async def timed_coroutine(account: Any, trigger: Any) -> None:
+                note(account, trigger)
+                await job(account, trigger)
+
+            def timed_function(account: Any, trigger: Any) -> Any:
+                note(account, trigger)
+                return job(account, trigger)
+
+            # the same kind as the job: APScheduler runs a coroutine function as a task
+            timed_job = timed_coroutine if inspect.iscoroutinefunction(job) else timed_function
+            timed_job.bench_timed = True  # type: ignore[attr-defined]
+            return timed_job
+
+        def schedule_polls_method(*, first_run: Any) -> None:  # before issue 11
+            assert engine._scheduler is not None
+            engine._poll_job = timed(engine._scheduler, engine._poll_job, first_run)
             original_schedule(first_run=first_run)
+
+        def schedule_polls_function(scheduler: Any, config: Any, job: Any, **kw: Any) -> None:
+            original_schedule(scheduler, config, timed(scheduler, job, kw["first_run"]), **kw)
 
         current = threading.local()
         original_fetch = engine.poller.source.fetch
@@ -188,7 +212,10 @@ def run(accounts: int, interval: float, rounds: int, grace: float, extra: float 
                         }
                     )
 
-        engine._schedule_polls = schedule_polls  # type: ignore[method-assign]
+        if old_style:
+            engine._schedule_polls = schedule_polls_method  # type: ignore[method-assign]
+        else:
+            parts.jobs.schedule_polls = schedule_polls_function  # restored below
         engine._poll_if_due = poll_if_due  # type: ignore[method-assign]
 
         busy = wait_quiet()
@@ -209,6 +236,8 @@ def run(accounts: int, interval: float, rounds: int, grace: float, extra: float 
             asyncio.run(engine.run(stop_after=duration))
         finally:
             stop_sampler.set()
+            if not old_style:
+                parts.jobs.schedule_polls = original_schedule
         t_end = time.time()
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         sim_cpu = proc_cpu(sim.pid) - sim_cpu0
