@@ -44,7 +44,11 @@ def encoded(pairs: Sequence[tuple[str, Any]], set_aside: list[Quarantined]) -> l
 _ITEM_ERRORS = (sa_exc.IntegrityError, sa_exc.DataError, sa_exc.InternalError)
 
 
-def _item_error(exc: sa_exc.StatementError) -> bool:
+def item_error(exc: BaseException) -> bool:
+    """Whether the database refused a write for an item's sake (a constraint, a value it
+    cannot hold, a value the driver cannot even bind), rather than failing itself."""
+    if not isinstance(exc, sa_exc.StatementError):
+        return False
     if isinstance(exc, _ITEM_ERRORS):
         return True
     # not a DB-API error: the driver could not even bind a value (e.g. UnicodeEncodeError)
@@ -56,34 +60,30 @@ def isolated(
     batch: Sequence[Any],
     write: Callable[[Sequence[Any]], Tally],
     set_aside: list[Quarantined],
-    what: str = "stored",
+    *,
+    item_by_item: bool,
 ) -> Tally:
-    """``write(batch)`` in a savepoint; when the database refuses it for an item's sake,
-    again one item at a time, each in its own savepoint, setting aside the items it
-    refuses. Returns the tally of what was written (a refused write counts nothing).
-    A database that fails rather than refuses (``OperationalError``: locked, gone, full)
-    fails the poll, which is retried whole."""
+    """``write(batch)``, or, ``item_by_item``, each item in a savepoint of its own, setting
+    aside the items the database refuses. Returns the tally of what was written.
+
+    The caller writes in bulk first, without savepoints (on SQLite a savepoint around a
+    large write costs a fifth of it: every page it touches goes to a sub-journal); when
+    the database refuses the bulk write for an item's sake (:func:`item_error`), the
+    transaction is rolled back and done again item by item."""
     total = Tally()
     if not batch:
         return total
-    try:
-        with conn.begin_nested():
-            return total.add(write(batch))
-    except sa_exc.StatementError as exc:
-        if not _item_error(exc):
-            raise
-    refused: list[Quarantined] = []
+    if not item_by_item:
+        return total.add(write(batch))
     for one in batch:
         try:
             with conn.begin_nested():
                 done = write([one])
             total.add(done)
         except sa_exc.StatementError as exc:
-            if not _item_error(exc):
+            if not item_error(exc):
                 raise
-            reason = _reason_of(exc)
-            refused.append(Quarantined(one[0], f"cannot be {what}: {reason}"))
-    set_aside.extend(refused)
+            set_aside.append(Quarantined(one[0], f"cannot be stored: {_reason_of(exc)}"))
     return total
 
 

@@ -15,11 +15,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, or_, select, update
+from sqlalchemy import exc as sa_exc
 
 from trigger_engine.core.dedupe import KeyedItems, Quarantined, changed, flood_guard, unseen
 from trigger_engine.db import quarantine, seen
 from trigger_engine.db.engine import Database
-from trigger_engine.db.outbox import Writer, encoded, isolated
+from trigger_engine.db.outbox import Writer, encoded, isolated, item_error
 from trigger_engine.db.schema import poll_state
 from trigger_engine.errors import LeaseLost
 from trigger_engine.types import (
@@ -235,6 +236,36 @@ class PollRepository:
         One item never stops the others: an item that cannot be written as an event or
         that the database refuses is quarantined (:mod:`~trigger_engine.db.quarantine`),
         not marked seen, and the rest of the poll is written."""
+        args = (account, trigger, keyed)
+        kwargs: dict[str, Any] = {
+            "event_type": event_type,
+            "emit_first": emit_first,
+            "sinks": sinks,
+            "now": now,
+            "max_new": max_new,
+            "fence": fence,
+        }
+        try:
+            return self._record(*args, **kwargs, item_by_item=False)
+        except sa_exc.StatementError as exc:
+            if not item_error(exc):
+                raise
+        return self._record(*args, **kwargs, item_by_item=True)  # rolled back: again, isolated
+
+    def _record(
+        self,
+        account: str,
+        trigger: str,
+        keyed: KeyedItems,
+        *,
+        event_type: str,
+        emit_first: bool,
+        sinks: Sequence[str],
+        now: datetime,
+        max_new: int | None,
+        fence: Fence | None,
+        item_by_item: bool,
+    ) -> PollResult:
         db = self.db
         with db.tx() as conn:
             state = self._check_fence(conn, account, trigger, fence)
@@ -253,7 +284,7 @@ class PollRepository:
                 write = Writer(
                     db, conn, account, trigger, event_type, sinks, now, fire=fire, held=held
                 )
-                tally = isolated(conn, fresh, write.new_items, set_aside)
+                tally = isolated(conn, fresh, write.new_items, set_aside, item_by_item=item_by_item)
             else:
                 versions = seen.known_versions(conn, account, trigger, keyed.keys)
                 changes = changed(keyed, versions)
@@ -271,8 +302,11 @@ class PollRepository:
                     versions=dict(zip(keyed.keys, keyed.versions, strict=True)),
                     old_versions={key: old for key, _item, _new, old in changes},
                 )
-                tally = isolated(conn, unseen(keyed, versions), write.new_items, set_aside)
-                tally.add(isolated(conn, moved, write.changed_items, set_aside))
+                fresh = unseen(keyed, versions)
+                tally = isolated(conn, fresh, write.new_items, set_aside, item_by_item=item_by_item)
+                tally.add(
+                    isolated(conn, moved, write.changed_items, set_aside, item_by_item=item_by_item)
+                )
             newly = quarantine.hold(db, conn, account, trigger, set_aside, now)
             released = quarantine.release(conn, account, trigger, tally.inserted)
             values: dict[str, Any] = {
@@ -341,6 +375,32 @@ class PollRepository:
         dry_run: bool,
     ) -> BackfillResult:
         """Fire, once, the listed items that a seeding first poll only remembered."""
+        args = (account, trigger, keyed)
+        kwargs: dict[str, Any] = {
+            "event_type": event_type,
+            "sinks": sinks,
+            "now": now,
+            "dry_run": dry_run,
+        }
+        try:
+            return self._backfill(*args, **kwargs, item_by_item=False)
+        except sa_exc.StatementError as exc:
+            if not item_error(exc):
+                raise
+        return self._backfill(*args, **kwargs, item_by_item=True)
+
+    def _backfill(
+        self,
+        account: str,
+        trigger: str,
+        keyed: KeyedItems,
+        *,
+        event_type: str,
+        sinks: Sequence[str],
+        now: datetime,
+        dry_run: bool,
+        item_by_item: bool,
+    ) -> BackfillResult:
         with self.db.tx() as conn:
             remembered = seen.remembered(conn, account, trigger, keyed.keys)
             total = seen.count_remembered(conn, account, trigger)
@@ -355,7 +415,11 @@ class PollRepository:
             set_aside: list[Quarantined] = []
             write = Writer(self.db, conn, account, trigger, event_type, sinks, now)
             tally = isolated(
-                conn, encoded(candidates, set_aside), write.remembered_items, set_aside
+                conn,
+                encoded(candidates, set_aside),
+                write.remembered_items,
+                set_aside,
+                item_by_item=item_by_item,
             )
             quarantine.hold(self.db, conn, account, trigger, set_aside, now)
             fired, rows = tally.events, tally.deliveries
