@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
@@ -53,6 +53,21 @@ def item_error(exc: BaseException) -> bool:
         return True
     # not a DB-API error: the driver could not even bind a value (e.g. UnicodeEncodeError)
     return not isinstance(exc, sa_exc.DBAPIError)
+
+
+_R = TypeVar("_R")
+
+
+def bulk_then_item_by_item(write: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
+    """``write(..., item_by_item=False)``, one transaction in bulk; when the database
+    refuses it for an item's sake, it is rolled back whole, and done again with
+    ``item_by_item=True`` (see :func:`isolated`)."""
+    try:
+        return write(*args, **kwargs, item_by_item=False)
+    except sa_exc.StatementError as exc:
+        if not item_error(exc):
+            raise
+    return write(*args, **kwargs, item_by_item=True)
 
 
 def isolated(

@@ -15,12 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, or_, select, update
-from sqlalchemy import exc as sa_exc
 
 from trigger_engine.core.dedupe import KeyedItems, Quarantined, changed, flood_guard, unseen
 from trigger_engine.db import quarantine, seen
 from trigger_engine.db.engine import Database
-from trigger_engine.db.outbox import Writer, encoded, isolated, item_error
+from trigger_engine.db.outbox import Writer, bulk_then_item_by_item, encoded, isolated
 from trigger_engine.db.schema import poll_state
 from trigger_engine.errors import LeaseLost
 from trigger_engine.types import (
@@ -236,21 +235,18 @@ class PollRepository:
         One item never stops the others: an item that cannot be written as an event or
         that the database refuses is quarantined (:mod:`~trigger_engine.db.quarantine`),
         not marked seen, and the rest of the poll is written."""
-        args = (account, trigger, keyed)
-        kwargs: dict[str, Any] = {
-            "event_type": event_type,
-            "emit_first": emit_first,
-            "sinks": sinks,
-            "now": now,
-            "max_new": max_new,
-            "fence": fence,
-        }
-        try:
-            return self._record(*args, **kwargs, item_by_item=False)
-        except sa_exc.StatementError as exc:
-            if not item_error(exc):
-                raise
-        return self._record(*args, **kwargs, item_by_item=True)  # rolled back: again, isolated
+        return bulk_then_item_by_item(
+            self._record,
+            account,
+            trigger,
+            keyed,
+            event_type=event_type,
+            emit_first=emit_first,
+            sinks=sinks,
+            now=now,
+            max_new=max_new,
+            fence=fence,
+        )
 
     def _record(
         self,
@@ -375,19 +371,16 @@ class PollRepository:
         dry_run: bool,
     ) -> BackfillResult:
         """Fire, once, the listed items that a seeding first poll only remembered."""
-        args = (account, trigger, keyed)
-        kwargs: dict[str, Any] = {
-            "event_type": event_type,
-            "sinks": sinks,
-            "now": now,
-            "dry_run": dry_run,
-        }
-        try:
-            return self._backfill(*args, **kwargs, item_by_item=False)
-        except sa_exc.StatementError as exc:
-            if not item_error(exc):
-                raise
-        return self._backfill(*args, **kwargs, item_by_item=True)
+        return bulk_then_item_by_item(
+            self._backfill,
+            account,
+            trigger,
+            keyed,
+            event_type=event_type,
+            sinks=sinks,
+            now=now,
+            dry_run=dry_run,
+        )
 
     def _backfill(
         self,
