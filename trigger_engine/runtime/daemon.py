@@ -387,7 +387,12 @@ class Daemon:
         """Run ``work`` as a task the daemon owns: cancelled, quietly, at the stop."""
         task = asyncio.ensure_future(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("engine.task_failed", error=str(error) or type(error).__name__)
 
     # ---------------------------------------------------------------- the node
 
