@@ -366,22 +366,17 @@ class Daemon:
     def _prune_job(self) -> None:
         serving = self._serving
         if serving is not None and not serving.stop.is_set():
-            self._spawn(self._prune_in_thread())
-
-    async def _prune_in_thread(self) -> None:
-        try:
-            await in_daemon_thread(self._prune)
-        except TriggerEngineError as exc:
-            log.error("retention.failed", error=str(exc))
+            self._spawn(self._in_thread(self._prune, failed="retention.failed"))
 
     def _heartbeat_job(self) -> None:
-        self._spawn(self._heartbeat_in_thread())
+        self._spawn(self._in_thread(self._heartbeat, failed="node.heartbeat_failed"))
 
-    async def _heartbeat_in_thread(self) -> None:
+    async def _in_thread(self, work: Callable[[], None], *, failed: str) -> None:
+        """``work`` in a daemon thread; a database failure is one ``failed`` log line."""
         try:
-            await in_daemon_thread(self._heartbeat)
+            await in_daemon_thread(work)
         except TriggerEngineError as exc:
-            log.error("node.heartbeat_failed", error=str(exc))
+            log.error(failed, error=str(exc))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` as a task the daemon owns: cancelled, quietly, at the stop."""
