@@ -3,7 +3,7 @@
 **Writing** (:func:`dumps`): orjson is fast but refuses some values that real APIs send:
 integers beyond 64 bits, strings holding a lone UTF-16 surrogate (a name cut in the middle
 of an emoji), and structures nested deeper than 255 levels. The standard library's
-``json`` takes them all (integers of any size, surrogates escaped as ``\\udXXX``), so it is
+``json`` takes them all (integers of any size, surrogates escaped as ``\\ud83d``), so it is
 the fallback: the fast path costs nothing extra, and no value is ever rounded, dropped or
 refused for its form. The fallback writes ASCII only, so its text can always be stored (no
 lone surrogate reaches a database driver).
