@@ -5,6 +5,7 @@
     ├── ConfigError           exit 2: bad configuration (names file, key or variable)
     └── RuntimeFailure        exit 1: the world let us down
         ├── DatabaseError     the database is unreachable or refused us
+        ├── StoreLost         the SQLite file was deleted or replaced under the daemon
         └── SourceError       a poll of the Meet Alfred API failed (see ``types.FailureKind``)
 
 Messages are one sentence for a person, and never contain a secret.
@@ -40,9 +41,18 @@ class RuntimeFailure(TriggerEngineError):
 
 
 class DatabaseError(RuntimeFailure):
-    """The database is unreachable or refused us."""
+    """The database is unreachable or refused us. ``transient``: the connection was lost
+    or the database was busy, so the same unit of work may simply run again; otherwise
+    the database refused what we asked (a full disk, a constraint, a trigger)."""
 
-    pass
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class StoreLost(RuntimeFailure):
+    """The SQLite file the daemon opened was deleted or replaced while it ran: carrying on
+    would write to a file nobody can open again, so the daemon stops (exit 1)."""
 
 
 class LeaseLost(RuntimeFailure):

@@ -64,6 +64,7 @@ class PollOutcome(StrEnum):
     AUTH = FailureKind.AUTH.value
     CLIENT = FailureKind.CLIENT.value
     BAD_BODY = FailureKind.BAD_BODY.value
+    STORE = "store"  # our database failed the poll (unreachable, or refused the write)
     LEASE_LOST = "lease_lost"  # another node took the trigger over; nothing was written
     SKIPPED = "skipped"  # run --once: another node holds the poll lease
 
@@ -294,3 +295,26 @@ class QuarantineView:
     first_seen_at: datetime
     last_seen_at: datetime
     polls: int  # how many polls listed it and could not process it
+
+
+# --------------------------------------------------------------------------- the store
+
+
+@dataclass(frozen=True)
+class StoreFailure:
+    """The last failed run of a unit of work."""
+
+    unit: str
+    reason: str
+    transient: bool  # the connection was lost or the database busy (vs. refused)
+    since: float  # monotonic time of the first failure in a row
+    failures: int  # runs in a row that failed
+
+
+@dataclass(frozen=True)
+class ActivitySnapshot:
+    """The database's activity at one instant."""
+
+    at: float  # monotonic time of the snapshot
+    longest_open: float  # seconds the oldest running unit of work has run (0: none)
+    failing: tuple[StoreFailure, ...]  # units whose last run failed

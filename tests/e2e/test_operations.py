@@ -58,7 +58,9 @@ def test_healthz_and_metrics_on_a_running_daemon(
         daemon = spawn_cli("run", cwd=workdir, env=cli_env)
         try:
             health = wait_until(lambda: httpx.get(f"{base}/healthz", timeout=2))
-            assert (health.status_code, health.text) == (200, "ok\n")
+            assert health.status_code == 200
+            assert health.json() == {"status": "ok", "live": True, "ready": True, "reasons": []}
+            assert httpx.get(f"{base}/livez", timeout=2).status_code == 200
             # first polls done (each trigger polled once at least), then two new leads
             wait_until(
                 lambda: (

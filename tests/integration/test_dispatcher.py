@@ -312,3 +312,92 @@ def test_a_store_call_waits_for_the_sqlite_connection_within_a_bound(
         store.deliveries.release_claims()
     assert store.deliveries.release_claims() == 0  # free again
     store.close()
+
+
+# ----------------------------------------------------------------- the database comes back
+
+
+@pytest.mark.postgres
+def test_delivery_goes_on_while_postgresql_backends_are_terminated(pg_url: str) -> None:
+    """An operator (or a failover) ends the engine's sessions again and again: every event
+    still reaches the receiver, under its one webhook-id, and the dispatcher never gives up."""
+    from sqlalchemy import create_engine, text
+
+    url = pg_url + "&application_name=te_dispatch"
+    store = Store.open(url)
+    store.db.retry_waits = (0.0, 0.05)
+    make_events(store, 200)
+    receiver = Receiver(delay=0.01)
+    admin = create_engine(pg_url)
+    killed = [0]
+    stop_killing = threading.Event()
+
+    def kill_loop() -> None:
+        with admin.connect() as conn:
+            while not stop_killing.wait(0.02):
+                killed[0] += conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE application_name = 'te_dispatch'"
+                    )
+                ).scalar_one()
+                conn.commit()
+
+    async def deliver() -> None:
+        async with serving(receiver):
+            config = make_config(url, receiver.url, max_in_flight=4)
+            stop = asyncio.Event()
+            async with Dispatcher(config, store, owner="node-a", idle_wait=0.05) as dispatcher:
+                task = asyncio.create_task(dispatcher.run(stop, grace=5))
+                killer = threading.Thread(target=kill_loop)
+                killer.start()
+                try:
+                    for _ in range(600):  # a deadline, not a bet: 30 s
+                        if len(set(receiver.ids)) == 200 and all(
+                            s == "delivered" for s, _, _ in await asyncio.to_thread(states, store)
+                        ):
+                            break
+                        await asyncio.sleep(0.05)
+                finally:
+                    stop_killing.set()
+                    killer.join()
+                    stop.set()
+                    await task
+
+    try:
+        asyncio.run(deliver())
+        assert killed[0] > 0
+        assert len(set(receiver.ids)) == 200  # every event, each under its own event id
+        assert {s for s, _, _ in states(store)} == {"delivered"}
+        assert all(owner is None for _, _, owner in states(store))
+    finally:
+        store.close()
+        admin.dispose()
+
+
+def test_a_drain_gives_up_on_a_database_that_stays_down(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """run --once must end: after the outage waits, the failure reaches the command."""
+    import trigger_engine.core.retry as retry
+
+    monkeypatch.setattr(retry, "STORE_OUTAGE_WAITS", (0.0, 0.0))
+    db_url = f"sqlite:///{tmp_path / 'te.db'}"
+    store = Store.open(db_url)
+    make_events(store, 1)
+    with store.db.engine.connect() as conn:
+        driver: Any = conn.connection.driver_connection
+        driver.execute(
+            f"PRAGMA max_page_count = {driver.execute('PRAGMA page_count').fetchone()[0]}"
+        )
+        driver.execute("PRAGMA query_only = 1")  # every write refused from now on
+
+    async def drain() -> DrainReport:
+        async with Dispatcher(
+            make_config(db_url, "http://127.0.0.1:9/hook"), store, owner="n"
+        ) as d:
+            return await d.drain()
+
+    with pytest.raises(DatabaseError, match="readonly"):
+        asyncio.run(drain())
+    store.close()

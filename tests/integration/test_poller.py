@@ -184,3 +184,53 @@ def test_the_key_travels_as_the_auth_param_and_extra_params_are_sent(
     (request,) = upstream.requests
     assert request.url.path == "/api/leads"
     assert dict(request.url.params) == {"api_key": KEY, "status": "active", "limit": "100"}
+
+
+# ------------------------------------------------------------------- the store fails a poll
+
+
+def test_a_poll_the_database_refuses_fails_as_store_and_is_recorded_where_possible(
+    db_url: str, store: Store, upstream: Upstream
+) -> None:
+    """A full disk: the poll fails with outcome ``store``, nothing is marked seen, the next
+    poll after the database recovers fires the item once; the trigger is never paused
+    for it (pausing would not fix our own database)."""
+    config = make_config(db_url, {"leads": {"pause_after_failures": 2, "pause_after": "1ms"}})
+    store.db.retry_waits = ()
+    poller = poller_for(config, store, upstream)
+    account, trigger = config.accounts[0], config.triggers["leads"]
+    upstream.reply = lambda _r: httpx.Response(200, json=[{"id": "old"}])
+    poller.poll(account, trigger)
+    upstream.reply = lambda _r: httpx.Response(200, json=[{"id": "new-1"}, {"id": "old"}])
+    if store.dialect == "postgresql":
+        with store.db.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "RAISE EXCEPTION 'No space left on device' USING ERRCODE = 'disk_full'; END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER full_disk BEFORE INSERT ON seen_keys EXECUTE FUNCTION refuse()"
+            )
+    else:
+        with store.db.engine.connect() as conn:
+            driver: Any = conn.connection.driver_connection
+            driver.execute("PRAGMA query_only = 1")  # every write refused
+    reports = [poller.poll(account, trigger) for _ in range(3)]
+    assert [(r.ok, r.outcome) for r in reports] == [(False, "store")] * 3
+    assert "No space left on device" in (reports[0].error or "") or "readonly" in (
+        reports[0].error or ""
+    )
+    if store.dialect == "postgresql":  # the failure itself could be written down
+        state = store.polls.state("acme", "leads")
+        assert state is not None
+        assert (state.last_outcome, state.consecutive_failures, state.paused) == ("store", 3, False)
+        assert "No space left on device" in (state.last_error or "")
+        with store.db.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER full_disk ON seen_keys")
+    else:
+        with store.db.engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            driver.execute("PRAGMA query_only = 0")
+    assert (count(store, seen_keys), count(store, events)) == (1, 0)
+    recovered = poller.poll(account, trigger)
+    assert (recovered.ok, recovered.new_events) == (True, 1)

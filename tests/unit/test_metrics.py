@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from trigger_engine.errors import DatabaseError
+from trigger_engine.ops.health import Health
 from trigger_engine.ops.http_api import make_app
 from trigger_engine.ops.metrics import Metrics
 from trigger_engine.types import AttemptOutcome, PollReport, SinkStats
@@ -56,39 +56,64 @@ def test_reports_become_counters_and_the_backlog_is_read_at_scrape_time() -> Non
         assert line in text, line
 
 
-def healthz(*, running: bool, ping) -> tuple[int, str]:  # type: ignore[no-untyped-def]
-    async def go() -> tuple[int, str]:
-        app = make_app(
-            Metrics(stats, lambda: NOW), scheduler_running=lambda: running, ping_database=ping
-        )
+def ready(reasons: tuple[str, ...] = ()) -> Health:
+    return Health(live=True, ready=not reasons, reasons=reasons)
+
+
+def get(path: str, *, readiness: Health, liveness: Health) -> tuple[int, dict[str, object]]:
+    async def go() -> tuple[int, dict[str, object]]:
+        async def check() -> Health:
+            return readiness
+
+        app = make_app(Metrics(stats, lambda: NOW), readiness=check, liveness=lambda: liveness)
         async with TestClient(TestServer(app)) as client:
-            response = await client.get("/healthz")
-            return response.status, await response.text()
+            response = await client.get(path)
+            return response.status, await response.json()
 
     return asyncio.run(go())
 
 
-def test_healthz_is_ok_when_the_scheduler_runs_and_the_database_answers() -> None:
-    assert healthz(running=True, ping=lambda: None) == (200, "ok\n")
+def test_healthz_answers_json_with_the_reasons() -> None:
+    assert get("/healthz", readiness=ready(), liveness=ready()) == (
+        200,
+        {"status": "ok", "live": True, "ready": True, "reasons": []},
+    )
+    status, body = get("/healthz", readiness=ready(("the database failed",)), liveness=ready())
+    assert status == 503
+    assert body["status"] == "unhealthy" and body["reasons"] == ["the database failed"]
 
 
-def test_healthz_is_503_with_a_reason_otherwise() -> None:
-    status, text = healthz(running=False, ping=lambda: None)
-    assert (status, text) == (503, "unhealthy: the scheduler is not running\n")
+def test_livez_answers_only_for_liveness() -> None:
+    # the database failing makes the node unready, not dead: a restart would not help
+    status, _ = get("/livez", readiness=ready(("the database failed",)), liveness=ready())
+    assert status == 200
+    dead = Health(live=False, ready=False, reasons=("the scheduler is not running",))
+    status, body = get("/livez", readiness=ready(), liveness=dead)
+    assert status == 503 and body["reasons"] == ["the scheduler is not running"]
 
-    def down() -> None:
-        raise DatabaseError("the database failed: connection refused")
 
-    status, text = healthz(running=True, ping=down)
-    assert status == 503 and "connection refused" in text
+def test_store_failures_and_failing_triggers_are_exported() -> None:
+    m = Metrics(
+        stats,
+        lambda: NOW,
+        store_failures=lambda: {"DeliveryRepository.record_attempts": 3},
+        triggers_failing=lambda: {("acme", "leads"): True, ("acme", "campaigns"): False},
+    )
+    text = m.render().decode()
+    assert (
+        'trigger_engine_store_failures_total{unit="DeliveryRepository.record_attempts"} 3.0' in text
+    )
+    assert 'trigger_engine_trigger_failing{account="acme",trigger="leads"} 1.0' in text
+    assert 'trigger_engine_trigger_failing{account="acme",trigger="campaigns"} 0.0' in text
 
 
 @pytest.mark.parametrize("path", ["/metrics"])
 def test_metrics_page_is_prometheus_text(path: str) -> None:
     async def go() -> tuple[int, str, str]:
-        app = make_app(
-            Metrics(stats, lambda: NOW), scheduler_running=lambda: True, ping_database=lambda: None
-        )
+        async def check() -> Health:
+            return ready()
+
+        app = make_app(Metrics(stats, lambda: NOW), readiness=check, liveness=ready)
         async with TestClient(TestServer(app)) as client:
             response = await client.get(path)
             return response.status, response.headers["content-type"], await response.text()

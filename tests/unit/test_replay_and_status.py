@@ -107,13 +107,43 @@ def state(**kw: object) -> PollState:
                 True,
                 state(backoff_until=NOW + timedelta(minutes=5), consecutive_failures=2),
             ),
-            "backing off until 2026-11-27T12:05:00Z after 2 failed poll(s)",
+            "backing off until 2026-11-27T12:05:00Z after 2 polls failed",
         ),
         (
             TriggerRow("acme", "leads", True, state(backoff_until=NOW - timedelta(minutes=5))),
             "active",
         ),
         (TriggerRow("acme", "leads", True, None), "not polled yet"),
+        (  # failing for 20 minutes, over 3 intervals of 5 minutes: failing, not backing off
+            TriggerRow(
+                "acme",
+                "leads",
+                True,
+                state(
+                    backoff_until=NOW + timedelta(minutes=5),
+                    consecutive_failures=4,
+                    failing_since=NOW - timedelta(minutes=20),
+                    last_outcome="store",
+                ),
+                interval=300,
+            ),
+            "failing since 2026-11-27T11:40:00Z (4 polls in a row; the database failed them)",
+        ),
+        (  # failing for 10 minutes: still under 3 intervals
+            TriggerRow(
+                "acme",
+                "leads",
+                True,
+                state(
+                    backoff_until=NOW + timedelta(minutes=5),
+                    consecutive_failures=1,
+                    failing_since=NOW - timedelta(minutes=10),
+                    last_outcome="transient",
+                ),
+                interval=300,
+            ),
+            "backing off until 2026-11-27T12:05:00Z after 1 poll failed",
+        ),
     ],
 )
 def test_trigger_labels(row: TriggerRow, label: str) -> None:

@@ -18,6 +18,7 @@ from trigger_engine.clock import isoformat_z
 from trigger_engine.config import Config
 from trigger_engine.core.escape import escape_controls
 from trigger_engine.core.redact import redact_url
+from trigger_engine.core.retry import is_failing
 from trigger_engine.delivery.dispatcher import DrainReport
 from trigger_engine.polling.backfill import BackfillStep
 from trigger_engine.types import (
@@ -70,6 +71,17 @@ class TriggerRow:
     enabled: bool
     state: PollState | None
     quarantined: int = 0  # items its polls set aside
+    interval: float = 0.0  # seconds between its polls
+
+    def failing(self, now: datetime) -> bool:
+        """Whether its polls have failed for longer than a few intervals (``is_failing``)."""
+        s = self.state
+        return s is not None and is_failing(
+            failures=s.consecutive_failures,
+            failing_since=s.failing_since,
+            now=now,
+            interval=self.interval,
+        )
 
     def label(self, now: datetime) -> str:
         """The trigger's state in a few words: disabled, paused, backing off, active..."""
@@ -78,10 +90,18 @@ class TriggerRow:
             return "disabled in config"
         if s is not None and s.paused:
             return f"paused: {s.paused_reason or 'by hand'}"
+        if self.failing(now):
+            assert s is not None and s.failing_since is not None
+            return (
+                f"failing since {isoformat_z(s.failing_since)} "
+                f"({_polls(s.consecutive_failures)} in a row"
+                + ("; the database failed them" if s.last_outcome == PollOutcome.STORE else "")
+                + ")"
+            )
         if s is not None and s.backoff_until is not None and s.backoff_until > now:
             return (
                 f"backing off until {isoformat_z(s.backoff_until)} "
-                f"after {s.consecutive_failures} failed poll(s)"
+                f"after {_polls(s.consecutive_failures)} failed"
             )
         if s is None or s.last_poll_at is None:
             return "not polled yet"
@@ -108,11 +128,17 @@ class TriggerRow:
             "last_error": s.last_error if s else None,
             "last_success_at": _ts(s.last_success_at) if s else None,
             "consecutive_failures": s.consecutive_failures if s else 0,
+            "failing": self.failing(now),
+            "failing_since": _ts(s.failing_since) if s else None,
             "backoff_until": _ts(s.backoff_until) if s else None,
             "items_known": s.items_known if s else 0,
             "lease_owner": s.lease_owner if s and _live(s.lease_expires_at, now) else None,
             "quarantined": self.quarantined,
         }
+
+
+def _polls(n: int) -> str:
+    return f"{n} poll" if n == 1 else f"{n} polls"
 
 
 def _live(expires: datetime | None, now: datetime) -> bool:
@@ -162,6 +188,7 @@ def trigger_rows(
             trigger.enabled,
             by_key.get((account.name, name)),
             counts.get((account.name, name), 0),
+            trigger.interval,
         )
         for account in config.accounts
         for name, trigger in config.triggers.items()

@@ -100,6 +100,35 @@ def should_pause(
 
 
 MAX_POLL_BACKOFF = 3600.0
+STORE_BACKOFF_CAP = 60.0  # a poll the store failed: our database, not the API's fault
+
+# A poll whose failures in a row span longer than this many of its intervals is *failing*:
+# status, the metrics and /healthz say so (a blip that the next poll fixes is not).
+FAILING_AFTER_INTERVALS = 3.0
+
+
+def is_failing(
+    *, failures: int, failing_since: datetime | None, now: datetime, interval: float
+) -> bool:
+    """Whether a trigger's polls have failed for longer than ``FAILING_AFTER_INTERVALS``."""
+    if failures <= 0 or failing_since is None:
+        return False
+    return (now - failing_since).total_seconds() > FAILING_AFTER_INTERVALS * interval
+
+
+# --------------------------------------------------------------------------- the store
+
+# Seconds between the runs of a unit of work that lost its database connection (about 8 s
+# in all); then its caller decides (see trigger_engine.db.engine).
+UNIT_OF_WORK_RETRY: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+# Seconds the dispatcher waits before trying the database again, by failure in a row
+# (the last one repeats): it keeps trying until it is stopped.
+STORE_OUTAGE_WAITS: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def outage_wait(failures: int) -> float:
+    """The wait before the next try after ``failures`` (1-based) store failures in a row."""
+    return STORE_OUTAGE_WAITS[min(max(failures, 1), len(STORE_OUTAGE_WAITS)) - 1]
 
 
 def poll_backoff(

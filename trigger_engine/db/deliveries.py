@@ -17,7 +17,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from trigger_engine.db import sinks as sink_rows
 from trigger_engine.db.codecs import as_utc
-from trigger_engine.db.engine import Database, chunks
+from trigger_engine.db.engine import Database, chunks, units_of_work
 from trigger_engine.db.events import delivery_conditions, event_conditions
 from trigger_engine.db.schema import attempts, deliveries, events
 from trigger_engine.types import (
@@ -32,6 +32,7 @@ from trigger_engine.types import (
 _DueRow = tuple[int, int, str, str, str, datetime, str]
 
 
+@units_of_work
 class DeliveryRepository:
     """Claims due deliveries, records attempts, queues replays."""
 

@@ -8,15 +8,27 @@ would create it with the umask's. With SQLite one engine process owns the file
 
 Every repository runs its statements inside :meth:`Database.tx`: one transaction, and
 every database failure turned into one :class:`~trigger_engine.errors.DatabaseError`
-sentence without SQL or parameters.
+sentence without SQL or parameters, marked ``transient`` when the connection was lost or
+the database was busy.
+
+Each public method of a repository is one **unit of work** (:func:`units_of_work`): when
+it fails on a lost connection (PostgreSQL terminated, restarted or failed over; SQLite
+still locked after its busy timeout) it runs again, whole, on a fresh connection, after
+the waits of :data:`~trigger_engine.core.retry.UNIT_OF_WORK_RETRY` (about 8 s in all);
+then the failure reaches the caller, which decides (the dispatcher keeps trying until it
+is stopped; a poll fails and is polled again at its next run). A unit that runs inside
+another one is not retried on its own: the outer one is. Every transaction is reported to
+:class:`~trigger_engine.db.activity.Activity`, which ``/healthz`` reads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -26,18 +38,27 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
+from trigger_engine.core.retry import UNIT_OF_WORK_RETRY
 from trigger_engine.db import migrate
+from trigger_engine.db.activity import Activity
 from trigger_engine.db.codecs import TimeCodec
 from trigger_engine.db.queries import Queries
-from trigger_engine.errors import AlreadyRunning, DatabaseError
+from trigger_engine.errors import AlreadyRunning, DatabaseError, StoreLost
 
 CHUNK = 5000  # bound parameters per IN (...) or multi-row statement: well under SQLite's 32766
 BUSY_TIMEOUT_MS = 30_000  # SQLite: ms a transaction waits for another process's write lock
 CONNECTION_WAIT = 120.0  # SQLite: seconds a store call waits for the one connection
 
+# PostgreSQL SQLSTATEs after which the same unit of work may simply run again: class 08
+# (connection exception), the server shutting down or not accepting connections yet
+# (57P01-57P03: pg_terminate_backend, a restart, a failover), too many connections,
+# serialization failures and deadlocks.
+RETRYABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "40001", "40P01"})
+
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _Item = TypeVar("_Item")
+_Repo = TypeVar("_Repo", bound=type)
 
 
 def chunks(seq: Sequence[_Item], size: int = CHUNK) -> Iterator[Sequence[_Item]]:
@@ -59,6 +80,23 @@ def reason(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
     return text.rstrip(".")
+
+
+def is_transient(exc: sa_exc.DBAPIError) -> bool:
+    """Whether running the same unit of work again may succeed: the connection was lost
+    (or never made), the server is restarting, or the database was busy."""
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate:
+        return str(sqlstate).startswith("08") or sqlstate in RETRYABLE_SQLSTATES
+    if not isinstance(exc, sa_exc.OperationalError):
+        return False
+    if type(orig).__module__.startswith("psycopg"):
+        return True  # an OperationalError without a SQLSTATE: the connection itself failed
+    text = str(orig).lower()  # SQLite: only "database is locked" / "database table is locked"
+    return "locked" in text or "busy" in text
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -114,6 +152,26 @@ class _Busy(Exception):
     """Database.run_now: the SQLite file's write lock is held by another process."""
 
 
+def units_of_work(cls: _Repo) -> _Repo:
+    """Make each public method of the repository class ``cls`` a unit of work: retried,
+    whole, when it loses its connection (see the module's docstring). The class keeps its
+    database in ``self.db``."""
+    for name, method in list(vars(cls).items()):
+        if name.startswith("_") or not callable(method):
+            continue
+
+        def unit(method: Callable[..., Any], name: str) -> Callable[..., Any]:
+            @functools.wraps(method)
+            def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+                db: Database = self.db
+                return db.unit(f"{cls.__name__}.{name}", method, self, *args, **kwargs)
+
+            return run
+
+        setattr(cls, name, unit(method, name))
+    return cls
+
+
 class Database:
     """One database: its engine, its transactions, and what differs between SQLite and
     PostgreSQL (the dialect's insert, the raw statements, the time codec)."""
@@ -128,6 +186,10 @@ class Database:
         # run_now can tell whether it is free at this instant.
         self._conn_lock = threading.RLock() if self.dialect == "sqlite" else None
         self._no_wait = False  # run_now is calling: never wait for the file's write lock
+        self._units = threading.local()  # .depth: units of work running in this thread
+        self.activity = Activity()
+        self.retry_waits: tuple[float, ...] = UNIT_OF_WORK_RETRY
+        self._file = self._identify_file()
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True) -> Database:
@@ -188,6 +250,76 @@ class Database:
             ) from None
         self._lock_fd = fd
 
+    def _identify_file(self) -> tuple[int, int] | None:
+        path = sqlite_path(str(self.engine.url))
+        if path is None:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def check_file(self) -> None:
+        """SQLite: raise :class:`~trigger_engine.errors.StoreLost` when the file opened at
+        the start is no longer the one at its path (deleted, or replaced by another)."""
+        path = sqlite_path(str(self.engine.url))
+        if path is None or self._file is None:
+            return
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            what = "deleted"
+        except OSError as exc:
+            what = f"unreadable ({exc.strerror})"
+        else:
+            if (st.st_dev, st.st_ino) == self._file:
+                return
+            what = "replaced by another file"
+        raise StoreLost(
+            f"the database file {path} was {what} while the engine ran; stopping rather "
+            "than writing to a file nobody can open again (restore the file, or start "
+            "afresh knowing that a new file seeds every trigger again)"
+        )
+
+    def unit(self, name: str, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run the unit of work ``fn`` (named ``name`` for /healthz), again after each
+        wait of :attr:`retry_waits` while it fails on a lost connection."""
+        if getattr(self._units, "depth", 0):  # inside another unit: that one is retried
+            return fn(*args, **kwargs)
+        waits = iter(() if self._no_wait else self.retry_waits)  # run_now: never wait
+        with self.activity.open():
+            return self._run_unit(name, waits, fn, *args, **kwargs)
+
+    def _run_unit(
+        self,
+        name: str,
+        waits: Iterator[float],
+        fn: Callable[_P, _T],
+        /,
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T:
+        while True:
+            self._units.depth = 1
+            try:
+                result = fn(*args, **kwargs)
+            except DatabaseError as exc:
+                self.activity.failed(name, str(exc), transient=exc.transient)
+                wait = next(waits, None) if exc.transient else None
+                if wait is None:
+                    raise
+            except sa_exc.SQLAlchemyError as exc:  # refused (a constraint, a trigger)
+                refused = f"the database refused it: {reason(exc)}"
+                self.activity.failed(name, refused)
+                raise DatabaseError(refused) from None
+            else:
+                self.activity.succeeded(name)
+                return result
+            finally:
+                self._units.depth = 0
+            time.sleep(wait)
+
     @contextlib.contextmanager
     def tx(self) -> Iterator[Connection]:
         """One transaction (SQLite: once the one connection is free); a database failure
@@ -196,10 +328,17 @@ class Database:
             try:
                 with self.engine.begin() as conn:
                     yield conn
-            except sa_exc.OperationalError as exc:
+            except sa_exc.DBAPIError as exc:
                 if self._no_wait and "locked" in str(exc.orig):
                     raise _Busy from None
-                raise DatabaseError(f"the database failed: {reason(exc)}") from None
+                transient = is_transient(exc)
+                if not transient and not isinstance(exc, sa_exc.OperationalError):
+                    raise  # a refusal (constraint, data): the outbox isolates the item
+                raise DatabaseError(
+                    f"the database failed: {reason(exc)}", transient=transient
+                ) from None
+            except sa_exc.TimeoutError as exc:  # no connection free in the pool
+                raise DatabaseError(f"the database failed: {exc}", transient=True) from None
 
     @contextlib.contextmanager
     def _serialized(self) -> Iterator[None]:

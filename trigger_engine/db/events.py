@@ -14,7 +14,7 @@ from sqlalchemy import Connection, delete, exists, insert, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from trigger_engine.core.events import new_event_id
-from trigger_engine.db.engine import CHUNK, Database, chunks
+from trigger_engine.db.engine import CHUNK, Database, chunks, units_of_work
 from trigger_engine.db.schema import attempts, deliveries, events
 from trigger_engine.db.sinks import disabled_sinks
 from trigger_engine.types import DeliveryStatus, DeliveryView, EventFilter, EventView
@@ -104,6 +104,7 @@ def delivery_conditions(f: EventFilter) -> list[ColumnElement[bool]]:
     return conds
 
 
+@units_of_work
 class EventRepository:
     """Reads events with their deliveries; prunes the fully delivered ones."""
 

@@ -9,11 +9,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from trigger_engine.db.engine import Database
+from trigger_engine.db.engine import Database, units_of_work
 from trigger_engine.db.schema import nodes, poll_state
 from trigger_engine.types import NodeView
 
 
+@units_of_work
 class NodeRepository:
     """Heartbeats in, node views out."""
 

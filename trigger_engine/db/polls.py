@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Row, func, or_, select, update
 
 from trigger_engine.core.dedupe import KeyedItems, Quarantined, changed, flood_guard, unseen
 from trigger_engine.db import quarantine, seen
-from trigger_engine.db.engine import Database
+from trigger_engine.db.engine import Database, units_of_work
 from trigger_engine.db.outbox import Writer, bulk_then_item_by_item, encoded, isolated
 from trigger_engine.db.schema import poll_state
 from trigger_engine.errors import LeaseLost
@@ -71,6 +71,7 @@ def _refusal(state: PollState, owner: str, now: datetime, honour_backoff: bool) 
     return PollRefusal.TOO_SOON
 
 
+@units_of_work
 class PollRepository:
     """Claims, records and pauses polls; the seen set and the outbox are written here."""
 

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, update
 
 from trigger_engine.core.dedupe import Quarantined
-from trigger_engine.db.engine import Database, chunks
+from trigger_engine.db.engine import Database, chunks, units_of_work
 from trigger_engine.db.schema import quarantine
 from trigger_engine.types import EventFilter, QuarantineView
 
@@ -80,6 +80,7 @@ def release(conn: Connection, account: str, trigger: str, keys: Iterable[str]) -
     return released
 
 
+@units_of_work
 class QuarantineRepository:
     """Reads the quarantine; prunes items no poll has seen for a long time."""
 

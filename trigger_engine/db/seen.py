@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, update
 
-from trigger_engine.db.engine import CHUNK, Database, chunks
+from trigger_engine.db.engine import CHUNK, Database, chunks, units_of_work
 from trigger_engine.db.schema import seen_keys
 
 
@@ -155,6 +155,7 @@ def unremember(conn: Connection, account: str, trigger: str, keys: Sequence[str]
     return flipped
 
 
+@units_of_work
 class SeenKeys:
     """The seen set, read outside a poll's write (the poller's page-by-page check)."""
 

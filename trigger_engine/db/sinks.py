@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, or_, select, update
 
 from trigger_engine.db.codecs import as_utc
-from trigger_engine.db.engine import Database
+from trigger_engine.db.engine import Database, units_of_work
 from trigger_engine.db.schema import deliveries, sink_state
 from trigger_engine.types import DUE_STATUSES, DeliveryStatus, SinkStats
 
@@ -50,6 +50,7 @@ def disable(db: Database, conn: Connection, name: str, reason: str, now: datetim
     )
 
 
+@units_of_work
 class SinkRepository:
     """Reads and changes the sinks' stored state."""
 

@@ -16,6 +16,7 @@ wait: in-flight requests are abandoned, and what can be recorded and released wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -27,8 +28,10 @@ import aiohttp
 
 from trigger_engine.clock import now as clock_now
 from trigger_engine.config import Config, Sink
+from trigger_engine.core import retry
 from trigger_engine.db.store import Store
 from trigger_engine.delivery.attempt import attempt
+from trigger_engine.errors import DatabaseError
 from trigger_engine.ops.logs import get_logger
 from trigger_engine.threads import in_daemon_thread
 from trigger_engine.types import AttemptOutcome, DeliveryStatus, DueDelivery
@@ -136,6 +139,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = False  # no new attempt starts
         self._due_by: datetime | None = None  # drain: only what was due when it began
+        self._stop_event: asyncio.Event | None = None  # run(): set when told to stop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
         self.report = DrainReport()
@@ -218,6 +222,7 @@ class Dispatcher:
         due is left and everything sent is recorded)."""
         assert self._loop is not None, "use 'async with Dispatcher(...)'"
         loop = self._loop
+        self._stop_event = stop
         stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
         try:
             while stopper is None or not stopper.done():
@@ -344,12 +349,49 @@ class Dispatcher:
     async def _store(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """A store call: here, at once, when the database is free this instant (SQLite;
         see ``Store.run_now``), else in a daemon thread; so the loop never waits for the
-        database, and a claim or a batch of records costs no GIL contention."""
-        ran, result = self.store.run_now(fn, *args, **kwargs)
-        if ran:
-            await asyncio.sleep(0)  # as after a thread: let the tasks it woke run first
-            return result  # type: ignore[return-value]
-        return await in_daemon_thread(fn, *args, **kwargs)
+        database, and a claim or a batch of records costs no GIL contention.
+
+        While the database fails (unreachable, or refusing), the call is tried again after
+        each wait of :func:`~trigger_engine.core.retry.outage_wait`, until it succeeds or
+        the dispatcher is stopping (then the failure goes up: what it would have written
+        is released at the next start, or when its lease runs out). A drain (``run
+        --once``) gives up after one round of those waits."""
+        failures = 0
+        while True:
+            try:
+                ran, result = self.store.run_now(fn, *args, **kwargs)
+                if ran:
+                    await asyncio.sleep(0)  # as after a thread: let the tasks it woke run
+                    return result  # type: ignore[return-value]
+                return await in_daemon_thread(fn, *args, **kwargs)
+            except DatabaseError as exc:
+                failures += 1
+                draining = self._stop_event is None
+                if (
+                    self._stopping
+                    or self._stop_requested()
+                    or (draining and failures > len(retry.STORE_OUTAGE_WAITS))
+                ):
+                    raise
+                wait = retry.outage_wait(failures)
+                log.warning(
+                    "delivery.store_failed",
+                    error=str(exc),
+                    failures=failures,
+                    retry_in=f"{wait:g}s",
+                )
+                await self._pause(wait)
+
+    def _stop_requested(self) -> bool:
+        return self._stop_event is not None and self._stop_event.is_set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the dispatcher is told to stop meanwhile."""
+        if self._stop_event is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_event.wait(), seconds)
 
     async def _release_given_back(self) -> None:
         ids, self._give_back = self._give_back, []
@@ -421,7 +463,11 @@ class Dispatcher:
             return
         batch, self._outcomes = self._outcomes, []
         self._record_now = False
-        await self._store(self.store.deliveries.record_attempts, batch, owner=self.owner)
+        try:
+            await self._store(self.store.deliveries.record_attempts, batch, owner=self.owner)
+        except BaseException:
+            self._outcomes[:0] = batch  # not recorded: kept for the stop's last try
+            raise
         soonest: datetime | None = None
         for outcome in batch:
             if self.on_attempt is not None:

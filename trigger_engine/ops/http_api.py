@@ -1,34 +1,37 @@
-"""``GET /healthz`` and ``GET /metrics`` on ``[engine] listen``, served by aiohttp on the
-engine's own event loop."""
+"""``GET /healthz``, ``GET /livez`` and ``GET /metrics`` on ``[engine] listen``, served by
+aiohttp on the engine's own event loop."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from trigger_engine.errors import TriggerEngineError
+from trigger_engine.ops.health import Health
 from trigger_engine.ops.metrics import Metrics
 from trigger_engine.threads import in_daemon_thread
 
 
 def make_app(
-    metrics: Metrics, *, scheduler_running: Callable[[], bool], ping_database: Callable[[], None]
+    metrics: Metrics,
+    *,
+    readiness: Callable[[], Awaitable[Health]],
+    liveness: Callable[[], Health],
 ) -> web.Application:
-    """The aiohttp application serving /healthz and /metrics."""
+    """The aiohttp application serving /healthz (readiness), /livez and /metrics (see
+    :mod:`trigger_engine.ops.health` for what each checks)."""
+
+    def answer(health: Health, ok: bool) -> web.Response:
+        return web.json_response(health.body(), status=200 if ok else 503)
 
     async def healthz(_request: web.Request) -> web.Response:
-        if not scheduler_running():
-            return web.Response(status=503, text="unhealthy: the scheduler is not running\n")
-        try:
-            await asyncio.wait_for(in_daemon_thread(ping_database), timeout=5)
-        except TimeoutError:
-            return web.Response(status=503, text="unhealthy: the database did not answer in 5s\n")
-        except (TriggerEngineError, OSError, Exception) as exc:  # any failure is a 503
-            return web.Response(status=503, text=f"unhealthy: the database failed: {exc}\n")
-        return web.Response(text="ok\n")
+        health = await readiness()
+        return answer(health, health.ready)
+
+    async def livez(_request: web.Request) -> web.Response:
+        health = liveness()
+        return answer(health, health.live)
 
     async def metrics_page(_request: web.Request) -> web.Response:
         body = await in_daemon_thread(metrics.render)
@@ -36,6 +39,7 @@ def make_app(
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", livez)
     app.router.add_get("/metrics", metrics_page)
     return app
 

@@ -7,11 +7,11 @@ restarts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from trigger_engine.types import AttemptOutcome, DeliveryStatus, PollReport, SinkStats
@@ -65,6 +65,36 @@ class _Quarantine(Collector):
         yield gauge
 
 
+class _Store(Collector):
+    """The store's health: failed units of work, and triggers failing for a while."""
+
+    def __init__(
+        self,
+        failures: Callable[[], Mapping[str, int]],
+        failing: Callable[[], Mapping[tuple[str, str], bool]],
+    ) -> None:
+        self.failures = failures
+        self.failing = failing
+
+    def collect(self) -> Iterable[Metric]:
+        counter = CounterMetricFamily(
+            "trigger_engine_store_failures",
+            "Units of work the database failed (lost connection, or refused), by unit",
+            labels=["unit"],
+        )
+        for unit, n in sorted(self.failures().items()):
+            counter.add_metric([unit], n)
+        yield counter
+        gauge = GaugeMetricFamily(
+            "trigger_engine_trigger_failing",
+            "1 when a trigger's polls have failed for longer than 3 of its intervals",
+            labels=["account", "trigger"],
+        )
+        for (account, trigger), failing in sorted(self.failing().items()):
+            gauge.add_metric([account, trigger], 1 if failing else 0)
+        yield gauge
+
+
 class Metrics:
     """The engine's Prometheus metrics, fed by poll reports and attempt outcomes; the
     backlogs and the quarantine are read from the store at scrape time."""
@@ -75,6 +105,8 @@ class Metrics:
         clock: Callable[[], datetime],
         *,
         quarantined: Callable[[], dict[tuple[str, str], int]] | None = None,
+        store_failures: Callable[[], Mapping[str, int]] | None = None,
+        triggers_failing: Callable[[], Mapping[tuple[str, str], bool]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -116,6 +148,8 @@ class Metrics:
         r.register(_Backlog(stats, clock))
         if quarantined is not None:
             r.register(_Quarantine(quarantined))
+        if store_failures is not None and triggers_failing is not None:
+            r.register(_Store(store_failures, triggers_failing))
         self._event_types: dict[str, str] = {}
 
     def event_type_of(self, trigger: str, event_type: str) -> None:

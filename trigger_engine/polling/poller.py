@@ -18,9 +18,14 @@ from trigger_engine.clock import isoformat_z
 from trigger_engine.clock import now as clock_now
 from trigger_engine.config import Account, Config, TriggerSettings
 from trigger_engine.core.dedupe import key_items
-from trigger_engine.core.retry import poll_backoff, should_pause
+from trigger_engine.core.retry import (
+    MAX_POLL_BACKOFF,
+    STORE_BACKOFF_CAP,
+    poll_backoff,
+    should_pause,
+)
 from trigger_engine.db.store import Store
-from trigger_engine.errors import LeaseLost, SourceError
+from trigger_engine.errors import DatabaseError, LeaseLost, SourceError
 from trigger_engine.ops.logs import get_logger
 from trigger_engine.polling.gc_pause import gc_paused
 from trigger_engine.polling.source import Source
@@ -74,13 +79,20 @@ class Poller:
         """One poll. With ``fence`` (a poll lease), its result is written only while that
         lease still holds; otherwise the report says ``lease_lost`` and nothing changed.
         ``state``: the trigger's state as its claim saw it (else it is read here)."""
-        if state is None:
-            state = self.store.polls.state(account.name, trigger.name)
+        started = time.perf_counter()
         try:
-            # A poll that may parse and key a large list holds the cyclic GC (gc_pause);
-            # the small polls of a busy schedule leave it alone.
-            with gc_paused() if may_be_large(state) else contextlib.nullcontext():
-                return self._poll(account, trigger, fence, state)
+            try:
+                if state is None:
+                    state = self.store.polls.state(account.name, trigger.name)
+                # A poll that may parse and key a large list holds the cyclic GC
+                # (gc_pause); the small polls of a busy schedule leave it alone.
+                with gc_paused() if may_be_large(state) else contextlib.nullcontext():
+                    return self._poll(account, trigger, fence, state)
+            except DatabaseError as exc:  # the store failed the poll: nothing was written
+                took = time.perf_counter() - started
+                return self._failed(
+                    account, trigger, PollOutcome.STORE, str(exc), None, took, fence, state
+                )
         except LeaseLost as exc:
             log.warning("poll.lease_lost", account=account.name, trigger=trigger.name)
             return PollReport(
@@ -113,7 +125,10 @@ class Poller:
         try:
             items = self.source.fetch(account, trigger, keep_going=keep_going)
         except SourceError as exc:
-            return self._failed(account, trigger, exc, time.perf_counter() - started, fence, state)
+            outcome, duration = PollOutcome(exc.kind), time.perf_counter() - started
+            return self._failed(
+                account, trigger, outcome, str(exc), exc.retry_after, duration, fence, state
+            )
         keyed = key_items(items, trigger.key, trigger.update_fields)
         if keyed.keyless:
             log.warning(
@@ -190,36 +205,60 @@ class Poller:
         self,
         account: Account,
         trigger: TriggerSettings,
-        exc: SourceError,
+        outcome: PollOutcome,
+        error: str,
+        retry_after: float | None,
         duration: float,
         fence: Fence | None,
         state: PollState | None,
     ) -> PollReport:
+        """Record a failed poll: backoff, and the sustained-failure pause (never for the
+        store's failures: pausing would not fix our own database)."""
         at = self.clock()
         failures = (state.consecutive_failures if state else 0) + 1
         delay = poll_backoff(
             failures=failures,
             interval=trigger.interval,
-            retry_after=exc.retry_after,
+            retry_after=retry_after,
             rand=self.rand,
+            cap=STORE_BACKOFF_CAP if outcome is PollOutcome.STORE else MAX_POLL_BACKOFF,
         )
-        failures, since = self.store.polls.record_failure(
-            account.name,
-            trigger.name,
-            outcome=PollOutcome(exc.kind),
-            error=str(exc),
-            backoff_until=at + timedelta(seconds=delay),
-            now=at,
-            fence=fence,
+        report = PollReport(
+            account=account.name,
+            trigger=trigger.name,
+            ok=False,
+            outcome=outcome,
+            error=error,
+            duration=duration,
         )
-        if should_pause(
+        try:
+            failures, since = self.store.polls.record_failure(
+                account.name,
+                trigger.name,
+                outcome=outcome,
+                error=error,
+                backoff_until=at + timedelta(seconds=delay),
+                now=at,
+                fence=fence,
+            )
+        except DatabaseError as exc:  # not recorded: the report still says it (metrics, health)
+            log.error(
+                "poll.failed",
+                account=account.name,
+                trigger=trigger.name,
+                kind=outcome.value,
+                error=error,
+                not_recorded=str(exc),
+            )
+            return report
+        if outcome is not PollOutcome.STORE and should_pause(
             failures=failures,
             failing_since=since,
             now=at,
             after=trigger.pause_after,
             after_failures=trigger.pause_after_failures,
         ):
-            reason = f"{failures} polls in a row failed since {isoformat_z(since)}; last: {exc}"
+            reason = f"{failures} polls in a row failed since {isoformat_z(since)}; last: {error}"
             self.store.polls.set_paused(
                 account.name, trigger.name, paused=True, reason=reason, auto=True
             )
@@ -228,16 +267,9 @@ class Poller:
             "poll.failed",
             account=account.name,
             trigger=trigger.name,
-            kind=exc.kind.value,
+            kind=outcome.value,
             failures=failures,
             retry_in=f"{delay:.0f}s",
-            error=str(exc),
+            error=error,
         )
-        return PollReport(
-            account=account.name,
-            trigger=trigger.name,
-            ok=False,
-            outcome=PollOutcome(exc.kind),
-            error=str(exc),
-            duration=duration,
-        )
+        return report

@@ -41,10 +41,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from trigger_engine import __version__
 from trigger_engine.clock import now
 from trigger_engine.config import Account, Config, TriggerSettings
+from trigger_engine.core.retry import is_failing
 from trigger_engine.db.store import Store
 from trigger_engine.delivery.dispatcher import Dispatcher, DrainReport, being_cancelled
-from trigger_engine.errors import RuntimeFailure, TriggerEngineError
+from trigger_engine.errors import RuntimeFailure, StoreLost, TriggerEngineError
 from trigger_engine.ops import logs
+from trigger_engine.ops.health import PROBE_TIMEOUT, Health, Probe, assess
 from trigger_engine.ops.http_api import make_app, serve
 from trigger_engine.ops.logs import get_logger
 from trigger_engine.ops.metrics import Metrics
@@ -58,6 +60,7 @@ from trigger_engine.types import (
     PollOutcome,
     PollRefusal,
     PollReport,
+    StoreFailure,
 )
 
 log = get_logger("trigger_engine.daemon")
@@ -123,12 +126,23 @@ class Daemon:
         self.source = source
         self.poller = Poller(config, store, source)
         self.owner = jobs.node_name()
-        self.metrics = Metrics(store.sinks.stats, now, quarantined=store.quarantine.counts)
+        self.metrics = Metrics(
+            store.sinks.stats,
+            now,
+            quarantined=store.quarantine.counts,
+            store_failures=store.db.activity.failures,
+            triggers_failing=self._triggers_failing,
+        )
         self._stop_requested_at: float | None = None  # loop time of the (first) stop
         self._serving: _Serving | None = None
         self._old_sources: list[Source] = []
         # tasks of its own: reloads, heartbeats and retention sweeps in progress
         self._tasks: set[asyncio.Future[None]] = set()
+        # account/trigger -> why the store failed its last poll (until one succeeds)
+        self._store_failed_polls: dict[str, str] = {}
+        self._probe: asyncio.Future[None] | None = None  # the health check's write
+        self._fatal: RuntimeFailure | None = None  # why the daemon stops by itself
+        store.db.activity.on_change = self._store_changed
 
     @property
     def grace(self) -> float:
@@ -244,6 +258,8 @@ class Daemon:
             if len(signals) < 2:
                 raise  # cancelled by our caller, not by a signal
             raise StoppedAtOnce(signals[1]) from None
+        if self._fatal is not None:
+            raise self._fatal
         log.info("engine.stopped", node=self.owner)
 
     async def _serve(self, stop: asyncio.Event, ready: Callable[[], None] | None) -> None:
@@ -269,7 +285,7 @@ class Daemon:
                 serving.scheduler, prune=self._prune_job, heartbeat=self._heartbeat_job, now=now()
             )
             serving.scheduler.start()
-            http = await self._start_http(serving.scheduler)
+            http = await self._start_http()
             log.info(
                 "engine.started",
                 node=self.owner,
@@ -332,17 +348,25 @@ class Daemon:
         if future.cancelled():
             return
         error = future.exception()
-        if error is not None:  # a failed poll is a report; this is the store failing
+        if error is not None:  # a failed poll is a report; this is its claim failing
             log.error(
                 "poll.error",
                 account=key[0],
                 trigger=key[1],
                 error=str(error) or type(error).__name__,
             )
-            return
-        report = future.result()
+            report: PollReport | None = PollReport(
+                key[0], key[1], ok=False, outcome=PollOutcome.STORE, error=str(error)
+            )
+        else:
+            report = future.result()
         if report is None:
             return
+        label = f"{report.account}/{report.trigger}"
+        if report.outcome is PollOutcome.STORE:
+            self._store_failed_polls[label] = report.error or "failed"
+        elif report.outcome is not PollOutcome.LEASE_LOST:
+            self._store_failed_polls.pop(label, None)
         self.metrics.observe_poll(report)
         if self.on_poll is not None:
             self.on_poll(report)
@@ -369,7 +393,88 @@ class Daemon:
             self._spawn(self._in_thread(self._prune, failed="retention.failed"))
 
     def _heartbeat_job(self) -> None:
-        self._spawn(self._in_thread(self._heartbeat, failed="node.heartbeat_failed"))
+        self._spawn(self._beat())
+
+    async def _beat(self) -> None:
+        """A heartbeat; first, with SQLite, make sure the file is still the one opened at
+        the start: if it was deleted or replaced, stop (exit 1) so the supervisor sees."""
+        try:
+            await in_daemon_thread(self.store.db.check_file)
+        except StoreLost as exc:
+            self._stop_by_itself(exc)
+            return
+        await self._in_thread(self._heartbeat, failed="node.heartbeat_failed")
+
+    def _stop_by_itself(self, reason: RuntimeFailure) -> None:
+        """Stop as after a first signal, then exit 1 with ``reason``'s sentence."""
+        serving = self._serving
+        if self._fatal is not None or serving is None:
+            return
+        self._fatal = reason
+        log.error("engine.stopping_on_failure", error=str(reason))
+        if not serving.stop.is_set():
+            self._stop_requested_at = asyncio.get_running_loop().time()
+            serving.stop.set()
+
+    # ---------------------------------------------------------------- health
+
+    def _store_changed(self, unit: str, failure: StoreFailure | None) -> None:
+        """From any thread: a unit of work starts failing, or recovers."""
+        if failure is None:
+            log.info("store.recovered", unit=unit)
+        else:
+            log.error(
+                "store.failing",
+                unit=unit,
+                kind="unreachable" if failure.transient else "refused",
+                error=failure.reason,
+            )
+
+    def _triggers_failing(self) -> dict[tuple[str, str], bool]:
+        """For the metrics: each configured trigger, failing or not (see ``is_failing``)."""
+        states = {(s.account, s.trigger): s for s in self.store.polls.states()}
+        moment = now()
+        failing = {}
+        for account, trigger in jobs.poll_jobs(self.config):
+            st = states.get((account.name, trigger.name))
+            failing[(account.name, trigger.name)] = st is not None and is_failing(
+                failures=st.consecutive_failures,
+                failing_since=st.failing_since,
+                now=moment,
+                interval=trigger.interval,
+            )
+        return failing
+
+    def _liveness(self) -> Health:
+        serving = self._serving
+        return assess(
+            scheduler_running=serving is not None and bool(serving.scheduler.running),
+            probe=None,
+            activity=self.store.db.activity.snapshot(),
+            failing_polls={},
+        )
+
+    async def _readiness(self) -> Health:
+        """Liveness, plus one write (this node's heartbeat) within PROBE_TIMEOUT, plus
+        what the units of work and the polls say (see ops.health)."""
+        if self._probe is None or self._probe.done():  # one probe at a time
+            self._probe = in_daemon_thread(self._heartbeat)
+            # a probe that ends after its check gave up: its failure is read here
+            self._probe.add_done_callback(lambda f: f.cancelled() or f.exception())
+        probe = Probe()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._probe), PROBE_TIMEOUT)
+        except TimeoutError:
+            probe = Probe(timed_out=True)
+        except TriggerEngineError as exc:
+            probe = Probe(error=str(exc))
+        serving = self._serving
+        return assess(
+            scheduler_running=serving is not None and bool(serving.scheduler.running),
+            probe=probe,
+            activity=self.store.db.activity.snapshot(),
+            failing_polls=dict(self._store_failed_polls),
+        )
 
     async def _in_thread(self, work: Callable[[], None], *, failed: str) -> None:
         """``work`` in a daemon thread; a database failure is one ``failed`` log line."""
@@ -391,17 +496,13 @@ class Daemon:
 
     # ---------------------------------------------------------------- the node
 
-    async def _start_http(self, scheduler: AsyncIOScheduler) -> web.AppRunner | None:
+    async def _start_http(self) -> web.AppRunner | None:
         listen = self.config.engine.listen
         if listen is None:
             return None
         for name, trigger in self.config.triggers.items():
             self.metrics.event_type_of(name, trigger.event)
-        app = make_app(
-            self.metrics,
-            scheduler_running=lambda: bool(scheduler.running),
-            ping_database=self.store.ping,
-        )
+        app = make_app(self.metrics, readiness=self._readiness, liveness=self._liveness)
         try:
             return await serve(app, listen)
         except OSError as exc:
