@@ -201,3 +201,50 @@ def test_a_deleted_sqlite_file_stops_the_daemon_within_a_heartbeat(
     last = err.strip().splitlines()[-1]
     assert "te.db was deleted while the engine ran" in last, err
     assert "Traceback" not in err
+    # started again (as a supervisor would): a new, empty file, and it says so
+    again = run_cli("run", "--once", cwd=workdir, env=cli_env)
+    assert again.returncode == 0, again.stderr
+    assert "engine.database_created_anew" in again.stderr
+    assert "first poll, 3 remembered" in again.stdout
+
+
+@pytest.mark.postgres
+def test_work_stuck_behind_a_foreign_lock_makes_healthz_503_until_it_goes(
+    simulator: SimulatorThread, workdir: Path, cli_env: Env, pg_url: str
+) -> None:
+    port = free_port()
+    db = Db(pg_url)
+    with Receiver() as crm:
+        config = node_config(database=pg_url, base_url=simulator.base_url, sink_url=crm.url)
+        config = config.replace(
+            'shutdown_grace = "10s"', f'shutdown_grace = "10s"\nlisten = "127.0.0.1:{port}"'
+        )
+        (workdir / "trigger-engine.toml").write_text(config)
+        seed(workdir, cli_env)
+        base = f"http://127.0.0.1:{port}"
+
+        def health() -> int:
+            try:
+                return httpx.get(f"{base}/healthz", timeout=10).status_code
+            except httpx.TransportError:
+                return 0
+
+        with Cluster(workdir, cli_env) as cluster:
+            (node,) = cluster.start(1)
+            wait_until(lambda: health() == 200, 30, "/healthz to say 200")
+            with db.engine.connect() as conn:
+                locked_at = time.monotonic()
+                conn.execute(text("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE"))
+                wait_until(lambda: health() == 503, 60, "/healthz to say 503")
+                took = time.monotonic() - locked_at
+                body = httpx.get(f"{base}/healthz", timeout=10).json()
+                assert httpx.get(f"{base}/livez", timeout=10).status_code == 200
+                conn.rollback()  # the lock goes
+            print(f"/healthz 503 {took:.0f}s after the lock: {body['reasons']}")
+            assert any("lock held elsewhere" in r for r in body["reasons"])
+            wait_until(lambda: health() == 200, 30, "/healthz to say 200 again")
+            added = add_leads(simulator, 2)
+            crm.wait_for(2, timeout=30)
+            assert sorted(lead_of(r) for r in crm.requests) == sorted(added)
+            assert node.stop() == 0
+    db.close()

@@ -176,6 +176,18 @@ def test_a_deleted_or_replaced_sqlite_file_is_noticed(tmp_path: Path) -> None:
             store.db.check_file()
 
 
+def test_a_file_created_where_an_engine_ran_before_is_said_to_be_new(tmp_path: Path) -> None:
+    path = tmp_path / "te.db"
+    with Store.open(f"sqlite:///{path}") as store:
+        assert not store.db.replaced_lost_file  # the very first start
+        store.lock_single_node()
+    with Store.open(f"sqlite:///{path}") as store:
+        assert not store.db.replaced_lost_file  # the same file again
+    os.unlink(path)
+    with Store.open(f"sqlite:///{path}") as store:
+        assert store.db.replaced_lost_file  # gone since: this one is new
+
+
 @pytest.mark.postgres
 def test_postgresql_has_no_file_to_check(pg_url: str) -> None:
     with Store.open(pg_url) as store:

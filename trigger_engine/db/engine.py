@@ -190,12 +190,21 @@ class Database:
         self.activity = Activity()
         self.retry_waits: tuple[float, ...] = UNIT_OF_WORK_RETRY
         self._file = self._identify_file()
+        # SQLite: this file was created now, where an engine had run on another one before
+        self.replaced_lost_file = False
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True) -> Database:
         """Connect, and bring the schema up to date unless told not to."""
+        path = sqlite_path(url)
+        # a SQLite file that is not there but whose lock file is: it was deleted or moved
+        # since an engine last ran on it (the lock file outlives every process)
+        lost = (
+            path is not None and not path.exists() and path.with_name(f"{path.name}.lock").exists()
+        )
         try:
             db = cls(make_engine(url))
+            db.replaced_lost_file = lost
             if upgrade:
                 db.upgrade()
             else:

@@ -156,6 +156,7 @@ class Daemon:
         then deliver everything that is due now."""
         if self.store.dialect == "sqlite":  # one process (locked): leftovers of a killed one
             await in_daemon_thread(self._release_leftovers)
+        self._warn_if_created_anew()
         reports = []
         for account, trigger in jobs.poll_jobs(self.config):
             claim = await in_daemon_thread(self._claim, account, trigger, min_gap=None)
@@ -183,6 +184,16 @@ class Daemon:
             delivery = await dispatcher.drain()
         await in_daemon_thread(self._prune)
         return OnceReport(reports, delivery)
+
+    def _warn_if_created_anew(self) -> None:
+        if self.store.db.replaced_lost_file:
+            log.warning(
+                "engine.database_created_anew",
+                detail="the SQLite file was not there, though an engine ran on it before "
+                "(its .lock file is): this new, empty file seeds every trigger again, and "
+                "what was pending in the old one is not sent; restore the old file to "
+                "send it",
+            )
 
     def _claim(
         self,
@@ -267,6 +278,7 @@ class Daemon:
         # those of a process that was killed, so they are due again right now.
         if self.store.dialect == "sqlite":
             await in_daemon_thread(self._release_leftovers)
+        self._warn_if_created_anew()
         await self._resume_auto_paused(why="start")
 
         async with Dispatcher(
