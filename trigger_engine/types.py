@@ -8,6 +8,7 @@ module, not the database layer that fills them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -245,16 +246,39 @@ class EventView:
     deliveries: tuple[DeliveryView, ...]
 
 
+# --------------------------------------------------------------------------- nodes
+
+# The sinks a node serves, as the node registry holds them: each sink's name and the event
+# types it subscribes to (None: every item event type). Never a URL, a secret or a header.
+SinkSubscriptions = Mapping[str, tuple[str, ...] | None]
+
+# A node is alive while it has not stopped and its last heartbeat is at most this old:
+# three heartbeats (runtime/jobs.py HEARTBEAT_EVERY). Past it, ``status`` shows the node
+# as vanished and the other nodes stop fanning events out to the sinks only it serves.
+NODE_ALIVE_WITHIN = 30.0
+
+
 @dataclass(frozen=True)
 class NodeView:
-    """One engine process sharing the database, with the poll leases it holds."""
+    """One engine process sharing the database: its heartbeat, the poll leases it holds,
+    and what its heartbeat last said of its configuration (the node registry)."""
 
     name: str
     version: str
     started_at: datetime
     heartbeat_at: datetime
     stopped_at: datetime | None
-    leases: tuple[str, ...]  # "account/trigger" whose poll lease it holds now
+    leases: tuple[str, ...] = ()  # "account/trigger" whose poll lease it holds now
+    # the sinks it serves; None: it did not say (a version from before the registry)
+    sinks: SinkSubscriptions | None = None
+    config_digest: str | None = None  # config/shape.py config_digest of its configuration
+
+    def alive(self, now: datetime) -> bool:
+        """Not stopped, and a heartbeat within ``NODE_ALIVE_WITHIN`` seconds of ``now``."""
+        return (
+            self.stopped_at is None
+            and (now - self.heartbeat_at).total_seconds() <= NODE_ALIVE_WITHIN
+        )
 
 
 @dataclass(frozen=True)
