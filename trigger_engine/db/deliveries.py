@@ -47,7 +47,9 @@ class DeliveryRepository:
         capacity: Mapping[str, int],
         due_by: datetime | None = None,
     ) -> list[DueDelivery]:
-        """Claim, per sink, up to ``capacity[sink]`` due deliveries, oldest first: per
+        """Claim, per sink, up to ``capacity[sink]`` due deliveries, oldest first: only
+        for the sinks ``capacity`` names (a node claims for the sinks it knows, and leaves
+        the others' deliveries to the nodes that serve them); per
         sink, one SELECT per due status (with the events' bodies; ``FOR UPDATE SKIP
         LOCKED`` on PostgreSQL, so nodes claim disjoint rows) and one UPDATE, all in one
         transaction.
