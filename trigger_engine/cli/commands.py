@@ -21,6 +21,7 @@ import orjson
 from trigger_engine.cli import render
 from trigger_engine.clock import now
 from trigger_engine.config import Config, find_config_path, load_config
+from trigger_engine.core import registry
 from trigger_engine.core.escape import escape_controls
 from trigger_engine.core.filters import build_filter
 from trigger_engine.db.store import Store
@@ -153,14 +154,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = _load(args)
     with _open(config) as store:
         moment = now()
+        views = store.nodes.views(moment)
         doc = render.status_dict(
             config,
             store.polls.states(),
             store.sinks.stats(),
             moment,
             quarantined=store.quarantine.counts(),
+            serving=registry.serving(views, moment),
         )
-        doc["nodes"] = render.node_dicts(store.nodes.views(moment), moment)
+        doc["nodes"] = render.node_dicts(views, moment, config)
     if args.json:
         _print_json(doc)
     else:
@@ -244,7 +247,9 @@ def cmd_sinks(args: argparse.Namespace) -> int:
                     f"--since TIME --sink {args.name} --status dead'"
                 )
             return 0
-        rows = render.sink_dicts(config, store.sinks.stats(), now())
+        moment = now()
+        serving = registry.serving(store.nodes.live(moment), moment)
+        rows = render.sink_dicts(config, store.sinks.stats(), moment, serving)
     for s in rows:
         print(render.sink_line(s))
     if not rows:

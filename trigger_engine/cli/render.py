@@ -16,12 +16,15 @@ from typing import Any
 
 from trigger_engine.clock import isoformat_z
 from trigger_engine.config import Config
+from trigger_engine.config.shape import config_digest, served_sinks
 from trigger_engine.core.escape import escape_controls
 from trigger_engine.core.redact import redact_url
+from trigger_engine.core.registry import differences
 from trigger_engine.delivery.dispatcher import DrainReport
 from trigger_engine.polling.backfill import BackfillStep
 from trigger_engine.types import (
     DUE_STATUSES,
+    NODE_ALIVE_WITHIN,
     QUARANTINED,
     DeliveryStatus,
     EventView,
@@ -120,30 +123,54 @@ def _live(expires: datetime | None, now: datetime) -> bool:
 
 
 # A node whose last heartbeat is older than this is shown as vanished.
-VANISHED_AFTER = 30.0  # three missed heartbeats
+VANISHED_AFTER = NODE_ALIVE_WITHIN  # three missed heartbeats
 
 
-def node_dicts(views: list[NodeView], now: datetime) -> list[dict[str, Any]]:
-    """The nodes of ``status``: alive, stopped or vanished (no heartbeat for 30 s)."""
+def node_dicts(
+    views: list[NodeView], now: datetime, config: Config | None = None
+) -> list[dict[str, Any]]:
+    """The nodes of ``status``: alive, stopped or vanished (no heartbeat for 30 s); with
+    ``config``, whether each node's configuration is the ``same`` as it, ``differs`` (and
+    how), or is ``unknown`` (the node did not say: an older version)."""
     rows = []
     for v in views:
         if v.stopped_at is not None:
             state = "stopped"
-        elif (now - v.heartbeat_at).total_seconds() > VANISHED_AFTER:
+        elif not v.alive(now):
             state = "vanished"
         else:
             state = "alive"
-        rows.append(
-            {
-                "name": v.name,
-                "state": state,
-                "version": v.version,
-                "started_at": _ts(v.started_at),
-                "heartbeat_at": _ts(v.heartbeat_at),
-                "leases": list(v.leases),
-            }
-        )
+        row: dict[str, Any] = {
+            "name": v.name,
+            "state": state,
+            "version": v.version,
+            "started_at": _ts(v.started_at),
+            "heartbeat_at": _ts(v.heartbeat_at),
+            "leases": list(v.leases),
+        }
+        if config is not None:
+            row.update(_node_config(v, config))
+        rows.append(row)
     return rows
+
+
+def _node_config(v: NodeView, config: Config) -> dict[str, Any]:
+    """How node ``v``'s configuration compares with ``config`` (see :func:`node_dicts`)."""
+    sinks = None if v.sinks is None else {n: _events(e) for n, e in v.sinks.items()}
+    if v.config_digest is None or v.sinks is None:
+        return {"config": "unknown", "sinks": sinks, "config_differences": []}
+    found = differences(served_sinks(config), v.sinks)
+    if v.config_digest != config_digest(config) and not found:
+        found = ["its accounts or triggers differ (names, dedupe definitions or event types)"]
+    return {
+        "config": "differs" if found else "same",
+        "sinks": sinks,
+        "config_differences": found,
+    }
+
+
+def _events(events: tuple[str, ...] | None) -> list[str] | None:
+    return None if events is None else list(events)
 
 
 def trigger_rows(
@@ -171,29 +198,63 @@ def trigger_rows(
 # ----------------------------------------------------------------------------- sinks
 
 
-def sink_dicts(config: Config, stats: dict[str, SinkStats], now: datetime) -> list[dict[str, Any]]:
-    """The sinks of ``status --json`` and ``sinks``: state and backlog by status."""
+# The states of a sink that is not in this configuration (see sink_dicts).
+ELSEWHERE = "elsewhere"  # another live node serves it
+
+
+def sink_dicts(
+    config: Config,
+    stats: dict[str, SinkStats],
+    now: datetime,
+    serving: Mapping[str, Sequence[str]] | None = None,
+) -> list[dict[str, Any]]:
+    """The sinks of ``status --json`` and ``sinks``: state and backlog by status. After
+    the configured sinks, those the database knows that are not configured here but
+    another live node serves (``serving``: sink → node names), state ``elsewhere``."""
     rows = []
     for sink in config.sinks:
         st = stats.get(sink.name)
-        counts = st.counts if st else {}
-        oldest = st.oldest_due_created_at if st else None
         rows.append(
             {
                 "name": sink.name,
                 "url": safe_url(sink.url),
                 "state": "disabled" if st and st.disabled else "enabled",
-                "disabled_reason": st.disabled_reason if st else None,
-                "disabled_at": _ts(st.disabled_at) if st else None,
-                **{status.value: counts.get(status, 0) for status in _COUNTED},
-                "in_flight": st.in_flight if st else 0,
-                "last_success_at": _ts(st.last_success_at) if st else None,
-                "oldest_pending_seconds": (
-                    None if oldest is None else round((now - oldest).total_seconds(), 1)
-                ),
+                **_backlog(st, now),
             }
         )
+    configured = {s.name for s in config.sinks}
+    served = serving or {}
+    for name, st in sorted(stats.items()):
+        if name in configured:
+            continue
+        if name not in served:
+            continue
+        extra = {"state": ELSEWHERE, "served_by": list(served[name])}
+        rows.append({"name": name, "url": None, **extra, **_backlog(st, now)})
     return rows
+
+
+def _backlog(st: SinkStats | None, now: datetime) -> dict[str, Any]:
+    counts = st.counts if st else {}
+    oldest = st.oldest_due_created_at if st else None
+    return {
+        "disabled_reason": st.disabled_reason if st else None,
+        "disabled_at": _ts(st.disabled_at) if st else None,
+        **{status.value: counts.get(status, 0) for status in _COUNTED},
+        "in_flight": st.in_flight if st else 0,
+        "last_success_at": _ts(st.last_success_at) if st else None,
+        "oldest_pending_seconds": (
+            None if oldest is None else round((now - oldest).total_seconds(), 1)
+        ),
+    }
+
+
+def _sink_state(s: dict[str, Any]) -> str:
+    """A sink's state in a few words, for the text of ``status`` and ``sinks``."""
+    if s["state"] == ELSEWHERE:
+        return f"not configured here, served by {', '.join(s['served_by'])}"
+    state: str = s["state"]
+    return state + (f" ({s['disabled_reason']})" if s["disabled_reason"] else "")
 
 
 def status_dict(
@@ -202,11 +263,12 @@ def status_dict(
     stats: dict[str, SinkStats],
     now: datetime,
     quarantined: Mapping[tuple[str, str], int] | None = None,
+    serving: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """The whole of ``status --json`` but the nodes."""
     return {
         "triggers": [row.as_dict(now) for row in trigger_rows(config, states, quarantined)],
-        "sinks": sink_dicts(config, stats, now),
+        "sinks": sink_dicts(config, stats, now, serving),
     }
 
 
@@ -227,18 +289,28 @@ def status_text(status: dict[str, Any]) -> str:
         lines.append("NODES")
         for n in status["nodes"]:
             held = ", ".join(n["leases"]) or "no trigger right now"
+            config = "; config differs" if n.get("config") == "differs" else ""
             lines.append(
-                f"  {n['name']}: {n['state']}, last heartbeat {n['heartbeat_at']}; polling {held}"
+                f"  {n['name']}: {n['state']}, last heartbeat {n['heartbeat_at']}; "
+                f"polling {held}{config}"
+            )
+        differing = [
+            n for n in status["nodes"] if n.get("config") == "differs" and n["state"] == "alive"
+        ]
+        for n in differing:
+            lines.append(
+                f"  node {n['name']}'s configuration differs from this one: "
+                + "; ".join(n["config_differences"])
             )
     lines.append("SINKS")
     if not status["sinks"]:
         lines.append("  (none configured)")
     for s in status["sinks"]:
-        state = s["state"] + (f" ({s['disabled_reason']})" if s["disabled_reason"] else "")
+        where = f" {s['url']}" if s["url"] else ""
         lines.append(
-            f"  {s['name']} {s['url']}: {state}; pending {s['pending']}, failed {s['failed']}, "
-            f"dead {s['dead']}, held {s['held']}, delivered {s['delivered']}; "
-            f"last success {s['last_success_at'] or 'never'}"
+            f"  {s['name']}{where}: {_sink_state(s)}; pending {s['pending']}, "
+            f"failed {s['failed']}, dead {s['dead']}, held {s['held']}, "
+            f"delivered {s['delivered']}; last success {s['last_success_at'] or 'never'}"
         )
     return _text(lines)
 
@@ -319,13 +391,12 @@ def quarantined_line(q: QuarantineView, event_type: str) -> str:
 
 def sink_line(s: dict[str, Any]) -> str:
     """One line of ``sinks``, from a :func:`sink_dicts` row."""
-    state = s["state"] + (f" ({s['disabled_reason']})" if s["disabled_reason"] else "")
-    return _text(
-        [
-            f"{s['name']}  {s['url']}  {state}  pending {s['pending']}  failed {s['failed']}  "
-            f"dead {s['dead']}  delivered {s['delivered']}"
-        ]
-    )
+    where = f"  {s['url']}" if s["url"] else ""
+    lines = [
+        f"{s['name']}{where}  {_sink_state(s)}  pending {s['pending']}  failed {s['failed']}  "
+        f"dead {s['dead']}  held {s['held']}  delivered {s['delivered']}"
+    ]
+    return _text(lines)
 
 
 # ----------------------------------------------------------------------------- actions
