@@ -318,6 +318,36 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 30) -
         await asyncio.sleep(0.05)
 
 
+def test_the_daemons_metrics_cover_its_sinks_and_those_live_nodes_serve(
+    db_url: str, store: Store
+) -> None:
+    """A sink no live node serves (removed) has no backlog series; one another live node
+    serves has, once the daemon read the registry (``run --once`` reads it at its start),
+    on PostgreSQL (on SQLite no other node can be live)."""
+    store.polls.record(
+        "acme",
+        "leads",
+        key_items([{"id": "L1"}], ["id"]),
+        event_type="lead.new",
+        emit_first=True,
+        sinks=["old", "s2"],
+        now=clock_now(),
+    )
+    config = make_config(db_url, [{"name": "crm", "url": "http://crm.test/hook"}])
+    daemon = Daemon(config, store, upstream([]))
+    assert 'sink="old"' not in daemon.metrics.render().decode()
+    store.nodes.heartbeat("node-b", version="0.1.0", now=clock_now(), sinks={"s2": None})
+    report = asyncio.run(daemon.run_once())
+    assert report.ok and report.delivery.attempted == 0
+    page = daemon.metrics.render().decode()
+    s2 = 'trigger_engine_delivery_backlog{sink="s2",status="pending"} 1.0'
+    if store.dialect == "postgresql":
+        assert s2 in page
+    else:  # one process per SQLite file: no other node is live
+        assert 'sink="s2"' not in page
+    assert 'sink="old"' not in page
+
+
 def test_on_sqlite_another_nodes_row_is_a_killed_processs_and_adds_no_sink(
     tmp_path: Path,
 ) -> None:

@@ -129,7 +129,12 @@ class Daemon:
         self._remote: SinkSubscriptions = {}
         self.poller = Poller(config, store, source, remote_sinks=self._remote_sinks)
         self.owner = jobs.node_name()
-        self.metrics = Metrics(store.sinks.stats, now, quarantined=store.quarantine.counts)
+        self.metrics = Metrics(
+            store.sinks.stats,
+            now,
+            quarantined=store.quarantine.counts,
+            known_sinks=self._known_sinks,
+        )
         self._stop_requested_at: float | None = None  # loop time of the (first) stop
         self._serving: _Serving | None = None
         self._old_sources: list[Source] = []
@@ -466,6 +471,10 @@ class Daemon:
 
     def _remote_sinks(self) -> SinkSubscriptions:
         return self._remote
+
+    def _known_sinks(self) -> set[str]:
+        """The sinks some live node delivers to: this one's and the registry's."""
+        return {s.name for s in self.config.sinks} | set(self._remote)
 
     def _leave(self) -> None:
         """A clean stop: give back the poll leases at once and say so."""
