@@ -39,6 +39,10 @@ class DeliveryStatus(StrEnum):
 
 # The statuses a claim picks from (their next_attempt_at says when).
 DUE_STATUSES: tuple[DeliveryStatus, ...] = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+# Every status but delivered: what still waits for its sink (or for a replay).
+WAITING_STATUSES: tuple[DeliveryStatus, ...] = tuple(
+    s for s in DeliveryStatus if s is not DeliveryStatus.DELIVERED
+)
 # Every status, in the order commands list them.
 DELIVERY_STATUSES: tuple[str, ...] = tuple(DeliveryStatus)
 # Not a delivery's status but an item's: set aside by its poll (see QuarantineView).
@@ -305,6 +309,23 @@ class ReplayResult:
     skipped_disabled: int  # to a sink that is disabled
     skipped_unknown: int  # to a sink no longer in the configuration
     skipped_in_flight: int  # being attempted right now
+
+
+@dataclass(frozen=True)
+class SinkDrop:
+    """What ``sinks drop`` removed (or, refused, why not), and what it queued instead."""
+
+    sink: str
+    dropped: Mapping[str, int]  # the sink's deliveries that were not delivered, by status
+    to: str | None = None  # the sink their events were queued to
+    queued: int = 0  # deliveries created to ``to``
+    already_there: int = 0  # events that had a delivery to ``to`` already
+    served_by: tuple[str, ...] = ()  # live nodes serving the sink: refused, nothing done
+
+    @property
+    def total(self) -> int:
+        """How many deliveries were (or would be) dropped."""
+        return sum(self.dropped.values())
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,21 @@
 """What ``status`` and ``sinks`` say of nodes whose configuration differs from this one,
-and of sinks served by another node only."""
+of sinks served by another node only, and of removed sinks; ``sinks drop``'s sentence."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from trigger_engine.cli.render import node_dicts, sink_dicts, sink_line, status_dict, status_text
+from trigger_engine.cli.render import (
+    drop_text,
+    node_dicts,
+    sink_dicts,
+    sink_line,
+    status_dict,
+    status_text,
+)
 from trigger_engine.config import Config, config_from_dict
 from trigger_engine.config.shape import config_digest
-from trigger_engine.types import NodeView, SinkStats, SinkSubscriptions
+from trigger_engine.types import NodeView, SinkDrop, SinkStats, SinkSubscriptions
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -102,16 +109,54 @@ def stats(name: str, **counts: int) -> SinkStats:
     )
 
 
-def test_status_and_sinks_list_a_sink_that_only_another_node_serves() -> None:
-    found = {"crm": stats("crm", delivered=4), "s2": stats("s2", pending=3)}
+def test_status_and_sinks_report_a_removed_sink_and_one_served_elsewhere() -> None:
+    found = {
+        "crm": stats("crm", delivered=4),
+        "old": stats("old", pending=2, dead=1, delivered=7),
+        "s2": stats("s2", pending=3),
+        "history": stats("history", delivered=9),  # removed, nothing waiting: not shown
+    }
     rows = sink_dicts(config(CRM), found, NOW, {"s2": ["node-b"]})
     assert [(r["name"], r["state"], r["url"]) for r in rows] == [
         ("crm", "enabled", "http://crm.test/hook"),
+        ("old", "removed", None),
         ("s2", "elsewhere", None),
     ]
-    assert rows[1]["served_by"] == ["node-b"]
+    old, s2 = rows[1], rows[2]
+    assert (old["waiting"], old["pending"], old["dead"]) == (3, 2, 1)
+    assert old["oldest_pending_seconds"] == 7200.0
+    assert "trigger-engine sinks drop old --to OTHER" in old["hint"]
+    assert s2["served_by"] == ["node-b"]
+
     text = status_text({"triggers": [], "sinks": rows})
+    assert (
+        "  old: removed from the configuration, 3 deliveries waiting; pending 2, failed 0, "
+        "dead 1, held 0, delivered 7; last success never" in text
+    )
+    assert "      list them with 'trigger-engine events --sink old', send them" in text
     assert "  s2: not configured here, served by node-b; pending 3" in text
-    assert sink_line(rows[1]).startswith("s2  not configured here, served by node-b  pending 3")
-    # served by no live node: not listed (here)
-    assert [r["name"] for r in sink_dicts(config(CRM), found, NOW)] == ["crm"]
+
+    lines = sink_line(old).splitlines()
+    assert lines[0].startswith("old  removed from the configuration, 3 deliveries waiting")
+    assert "sinks drop old" in lines[1]
+    one = sink_dicts(config(CRM), {"old": stats("old", failed=1)}, NOW)[1]
+    assert "1 delivery waiting" in sink_line(one)
+    # served by a live node again: not removed
+    assert sink_dicts(config(CRM), found, NOW, {"old": ["node-c"]})[1]["state"] == "elsewhere"
+
+
+def test_the_drop_sentence_counts_with_the_right_plurals() -> None:
+    one = SinkDrop("old", {"pending": 1})
+    assert drop_text(one, dry_run=False) == "dropped 1 delivery (1 pending) of removed sink 'old'"
+    many = SinkDrop("old", {"pending": 2, "dead": 1}, to="backup", queued=2, already_there=1)
+    assert drop_text(many, dry_run=True) == (
+        "would drop 3 deliveries (2 pending, 1 dead) of removed sink 'old'; would queue 2 to "
+        "'backup' (1 event already had a delivery to 'backup')"
+    )
+    moved = SinkDrop("old", {"failed": 2}, to="backup", queued=2)
+    assert drop_text(moved, dry_run=False) == (
+        "dropped 2 deliveries (2 failed) of removed sink 'old'; queued 2 to 'backup'"
+    )
+    assert drop_text(SinkDrop("old", {}), dry_run=False) == (
+        "sink 'old' has no deliveries waiting: nothing to drop"
+    )

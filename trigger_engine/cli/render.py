@@ -26,6 +26,7 @@ from trigger_engine.types import (
     DUE_STATUSES,
     NODE_ALIVE_WITHIN,
     QUARANTINED,
+    WAITING_STATUSES,
     DeliveryStatus,
     EventView,
     NodeView,
@@ -34,6 +35,7 @@ from trigger_engine.types import (
     PollState,
     QuarantineView,
     ReplayResult,
+    SinkDrop,
     SinkStats,
 )
 
@@ -54,6 +56,11 @@ def _ts(moment: datetime | None) -> str | None:
 def safe_url(url: str) -> str:
     """A sink URL as shown: no query, no credentials (either may carry a token)."""
     return redact_url(url, drop=True)
+
+
+def plural(n: int, one: str, many: str) -> str:
+    """``n`` and the noun that goes with it: "1 delivery", "3 deliveries"."""
+    return f"{n} {one if n == 1 else many}"
 
 
 def _text(lines: Sequence[str]) -> str:
@@ -200,6 +207,7 @@ def trigger_rows(
 
 # The states of a sink that is not in this configuration (see sink_dicts).
 ELSEWHERE = "elsewhere"  # another live node serves it
+REMOVED = "removed"  # no live node serves it, and deliveries to it wait
 
 
 def sink_dicts(
@@ -209,8 +217,9 @@ def sink_dicts(
     serving: Mapping[str, Sequence[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """The sinks of ``status --json`` and ``sinks``: state and backlog by status. After
-    the configured sinks, those the database knows that are not configured here but
-    another live node serves (``serving``: sink → node names), state ``elsewhere``."""
+    the configured sinks, those the database knows that are not configured here: served
+    by another live node (``serving``: sink → node names), state ``elsewhere``; or, with
+    deliveries waiting, ``removed``, with what to run."""
     rows = []
     for sink in config.sinks:
         st = stats.get(sink.name)
@@ -227,11 +236,25 @@ def sink_dicts(
     for name, st in sorted(stats.items()):
         if name in configured:
             continue
-        if name not in served:
+        waiting = sum(st.counts.get(s, 0) for s in WAITING_STATUSES)
+        extra: dict[str, Any]
+        if name in served:
+            extra = {"state": ELSEWHERE, "served_by": list(served[name])}
+        elif waiting:
+            extra = {"state": REMOVED, "waiting": waiting, "hint": removed_hint(name)}
+        else:
             continue
-        extra = {"state": ELSEWHERE, "served_by": list(served[name])}
         rows.append({"name": name, "url": None, **extra, **_backlog(st, now)})
     return rows
+
+
+def removed_hint(name: str) -> str:
+    """What to run for the deliveries of a removed sink."""
+    return (
+        f"list them with 'trigger-engine events --sink {name}', send them to another sink "
+        f"with 'trigger-engine sinks drop {name} --to OTHER', or drop them with "
+        f"'trigger-engine sinks drop {name}'"
+    )
 
 
 def _backlog(st: SinkStats | None, now: datetime) -> dict[str, Any]:
@@ -253,6 +276,9 @@ def _sink_state(s: dict[str, Any]) -> str:
     """A sink's state in a few words, for the text of ``status`` and ``sinks``."""
     if s["state"] == ELSEWHERE:
         return f"not configured here, served by {', '.join(s['served_by'])}"
+    if s["state"] == REMOVED:
+        waiting = plural(s["waiting"], "delivery", "deliveries")
+        return f"removed from the configuration, {waiting} waiting"
     state: str = s["state"]
     return state + (f" ({s['disabled_reason']})" if s["disabled_reason"] else "")
 
@@ -312,6 +338,8 @@ def status_text(status: dict[str, Any]) -> str:
             f"failed {s['failed']}, dead {s['dead']}, held {s['held']}, "
             f"delivered {s['delivered']}; last success {s['last_success_at'] or 'never'}"
         )
+        if s["state"] == REMOVED:
+            lines.append(f"      {s['hint']}")
     return _text(lines)
 
 
@@ -390,12 +418,15 @@ def quarantined_line(q: QuarantineView, event_type: str) -> str:
 
 
 def sink_line(s: dict[str, Any]) -> str:
-    """One line of ``sinks``, from a :func:`sink_dicts` row."""
+    """One line of ``sinks``, from a :func:`sink_dicts` row (two for a removed sink: the
+    second says what to run)."""
     where = f"  {s['url']}" if s["url"] else ""
     lines = [
         f"{s['name']}{where}  {_sink_state(s)}  pending {s['pending']}  failed {s['failed']}  "
         f"dead {s['dead']}  held {s['held']}  delivered {s['delivered']}"
     ]
+    if s["state"] == REMOVED:
+        lines.append(f"  {s['hint']}")
     return _text(lines)
 
 
@@ -438,12 +469,35 @@ def replay_text(result: ReplayResult, *, dry_run: bool, by_event: bool) -> str:
             "(re-enable with 'trigger-engine sinks enable NAME', then replay)"
         )
     if result.skipped_unknown:
-        lines.append(f"skipped {result.skipped_unknown} deliveries to sinks no longer configured")
+        lines.append(
+            f"skipped {result.skipped_unknown} deliveries to sinks no longer configured (send "
+            "them to a configured sink with 'trigger-engine sinks drop NAME --to OTHER')"
+        )
     if result.skipped_in_flight:
         lines.append(f"skipped {result.skipped_in_flight} deliveries being attempted right now")
     if by_event and result.events == 0 and not result.skipped_disabled:
         lines.append("no delivery matched those event ids")
     return _text(lines)
+
+
+def drop_text(result: SinkDrop, *, dry_run: bool) -> str:
+    """What ``sinks drop`` dropped (and queued to another sink), or would."""
+    if not result.total:
+        return _text([f"sink '{result.sink}' has no deliveries waiting: nothing to drop"])
+    by_status = ", ".join(f"{n} {status}" for status, n in result.dropped.items())
+    verb, queue = ("would drop", "would queue") if dry_run else ("dropped", "queued")
+    line = (
+        f"{verb} {plural(result.total, 'delivery', 'deliveries')} ({by_status}) "
+        f"of removed sink '{result.sink}'"
+    )
+    if result.to is not None:
+        line += f"; {queue} {result.queued} to '{result.to}'"
+        if result.already_there:
+            line += (
+                f" ({plural(result.already_there, 'event', 'events')} already had a delivery "
+                f"to '{result.to}')"
+            )
+    return _text([line])
 
 
 def backfill_line(step: BackfillStep, *, dry_run: bool) -> str:
