@@ -8,6 +8,7 @@ module, not the database layer that fills them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -38,6 +39,10 @@ class DeliveryStatus(StrEnum):
 
 # The statuses a claim picks from (their next_attempt_at says when).
 DUE_STATUSES: tuple[DeliveryStatus, ...] = (DeliveryStatus.PENDING, DeliveryStatus.FAILED)
+# Every status but delivered: what still waits for its sink (or for a replay).
+WAITING_STATUSES: tuple[DeliveryStatus, ...] = tuple(
+    s for s in DeliveryStatus if s is not DeliveryStatus.DELIVERED
+)
 # Every status, in the order commands list them.
 DELIVERY_STATUSES: tuple[str, ...] = tuple(DeliveryStatus)
 # Not a delivery's status but an item's: set aside by its poll (see QuarantineView).
@@ -246,16 +251,39 @@ class EventView:
     deliveries: tuple[DeliveryView, ...]
 
 
+# --------------------------------------------------------------------------- nodes
+
+# The sinks a node serves, as the node registry holds them: each sink's name and the event
+# types it subscribes to (None: every item event type). Never a URL, a secret or a header.
+SinkSubscriptions = Mapping[str, tuple[str, ...] | None]
+
+# A node is alive while it has not stopped and its last heartbeat is at most this old:
+# three heartbeats (runtime/jobs.py HEARTBEAT_EVERY). Past it, ``status`` shows the node
+# as vanished and the other nodes stop fanning events out to the sinks only it serves.
+NODE_ALIVE_WITHIN = 30.0
+
+
 @dataclass(frozen=True)
 class NodeView:
-    """One engine process sharing the database, with the poll leases it holds."""
+    """One engine process sharing the database: its heartbeat, the poll leases it holds,
+    and what its heartbeat last said of its configuration (the node registry)."""
 
     name: str
     version: str
     started_at: datetime
     heartbeat_at: datetime
     stopped_at: datetime | None
-    leases: tuple[str, ...]  # "account/trigger" whose poll lease it holds now
+    leases: tuple[str, ...] = ()  # "account/trigger" whose poll lease it holds now
+    # the sinks it serves; None: it did not say (a version from before the registry)
+    sinks: SinkSubscriptions | None = None
+    config_digest: str | None = None  # config/shape.py config_digest of its configuration
+
+    def alive(self, now: datetime) -> bool:
+        """Not stopped, and a heartbeat within ``NODE_ALIVE_WITHIN`` seconds of ``now``."""
+        return (
+            self.stopped_at is None
+            and (now - self.heartbeat_at).total_seconds() <= NODE_ALIVE_WITHIN
+        )
 
 
 @dataclass(frozen=True)
@@ -282,6 +310,23 @@ class ReplayResult:
     skipped_disabled: int  # to a sink that is disabled
     skipped_unknown: int  # to a sink no longer in the configuration
     skipped_in_flight: int  # being attempted right now
+
+
+@dataclass(frozen=True)
+class SinkDrop:
+    """What ``sinks drop`` removed (or, refused, why not), and what it queued instead."""
+
+    sink: str
+    dropped: Mapping[str, int]  # the sink's deliveries that were not delivered, by status
+    to: str | None = None  # the sink their events were queued to
+    queued: int = 0  # deliveries created to ``to``
+    already_there: int = 0  # events that had a delivery to ``to`` already
+    served_by: tuple[str, ...] = ()  # live nodes serving the sink: refused, nothing done
+
+    @property
+    def total(self) -> int:
+        """How many deliveries were (or would be) dropped."""
+        return sum(self.dropped.values())
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from trigger_engine.db.migrate import alembic_config, migrations_dir
 from trigger_engine.db.schema import metadata
@@ -39,3 +42,37 @@ def test_the_migrations_have_one_head_and_no_gaps() -> None:
     assert (migrations_dir() / "env.py").is_file()
     revisions = list(script.walk_revisions())
     assert revisions[-1].down_revision is None
+
+
+def test_0005_adds_the_node_registry_to_the_nodes_already_there(db_url: str) -> None:
+    """A database at 0004 with a node row: upgraded, the node says nothing of its sinks
+    (it counts as an older version); downgraded, the columns go and the row stays."""
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0004")
+            conn.execute(
+                text(
+                    "INSERT INTO nodes (name, version, started_at, heartbeat_at) "
+                    "VALUES ('old-node', '0.0.9', :at, :at)"
+                ),
+                {"at": datetime(2026, 12, 1, tzinfo=UTC)},
+            )
+        with Store.open(db_url) as store:
+            (old,) = store.nodes.views(datetime(2026, 12, 1, tzinfo=UTC))
+            assert (old.name, old.sinks, old.config_digest) == ("old-node", None, None)
+            store.nodes.heartbeat(
+                "old-node",
+                version="0.1.0",
+                now=datetime(2026, 12, 1, 0, 0, 10, tzinfo=UTC),
+                sinks={"crm": None},
+                config_digest="abc",
+            )
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0004")
+            assert "sinks" not in {c["name"] for c in inspect(conn).get_columns("nodes")}
+            names = conn.execute(text("SELECT name FROM nodes")).scalars().all()
+            assert names == ["old-node"]
+            command.upgrade(alembic_config(conn), "head")
+    finally:
+        engine.dispose()

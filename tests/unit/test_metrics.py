@@ -121,3 +121,37 @@ def test_metrics_page_is_prometheus_text(path: str) -> None:
     status, content_type, text = asyncio.run(go())
     assert status == 200 and content_type.startswith("text/plain")
     assert "# TYPE trigger_engine_delivery_backlog gauge" in text
+
+
+def backlog(name: str, **counts: int) -> SinkStats:
+    return SinkStats(
+        name=name,
+        counts={"pending": 0, "failed": 0, "dead": 0, "held": 0, "delivered": 0, **counts},
+        in_flight=0,
+        oldest_due_created_at=NOW - timedelta(hours=2),
+        disabled=False,
+        disabled_reason=None,
+        disabled_at=None,
+        last_success_at=None,
+    )
+
+
+def test_a_removed_sink_has_no_backlog_series() -> None:
+    """Only the sinks some live node delivers to (``known_sinks``, read at every scrape):
+    a removed sink's oldest_pending_seconds leaves the page, so an alert on it clears."""
+    found = {
+        "crm": backlog("crm", pending=1),
+        "old": backlog("old", pending=5),
+        "s2": backlog("s2"),
+    }
+    known = {"crm"}
+    metrics = Metrics(lambda: found, lambda: NOW, known_sinks=lambda: known)
+    text = metrics.render().decode()
+    assert 'trigger_engine_oldest_pending_seconds{sink="crm"} 7200.0' in text
+    assert 'sink="old"' not in text and 'sink="s2"' not in text
+    known.add("s2")  # another live node serves it now
+    assert (
+        'trigger_engine_delivery_backlog{sink="s2",status="pending"}' in metrics.render().decode()
+    )
+    # without the callable, every sink the store knows
+    assert 'sink="old"' in Metrics(lambda: found, lambda: NOW).render().decode()

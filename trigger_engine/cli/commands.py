@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import difflib
 import logging
 import os
 from collections.abc import Sequence
@@ -21,11 +22,13 @@ import orjson
 from trigger_engine.cli import render
 from trigger_engine.clock import now
 from trigger_engine.config import Config, find_config_path, load_config
+from trigger_engine.core import registry
 from trigger_engine.core.escape import escape_controls
 from trigger_engine.core.filters import build_filter
 from trigger_engine.db.store import Store
-from trigger_engine.errors import SourceError, UsageError
+from trigger_engine.errors import RuntimeFailure, SourceError, UsageError
 from trigger_engine.ops import logs
+from trigger_engine.ops.logs import get_logger
 from trigger_engine.polling.backfill import backfill
 from trigger_engine.polling.source import Source
 from trigger_engine.runtime.daemon import Daemon
@@ -38,6 +41,8 @@ from trigger_engine.types import (
     FailureKind,
     QuarantineView,
 )
+
+log = get_logger("trigger_engine.cli")
 
 
 def _load(args: argparse.Namespace) -> Config:
@@ -71,6 +76,26 @@ def _check_names(config: Config, kind: str, given: Sequence[str], known: Sequenc
                 f"no {kind} named '{name}' in {config.path or 'the configuration'} "
                 f"(known: {', '.join(known) or 'none'})"
             )
+
+
+def _check_sinks(config: Config, store: Store, given: Sequence[str]) -> dict[str, list[str]]:
+    """Each of ``given`` must name a sink that is configured, served by a live node, or
+    stored (a removed sink with deliveries); else exit 2 with a "did you mean". Returns
+    the sinks live nodes serve, with the nodes (read once)."""
+    moment = now()
+    serving = registry.serving(store.nodes.live(moment), moment)
+    known = {s.name for s in config.sinks} | set(serving)
+    for name in given:
+        if name in known or store.sinks.stored(name):
+            continue
+        names = sorted(known | set(store.sinks.stored_names()))
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UsageError(
+            f"no sink named '{name}' in {config.path or 'the configuration'}, on a live "
+            f"node or in the database{hint} (known: {', '.join(names) or 'none'})"
+        )
+    return serving
 
 
 def _filter(
@@ -153,14 +178,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = _load(args)
     with _open(config) as store:
         moment = now()
+        views = store.nodes.views(moment)
         doc = render.status_dict(
             config,
             store.polls.states(),
             store.sinks.stats(),
             moment,
             quarantined=store.quarantine.counts(),
+            serving=registry.serving(views, moment),
         )
-        doc["nodes"] = render.node_dicts(store.nodes.views(moment), moment)
+        doc["nodes"] = render.node_dicts(views, moment, config)
     if args.json:
         _print_json(doc)
     else:
@@ -172,14 +199,22 @@ def cmd_events(args: argparse.Namespace) -> int:
     """``events``: events, newest first, with their deliveries; ``--status quarantined``
     lists the items their polls set aside, with the reason."""
     config = _load(args)
-    selection = _filter(args, config, item_key=args.key, allowed_statuses=EVENT_STATUSES)
+    selection = _filter(
+        args,
+        config,
+        item_key=args.key,
+        sinks=tuple(args.sink),
+        allowed_statuses=EVENT_STATUSES,
+    )
     statuses = set(selection.statuses)
     event_types = {name: trigger.event for name, trigger in config.triggers.items()}
     found: list[EventView] = []
     held: list[QuarantineView] = []
     with _open(config) as store:
+        _check_sinks(config, store, args.sink)
         if QUARANTINED in statuses:
-            held = store.quarantine.list(selection, triggers=event_types, limit=args.limit)
+            if not args.sink:  # an item set aside has no delivery, so no sink
+                held = store.quarantine.list(selection, triggers=event_types, limit=args.limit)
             statuses.discard(QUARANTINED)
         if statuses or not selection.statuses:
             only = replace(
@@ -213,25 +248,31 @@ def cmd_replay(args: argparse.Namespace) -> int:
             "--status quarantined: quarantined items have no deliveries to replay; every poll "
             "that lists them tries them again (see 'trigger-engine events --status quarantined')"
         )
-    sink_names = [s.name for s in config.sinks]
-    _check_names(config, "sink", args.sink, sink_names)
     selection = _filter(args, config, event_ids=tuple(args.event), sinks=tuple(args.sink))
     with _open(config) as store:
+        serving = _check_sinks(config, store, args.sink)
+        # a sink that another live node serves is known: that node sends what is queued
+        known = {s.name for s in config.sinks} | set(serving)
         result = store.deliveries.replay(
-            selection, known_sinks=sink_names, now=now(), dry_run=args.dry_run
+            selection, known_sinks=known, now=now(), dry_run=args.dry_run
         )
     print(render.replay_text(result, dry_run=args.dry_run, by_event=bool(args.event)))
     return 0
 
 
 def cmd_sinks(args: argparse.Namespace) -> int:
-    """``sinks``: list them; ``sinks enable|disable NAME``."""
+    """``sinks``: list them; ``sinks enable|disable NAME``; ``sinks drop NAME [--to
+    OTHER] [--dry-run]`` for a sink removed from the configuration."""
     config = _load(args)
     if args.action and not args.name:
         raise UsageError(f"'sinks {args.action}' needs a sink NAME")
     if args.name and not args.action:
-        raise UsageError("say 'sinks enable NAME' or 'sinks disable NAME'")
+        raise UsageError("say 'sinks enable NAME', 'sinks disable NAME' or 'sinks drop NAME'")
+    if args.action != "drop" and (args.to is not None or args.dry_run):
+        raise UsageError("--to and --dry-run go with 'sinks drop NAME'")
     with _open(config) as store:
+        if args.action == "drop":
+            return _drop_sink(config, store, args.name, to=args.to, dry_run=args.dry_run)
         if args.action:
             _check_names(config, "sink", [args.name], [s.name for s in config.sinks])
             store.sinks.set_enabled(
@@ -244,11 +285,51 @@ def cmd_sinks(args: argparse.Namespace) -> int:
                     f"--since TIME --sink {args.name} --status dead'"
                 )
             return 0
-        rows = render.sink_dicts(config, store.sinks.stats(), now())
+        moment = now()
+        serving = registry.serving(store.nodes.live(moment), moment)
+        rows = render.sink_dicts(config, store.sinks.stats(), moment, serving)
     for s in rows:
         print(render.sink_line(s))
     if not rows:
         _say("no sinks configured")
+    return 0
+
+
+def _drop_sink(config: Config, store: Store, name: str, *, to: str | None, dry_run: bool) -> int:
+    """``sinks drop NAME [--to OTHER] [--dry-run]``: the waiting deliveries of a sink that
+    no configuration serves any more are deleted, or first queued to OTHER."""
+    where = config.path or "the configuration"
+    configured = [s.name for s in config.sinks]
+    if name in configured:
+        raise UsageError(
+            f"sink '{name}' is configured in {where}: 'sinks drop' is for a sink removed from "
+            f"the configuration (remove its [[sinks]] table from every node first, or stop "
+            f"its deliveries with 'trigger-engine sinks disable {name}')"
+        )
+    _check_sinks(config, store, [name])
+    if to is not None:
+        _check_names(config, "sink", [to], configured)
+        if to in store.sinks.disabled():
+            raise RuntimeFailure(
+                f"sink '{to}' is disabled: enable it first ('trigger-engine sinks enable {to}') "
+                f"or name another sink with --to"
+            )
+    result = store.deliveries.drop_sink(name, to=to, now=now(), dry_run=dry_run)
+    if result.served_by:
+        raise RuntimeFailure(
+            f"sink '{name}' is still served by live node{'s' if len(result.served_by) > 1 else ''} "
+            f"{', '.join(result.served_by)}: remove it from their configuration (and reload "
+            f"them) first; its deliveries are theirs to send until then"
+        )
+    if result.total and not dry_run:
+        log.info(
+            "sink.dropped",
+            sink=name,
+            deliveries=result.total,
+            to=to,
+            queued=result.queued,
+        )
+    print(render.drop_text(result, dry_run=dry_run))
     return 0
 
 

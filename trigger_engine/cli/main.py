@@ -90,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     events = sub.add_parser("events", help="list events, newest first, with their deliveries")
     _common(events)
     _selection(events)
+    events.add_argument(
+        "--sink",
+        action="append",
+        default=[],
+        metavar="NAME",
+        type=_sink,
+        help="only events with a delivery to this sink (a removed sink's name too)",
+    )
     events.add_argument("--key", metavar="KEY", help="only the event of this item key")
     events.add_argument(
         "--limit", type=_limit, default=50, help=f"at most N (default 50; 1-{LIMIT_MAX})"
@@ -103,10 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--sink", action="append", default=[], metavar="NAME", type=_sink)
     replay.add_argument("--dry-run", action="store_true", help="only count")
 
-    sinks = sub.add_parser("sinks", help="list sinks; enable or disable one")
+    sinks = sub.add_parser(
+        "sinks", help="list sinks; enable or disable one; drop a removed sink's deliveries"
+    )
     _common(sinks)
-    sinks.add_argument("action", nargs="?", choices=["enable", "disable"])
+    sinks.add_argument("action", nargs="?", choices=["enable", "disable", "drop"])
     sinks.add_argument("name", nargs="?", metavar="NAME", type=_sink)
+    sinks.add_argument(
+        "--to",
+        metavar="OTHER",
+        type=_sink,
+        help="drop: first queue their events to this configured sink (same webhook-id)",
+    )
+    sinks.add_argument("--dry-run", action="store_true", help="drop: only count")
 
     backfill = sub.add_parser("backfill", help="fire, once, what a first poll only remembered")
     _common(backfill)

@@ -16,14 +16,18 @@ from typing import Any
 
 from trigger_engine.clock import isoformat_z
 from trigger_engine.config import Config
+from trigger_engine.config.shape import config_digest, served_sinks
 from trigger_engine.core.escape import escape_controls
 from trigger_engine.core.redact import redact_url
+from trigger_engine.core.registry import differences
 from trigger_engine.core.retry import is_failing
 from trigger_engine.delivery.dispatcher import DrainReport
 from trigger_engine.polling.backfill import BackfillStep
 from trigger_engine.types import (
     DUE_STATUSES,
+    NODE_ALIVE_WITHIN,
     QUARANTINED,
+    WAITING_STATUSES,
     DeliveryStatus,
     EventView,
     NodeView,
@@ -32,6 +36,7 @@ from trigger_engine.types import (
     PollState,
     QuarantineView,
     ReplayResult,
+    SinkDrop,
     SinkStats,
 )
 
@@ -52,6 +57,11 @@ def _ts(moment: datetime | None) -> str | None:
 def safe_url(url: str) -> str:
     """A sink URL as shown: no query, no credentials (either may carry a token)."""
     return redact_url(url, drop=True)
+
+
+def plural(n: int, one: str, many: str) -> str:
+    """``n`` and the noun that goes with it: "1 delivery", "3 deliveries"."""
+    return f"{n} {one if n == 1 else many}"
 
 
 def _text(lines: Sequence[str]) -> str:
@@ -146,30 +156,54 @@ def _live(expires: datetime | None, now: datetime) -> bool:
 
 
 # A node whose last heartbeat is older than this is shown as vanished.
-VANISHED_AFTER = 30.0  # three missed heartbeats
+VANISHED_AFTER = NODE_ALIVE_WITHIN  # three missed heartbeats
 
 
-def node_dicts(views: list[NodeView], now: datetime) -> list[dict[str, Any]]:
-    """The nodes of ``status``: alive, stopped or vanished (no heartbeat for 30 s)."""
+def node_dicts(
+    views: list[NodeView], now: datetime, config: Config | None = None
+) -> list[dict[str, Any]]:
+    """The nodes of ``status``: alive, stopped or vanished (no heartbeat for 30 s); with
+    ``config``, whether each node's configuration is the ``same`` as it, ``differs`` (and
+    how), or is ``unknown`` (the node did not say: an older version)."""
     rows = []
     for v in views:
         if v.stopped_at is not None:
             state = "stopped"
-        elif (now - v.heartbeat_at).total_seconds() > VANISHED_AFTER:
+        elif not v.alive(now):
             state = "vanished"
         else:
             state = "alive"
-        rows.append(
-            {
-                "name": v.name,
-                "state": state,
-                "version": v.version,
-                "started_at": _ts(v.started_at),
-                "heartbeat_at": _ts(v.heartbeat_at),
-                "leases": list(v.leases),
-            }
-        )
+        row: dict[str, Any] = {
+            "name": v.name,
+            "state": state,
+            "version": v.version,
+            "started_at": _ts(v.started_at),
+            "heartbeat_at": _ts(v.heartbeat_at),
+            "leases": list(v.leases),
+        }
+        if config is not None:
+            row.update(_node_config(v, config))
+        rows.append(row)
     return rows
+
+
+def _node_config(v: NodeView, config: Config) -> dict[str, Any]:
+    """How node ``v``'s configuration compares with ``config`` (see :func:`node_dicts`)."""
+    sinks = None if v.sinks is None else {n: _events(e) for n, e in v.sinks.items()}
+    if v.config_digest is None or v.sinks is None:
+        return {"config": "unknown", "sinks": sinks, "config_differences": []}
+    found = differences(served_sinks(config), v.sinks)
+    if v.config_digest != config_digest(config) and not found:
+        found = ["its accounts or triggers differ (names, dedupe definitions or event types)"]
+    return {
+        "config": "differs" if found else "same",
+        "sinks": sinks,
+        "config_differences": found,
+    }
+
+
+def _events(events: tuple[str, ...] | None) -> list[str] | None:
+    return None if events is None else list(events)
 
 
 def trigger_rows(
@@ -198,29 +232,82 @@ def trigger_rows(
 # ----------------------------------------------------------------------------- sinks
 
 
-def sink_dicts(config: Config, stats: dict[str, SinkStats], now: datetime) -> list[dict[str, Any]]:
-    """The sinks of ``status --json`` and ``sinks``: state and backlog by status."""
+# The states of a sink that is not in this configuration (see sink_dicts).
+ELSEWHERE = "elsewhere"  # another live node serves it
+REMOVED = "removed"  # no live node serves it, and deliveries to it wait
+
+
+def sink_dicts(
+    config: Config,
+    stats: dict[str, SinkStats],
+    now: datetime,
+    serving: Mapping[str, Sequence[str]] | None = None,
+) -> list[dict[str, Any]]:
+    """The sinks of ``status --json`` and ``sinks``: state and backlog by status. After
+    the configured sinks, those the database knows that are not configured here: served
+    by another live node (``serving``: sink → node names), state ``elsewhere``; or, with
+    deliveries waiting, ``removed``, with what to run."""
     rows = []
     for sink in config.sinks:
         st = stats.get(sink.name)
-        counts = st.counts if st else {}
-        oldest = st.oldest_due_created_at if st else None
         rows.append(
             {
                 "name": sink.name,
                 "url": safe_url(sink.url),
                 "state": "disabled" if st and st.disabled else "enabled",
-                "disabled_reason": st.disabled_reason if st else None,
-                "disabled_at": _ts(st.disabled_at) if st else None,
-                **{status.value: counts.get(status, 0) for status in _COUNTED},
-                "in_flight": st.in_flight if st else 0,
-                "last_success_at": _ts(st.last_success_at) if st else None,
-                "oldest_pending_seconds": (
-                    None if oldest is None else round((now - oldest).total_seconds(), 1)
-                ),
+                **_backlog(st, now),
             }
         )
+    configured = {s.name for s in config.sinks}
+    served = serving or {}
+    for name, st in sorted(stats.items()):
+        if name in configured:
+            continue
+        waiting = sum(st.counts.get(s, 0) for s in WAITING_STATUSES)
+        extra: dict[str, Any]
+        if name in served:
+            extra = {"state": ELSEWHERE, "served_by": list(served[name])}
+        elif waiting:
+            extra = {"state": REMOVED, "waiting": waiting, "hint": removed_hint(name)}
+        else:
+            continue
+        rows.append({"name": name, "url": None, **extra, **_backlog(st, now)})
     return rows
+
+
+def removed_hint(name: str) -> str:
+    """What to run for the deliveries of a removed sink."""
+    return (
+        f"list them with 'trigger-engine events --sink {name}', send them to another sink "
+        f"with 'trigger-engine sinks drop {name} --to OTHER', or drop them with "
+        f"'trigger-engine sinks drop {name}'"
+    )
+
+
+def _backlog(st: SinkStats | None, now: datetime) -> dict[str, Any]:
+    counts = st.counts if st else {}
+    oldest = st.oldest_due_created_at if st else None
+    return {
+        "disabled_reason": st.disabled_reason if st else None,
+        "disabled_at": _ts(st.disabled_at) if st else None,
+        **{status.value: counts.get(status, 0) for status in _COUNTED},
+        "in_flight": st.in_flight if st else 0,
+        "last_success_at": _ts(st.last_success_at) if st else None,
+        "oldest_pending_seconds": (
+            None if oldest is None else round((now - oldest).total_seconds(), 1)
+        ),
+    }
+
+
+def _sink_state(s: dict[str, Any]) -> str:
+    """A sink's state in a few words, for the text of ``status`` and ``sinks``."""
+    if s["state"] == ELSEWHERE:
+        return f"not configured here, served by {', '.join(s['served_by'])}"
+    if s["state"] == REMOVED:
+        waiting = plural(s["waiting"], "delivery", "deliveries")
+        return f"removed from the configuration, {waiting} waiting"
+    state: str = s["state"]
+    return state + (f" ({s['disabled_reason']})" if s["disabled_reason"] else "")
 
 
 def status_dict(
@@ -229,11 +316,12 @@ def status_dict(
     stats: dict[str, SinkStats],
     now: datetime,
     quarantined: Mapping[tuple[str, str], int] | None = None,
+    serving: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """The whole of ``status --json`` but the nodes."""
     return {
         "triggers": [row.as_dict(now) for row in trigger_rows(config, states, quarantined)],
-        "sinks": sink_dicts(config, stats, now),
+        "sinks": sink_dicts(config, stats, now, serving),
     }
 
 
@@ -254,19 +342,31 @@ def status_text(status: dict[str, Any]) -> str:
         lines.append("NODES")
         for n in status["nodes"]:
             held = ", ".join(n["leases"]) or "no trigger right now"
+            config = "; config differs" if n.get("config") == "differs" else ""
             lines.append(
-                f"  {n['name']}: {n['state']}, last heartbeat {n['heartbeat_at']}; polling {held}"
+                f"  {n['name']}: {n['state']}, last heartbeat {n['heartbeat_at']}; "
+                f"polling {held}{config}"
+            )
+        differing = [
+            n for n in status["nodes"] if n.get("config") == "differs" and n["state"] == "alive"
+        ]
+        for n in differing:
+            lines.append(
+                f"  node {n['name']}'s configuration differs from this one: "
+                + "; ".join(n["config_differences"])
             )
     lines.append("SINKS")
     if not status["sinks"]:
         lines.append("  (none configured)")
     for s in status["sinks"]:
-        state = s["state"] + (f" ({s['disabled_reason']})" if s["disabled_reason"] else "")
+        where = f" {s['url']}" if s["url"] else ""
         lines.append(
-            f"  {s['name']} {s['url']}: {state}; pending {s['pending']}, failed {s['failed']}, "
-            f"dead {s['dead']}, held {s['held']}, delivered {s['delivered']}; "
-            f"last success {s['last_success_at'] or 'never'}"
+            f"  {s['name']}{where}: {_sink_state(s)}; pending {s['pending']}, "
+            f"failed {s['failed']}, dead {s['dead']}, held {s['held']}, "
+            f"delivered {s['delivered']}; last success {s['last_success_at'] or 'never'}"
         )
+        if s["state"] == REMOVED:
+            lines.append(f"      {s['hint']}")
     return _text(lines)
 
 
@@ -345,14 +445,16 @@ def quarantined_line(q: QuarantineView, event_type: str) -> str:
 
 
 def sink_line(s: dict[str, Any]) -> str:
-    """One line of ``sinks``, from a :func:`sink_dicts` row."""
-    state = s["state"] + (f" ({s['disabled_reason']})" if s["disabled_reason"] else "")
-    return _text(
-        [
-            f"{s['name']}  {s['url']}  {state}  pending {s['pending']}  failed {s['failed']}  "
-            f"dead {s['dead']}  delivered {s['delivered']}"
-        ]
-    )
+    """One line of ``sinks``, from a :func:`sink_dicts` row (two for a removed sink: the
+    second says what to run)."""
+    where = f"  {s['url']}" if s["url"] else ""
+    lines = [
+        f"{s['name']}{where}  {_sink_state(s)}  pending {s['pending']}  failed {s['failed']}  "
+        f"dead {s['dead']}  held {s['held']}  delivered {s['delivered']}"
+    ]
+    if s["state"] == REMOVED:
+        lines.append(f"  {s['hint']}")
+    return _text(lines)
 
 
 # ----------------------------------------------------------------------------- actions
@@ -394,12 +496,35 @@ def replay_text(result: ReplayResult, *, dry_run: bool, by_event: bool) -> str:
             "(re-enable with 'trigger-engine sinks enable NAME', then replay)"
         )
     if result.skipped_unknown:
-        lines.append(f"skipped {result.skipped_unknown} deliveries to sinks no longer configured")
+        lines.append(
+            f"skipped {result.skipped_unknown} deliveries to sinks no longer configured (send "
+            "them to a configured sink with 'trigger-engine sinks drop NAME --to OTHER')"
+        )
     if result.skipped_in_flight:
         lines.append(f"skipped {result.skipped_in_flight} deliveries being attempted right now")
     if by_event and result.events == 0 and not result.skipped_disabled:
         lines.append("no delivery matched those event ids")
     return _text(lines)
+
+
+def drop_text(result: SinkDrop, *, dry_run: bool) -> str:
+    """What ``sinks drop`` dropped (and queued to another sink), or would."""
+    if not result.total:
+        return _text([f"sink '{result.sink}' has no deliveries waiting: nothing to drop"])
+    by_status = ", ".join(f"{n} {status}" for status, n in result.dropped.items())
+    verb, queue = ("would drop", "would queue") if dry_run else ("dropped", "queued")
+    line = (
+        f"{verb} {plural(result.total, 'delivery', 'deliveries')} ({by_status}) "
+        f"of removed sink '{result.sink}'"
+    )
+    if result.to is not None:
+        line += f"; {queue} {result.queued} to '{result.to}'"
+        if result.already_there:
+            line += (
+                f" ({plural(result.already_there, 'event', 'events')} already had a delivery "
+                f"to '{result.to}')"
+            )
+    return _text([line])
 
 
 def backfill_line(step: BackfillStep, *, dry_run: bool) -> str:

@@ -12,21 +12,24 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, and_, delete, exists, func, insert, literal, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from trigger_engine.db import sinks as sink_rows
 from trigger_engine.db.codecs import as_utc
 from trigger_engine.db.engine import Database, chunks, units_of_work
 from trigger_engine.db.events import delivery_conditions, event_conditions
+from trigger_engine.db.nodes import live_nodes
 from trigger_engine.db.schema import attempts, deliveries, events
 from trigger_engine.types import (
     DUE_STATUSES,
+    WAITING_STATUSES,
     AttemptOutcome,
     DeliveryStatus,
     DueDelivery,
     EventFilter,
     ReplayResult,
+    SinkDrop,
 )
 
 _DueRow = tuple[int, int, str, str, str, datetime, str]
@@ -48,7 +51,9 @@ class DeliveryRepository:
         capacity: Mapping[str, int],
         due_by: datetime | None = None,
     ) -> list[DueDelivery]:
-        """Claim, per sink, up to ``capacity[sink]`` due deliveries, oldest first: per
+        """Claim, per sink, up to ``capacity[sink]`` due deliveries, oldest first: only
+        for the sinks ``capacity`` names (a node claims for the sinks it knows, and leaves
+        the others' deliveries to the nodes that serve them); per
         sink, one SELECT per due status (with the events' bodies; ``FOR UPDATE SKIP
         LOCKED`` on PostgreSQL, so nodes claim disjoint rows) and one UPDATE, all in one
         transaction.
@@ -273,3 +278,63 @@ class DeliveryRepository:
             skipped_unknown=unknown,
             skipped_in_flight=busy,
         )
+
+    def drop_sink(
+        self, name: str, *, to: str | None = None, now: datetime, dry_run: bool = False
+    ) -> SinkDrop:
+        """Delete the deliveries to sink ``name`` that were not delivered (pending, failed,
+        held, dead), with their attempts; with ``to``, first give each of their events a
+        delivery to that sink, due now (same event: same ``webhook-id``), unless it has one.
+        One transaction. Refused (nothing done; ``served_by`` names them) while a live
+        node serves ``name``. Delivered ones stay, as history."""
+        waiting = and_(deliveries.c.sink == name, deliveries.c.status.in_(WAITING_STATUSES))
+        with self.db.tx() as conn:
+            serving = tuple(v.name for v in live_nodes(conn, now) if name in (v.sinks or {}))
+            if serving:
+                return SinkDrop(name, {}, to=to, served_by=serving)
+            counts = {
+                status: int(n)
+                for status, n in conn.execute(
+                    select(deliveries.c.status, func.count())
+                    .where(waiting)
+                    .group_by(deliveries.c.status)
+                )
+            }
+            dropped = {s.value: counts[s] for s in WAITING_STATUSES if counts.get(s)}
+            queued = already = 0
+            if to is not None:
+                other = deliveries.alias("other")
+                has_one = exists().where(
+                    other.c.event_id == deliveries.c.event_id, other.c.sink == to
+                )
+                already = int(
+                    conn.execute(select(func.count()).where(waiting, has_one)).scalar_one()
+                )
+                moved = (
+                    select(
+                        deliveries.c.event_id,
+                        literal(to),
+                        literal(DeliveryStatus.PENDING.value),
+                        literal(now, type_=deliveries.c.next_attempt_at.type),
+                        literal(now, type_=deliveries.c.created_at.type),
+                    )
+                    .where(waiting, ~has_one)
+                    .order_by(deliveries.c.id)
+                )
+                # counted, not read from the INSERT's rowcount: SQLite's driver gives -1
+                # for an INSERT ... SELECT
+                queued = int(
+                    conn.execute(select(func.count()).where(waiting, ~has_one)).scalar_one()
+                )
+                if not dry_run:
+                    conn.execute(
+                        insert(deliveries).from_select(
+                            ["event_id", "sink", "status", "next_attempt_at", "created_at"],
+                            moved,
+                        )
+                    )
+            if not dry_run:
+                ids = select(deliveries.c.id).where(waiting)
+                conn.execute(delete(attempts).where(attempts.c.delivery_id.in_(ids)))
+                conn.execute(delete(deliveries).where(waiting))
+        return SinkDrop(name, dropped, to=to, queued=queued, already_there=already)

@@ -149,6 +149,11 @@ nodes = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("heartbeat_at", UTCDateTime, nullable=False),
     Column("stopped_at", UTCDateTime, nullable=True),
+    # The node registry, written by every heartbeat: the sinks the node serves as JSON
+    # ({"crm": null, "audit": ["lead.new"]}: name → subscribed event types, null for every
+    # one; never a URL, secret or header) and a digest of its configuration's shape.
+    Column("sinks", Text, nullable=True),
+    Column("config_digest", String(64), nullable=True),
 )
 
 # Items set aside by a poll (they cannot be keyed, written or stored), with the reason.

@@ -7,7 +7,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, exists, func, or_, select, update
 
 from trigger_engine.db.codecs import as_utc
 from trigger_engine.db.engine import Database, units_of_work
@@ -74,6 +74,21 @@ class SinkRepository:
                 )
             else:
                 disable(self.db, conn, name, reason, now)
+
+    def stored(self, name: str) -> bool:
+        """Whether the database knows sink ``name``: it has deliveries, or a stored state."""
+        with self.db.tx() as conn:
+            return bool(
+                conn.execute(select(exists().where(deliveries.c.sink == name))).scalar_one()
+                or conn.execute(select(exists().where(sink_state.c.name == name))).scalar_one()
+            )
+
+    def stored_names(self) -> list[str]:
+        """Every sink name the database knows (deliveries or a stored state), sorted."""
+        with self.db.tx() as conn:
+            found = set(conn.execute(select(deliveries.c.sink).distinct()).scalars())
+            found.update(conn.execute(select(sink_state.c.name)).scalars())
+        return sorted(found)
 
     def stats(self) -> dict[str, SinkStats]:
         """Per sink that has deliveries or state: counts by status and its state."""

@@ -2,12 +2,14 @@
 
 Counters and histograms are fed by the poller's and dispatcher's reports; the backlog
 gauges are read from the store at scrape time, so they are right on every node and after
-restarts.
+restarts. They cover the sinks that some node delivers to (``known_sinks``: configured
+here or served by a live node): a sink removed from every configuration has no series,
+so an alert on its age clears (``status`` and ``sinks`` report its waiting deliveries).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -21,14 +23,21 @@ BACKLOG_STATUSES = tuple(s for s in DeliveryStatus if s is not DeliveryStatus.DE
 
 class _Backlog(Collector):
     def __init__(
-        self, stats: Callable[[], dict[str, SinkStats]], clock: Callable[[], datetime]
+        self,
+        stats: Callable[[], dict[str, SinkStats]],
+        clock: Callable[[], datetime],
+        known_sinks: Callable[[], Collection[str]] | None,
     ) -> None:
         self.stats = stats
         self.clock = clock
+        self.known_sinks = known_sinks
 
     def collect(self) -> Iterable[Metric]:
         stats = self.stats()
         now = self.clock()
+        if self.known_sinks is not None:
+            known = self.known_sinks()
+            stats = {name: st for name, st in stats.items() if name in known}
         backlog = GaugeMetricFamily(
             "trigger_engine_delivery_backlog",
             "Deliveries by sink and status (pending, failed, dead, held)",
@@ -97,7 +106,8 @@ class _Store(Collector):
 
 class Metrics:
     """The engine's Prometheus metrics, fed by poll reports and attempt outcomes; the
-    backlogs and the quarantine are read from the store at scrape time."""
+    backlogs and the quarantine are read from the store at scrape time. ``known_sinks``:
+    the sinks whose backlog is exported (None: every sink the store knows)."""
 
     def __init__(
         self,
@@ -107,6 +117,7 @@ class Metrics:
         quarantined: Callable[[], dict[tuple[str, str], int]] | None = None,
         store_failures: Callable[[], Mapping[str, int]] | None = None,
         triggers_failing: Callable[[], Mapping[tuple[str, str], bool]] | None = None,
+        known_sinks: Callable[[], Collection[str]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -145,7 +156,7 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 30),
             registry=r,
         )
-        r.register(_Backlog(stats, clock))
+        r.register(_Backlog(stats, clock, known_sinks))
         if quarantined is not None:
             r.register(_Quarantine(quarantined))
         if store_failures is not None and triggers_failing is not None:

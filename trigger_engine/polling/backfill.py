@@ -3,7 +3,9 @@
 For each selected (account, trigger) it fetches the list as a poll would, keys it, and
 lets the store fire the remembered keys among them (each at most once: the flag is flipped
 in the same transaction as the events are written). Items the API no longer lists cannot
-be fired and are only counted.
+be fired and are only counted. Its events go to the sinks of the configuration and to
+those that other live nodes serve (the node registry, read once at the start), as a
+poll's do.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import datetime
 
 from trigger_engine.config import Account, Config, TriggerSettings
 from trigger_engine.core.dedupe import key_items
+from trigger_engine.core.registry import served_by_live
 from trigger_engine.db.store import Store
 from trigger_engine.errors import SourceError
 from trigger_engine.polling.poller import subscribed_sinks
@@ -43,6 +46,8 @@ def backfill(
 ) -> Iterator[BackfillStep]:
     """Backfill every configured (account, trigger), or only those named; one step each,
     as it is done."""
+    moment = clock()
+    remote = served_by_live(store.nodes.live(moment), moment)
     for account in config.accounts:
         if accounts and account.name not in accounts:
             continue
@@ -59,7 +64,7 @@ def backfill(
                 trigger.name,
                 key_items(items, trigger.key),
                 event_type=trigger.event,
-                sinks=subscribed_sinks(config, trigger.event),
+                sinks=subscribed_sinks(config, trigger.event, remote),
                 now=clock(),
                 dry_run=dry_run,
             )

@@ -3,6 +3,11 @@
 A failed poll changes nothing in the store but the poll's own state (its outcome, its
 consecutive failures and the backoff they earn); a successful one goes through the
 store's outbox transaction (seen keys, events and deliveries together).
+
+An event gets a delivery for each sink of this node's configuration that subscribes to
+it, and for each that another live node serves and subscribes to it (``remote_sinks``,
+the node registry as the daemon's last heartbeat read it: ``core/registry.py``), so that
+nodes whose configurations differ for a while lose no event.
 """
 
 from __future__ import annotations
@@ -12,12 +17,15 @@ import random
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from trigger_engine.clock import isoformat_z
 from trigger_engine.clock import now as clock_now
 from trigger_engine.config import Account, Config, TriggerSettings
+from trigger_engine.config.shape import served_sinks
 from trigger_engine.core.dedupe import key_items
+from trigger_engine.core.registry import fan_out
 from trigger_engine.core.retry import (
     MAX_POLL_BACKOFF,
     STORE_BACKOFF_CAP,
@@ -29,7 +37,7 @@ from trigger_engine.errors import DatabaseError, LeaseLost, SourceError
 from trigger_engine.ops.logs import get_logger
 from trigger_engine.polling.gc_pause import gc_paused
 from trigger_engine.polling.source import Source
-from trigger_engine.types import Fence, PollOutcome, PollReport, PollState
+from trigger_engine.types import Fence, PollOutcome, PollReport, PollState, SinkSubscriptions
 
 log = get_logger("trigger_engine.poll")
 
@@ -45,9 +53,15 @@ def may_be_large(state: PollState | None) -> bool:
     return state is None or state.seeded_at is None or state.items_known >= GC_HOLD_MIN_ITEMS
 
 
-def subscribed_sinks(config: Config, event_type: str) -> list[str]:
-    """The names of the sinks that receive ``event_type``."""
-    return [s.name for s in config.sinks if s.events is None or event_type in s.events]
+NO_REMOTE_SINKS: SinkSubscriptions = MappingProxyType({})
+
+
+def subscribed_sinks(
+    config: Config, event_type: str, remote: SinkSubscriptions = NO_REMOTE_SINKS
+) -> list[str]:
+    """The names of the sinks that receive ``event_type``: those of ``config``, then those
+    that other live nodes serve (``remote``: see the module)."""
+    return fan_out(served_sinks(config), remote, event_type)
 
 
 class Poller:
@@ -61,12 +75,14 @@ class Poller:
         *,
         clock: Callable[[], datetime] = clock_now,
         rand: Callable[[], float] = random.random,
+        remote_sinks: Callable[[], SinkSubscriptions] = lambda: NO_REMOTE_SINKS,
     ) -> None:
         self.config = config
         self.store = store
         self.source = source
         self.clock = clock
         self.rand = rand
+        self.remote_sinks = remote_sinks
 
     def poll(
         self,
@@ -144,7 +160,7 @@ class Poller:
             keyed,
             event_type=trigger.event,
             emit_first=trigger.on_first_poll == "emit",
-            sinks=subscribed_sinks(self.config, trigger.event),
+            sinks=subscribed_sinks(self.config, trigger.event, self.remote_sinks()),
             now=self.clock(),
             max_new=trigger.max_new_per_poll,
             fence=fence,

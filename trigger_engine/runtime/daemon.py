@@ -32,7 +32,7 @@ import asyncio
 import signal
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -41,6 +41,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from trigger_engine import __version__
 from trigger_engine.clock import now
 from trigger_engine.config import Account, Config, TriggerSettings
+from trigger_engine.config.shape import config_digest, served_sinks
+from trigger_engine.core import registry
 from trigger_engine.core.retry import is_failing
 from trigger_engine.db.store import Store
 from trigger_engine.delivery.dispatcher import Dispatcher, DrainReport, being_cancelled
@@ -56,10 +58,12 @@ from trigger_engine.runtime import jobs
 from trigger_engine.threads import WorkerPool, in_daemon_thread
 from trigger_engine.types import (
     AttemptOutcome,
+    NodeView,
     PollClaim,
     PollOutcome,
     PollRefusal,
     PollReport,
+    SinkSubscriptions,
     StoreFailure,
 )
 
@@ -124,7 +128,9 @@ class Daemon:
         self.config = config
         self.store = store
         self.source = source
-        self.poller = Poller(config, store, source)
+        # the sinks other live nodes serve, as the last heartbeat read them (the registry)
+        self._remote: SinkSubscriptions = {}
+        self.poller = Poller(config, store, source, remote_sinks=self._remote_sinks)
         self.owner = jobs.node_name()
         self.metrics = Metrics(
             store.sinks.stats,
@@ -132,6 +138,7 @@ class Daemon:
             quarantined=store.quarantine.counts,
             store_failures=store.db.activity.failures,
             triggers_failing=self._triggers_failing,
+            known_sinks=self._known_sinks,
         )
         self._stop_requested_at: float | None = None  # loop time of the (first) stop
         self._serving: _Serving | None = None
@@ -157,6 +164,7 @@ class Daemon:
         if self.store.dialect == "sqlite":  # one process (locked): leftovers of a killed one
             await in_daemon_thread(self._release_leftovers)
         self._warn_if_created_anew()
+        await in_daemon_thread(self._read_registry)
         reports = []
         for account, trigger in jobs.poll_jobs(self.config):
             claim = await in_daemon_thread(self._claim, account, trigger, min_gap=None)
@@ -536,7 +544,46 @@ class Daemon:
             log.info("poll.resumed", account=account_name, trigger=trigger_name, why=why)
 
     def _heartbeat(self) -> None:
-        self.store.nodes.heartbeat(self.owner, version=__version__, now=now())
+        """Say this node is alive, with the sinks it serves and its config's digest (the
+        registry), and take in what the other live nodes serve: polls fan out to it."""
+        moment = now()
+        others = self.store.nodes.heartbeat(
+            self.owner,
+            version=__version__,
+            now=moment,
+            sinks=served_sinks(self.config),
+            config_digest=config_digest(self.config),
+        )
+        self._take_registry(others, moment)
+
+    def _read_registry(self) -> None:
+        """``run --once``: what the live nodes serve, read once (it is no node itself)."""
+        moment = now()
+        self._take_registry(self.store.nodes.live(moment), moment)
+
+    def _take_registry(self, others: list[NodeView], moment: datetime) -> None:
+        if self.store.dialect == "sqlite":
+            # one process per file: another node's row is a killed process's, whatever
+            # its heartbeat says (its config may have had a sink that is now removed)
+            others = []
+        remote = registry.served_by_live(others, moment, excluding=self.owner)
+        own = set(served_sinks(self.config))
+        elsewhere = sorted(set(remote) - own)
+        if elsewhere != sorted(set(self._remote) - own):
+            log.info(
+                "node.remote_sinks",
+                sinks=", ".join(elsewhere) or "none",
+                detail="sinks that other live nodes serve and this one does not: events "
+                "polled here get deliveries to them, which those nodes send",
+            )
+        self._remote = remote
+
+    def _remote_sinks(self) -> SinkSubscriptions:
+        return self._remote
+
+    def _known_sinks(self) -> set[str]:
+        """The sinks some live node delivers to: this one's and the registry's."""
+        return {s.name for s in self.config.sinks} | set(self._remote)
 
     def _leave(self) -> None:
         """A clean stop: give back the poll leases at once and say so."""
@@ -595,7 +642,7 @@ class Daemon:
             self.source = Source(config.source)
         logs.REDACTION.update([*logs.REDACTION.secrets, *config.secrets()])
         self.config = config
-        self.poller = Poller(config, self.store, self.source)
+        self.poller = Poller(config, self.store, self.source, remote_sinks=self._remote_sinks)
         serving.dispatcher.reconfigure(config)
         jobs.schedule_polls(serving.scheduler, config, self._poll_job, first_run=now())
         for name, trigger in config.triggers.items():
@@ -606,4 +653,5 @@ class Daemon:
             polls=len(jobs.poll_jobs(config)),
             sinks=len(config.sinks),
         )
+        self._heartbeat_job()  # the other nodes learn this node's sinks now
         serving.dispatcher.notify()
