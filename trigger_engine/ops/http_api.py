@@ -13,6 +13,10 @@ from trigger_engine.errors import TriggerEngineError
 from trigger_engine.ops.metrics import Metrics
 from trigger_engine.threads import in_daemon_thread
 
+# Seconds a request in progress may still take once the server stops (aiohttp's default is
+# 60, and a daemon's stop must not wait for a page that waits for a locked database).
+STOP_WITHIN = 0.5
+
 
 def make_app(
     metrics: Metrics, *, scheduler_running: Callable[[], bool], ping_database: Callable[[], None]
@@ -41,9 +45,23 @@ def make_app(
 
 
 async def serve(app: web.Application, listen: str) -> web.AppRunner:
-    """Serve ``app`` on ``HOST:PORT``; the runner's cleanup() stops it."""
+    """Serve ``app`` on ``HOST:PORT``; :func:`stop` stops it."""
     host, _, port = listen.rpartition(":")
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=STOP_WITHIN)
     await runner.setup()
     await web.TCPSite(runner, host.strip("[]"), int(port)).start()
     return runner
+
+
+async def stop(runner: web.AppRunner) -> bool:
+    """Stop serving, within about twice :data:`STOP_WITHIN` seconds whatever a request waits
+    on (a /metrics page reading a database that another session has locked): aiohttp waits
+    that long for a request in progress, then as long again for its cancellation; the
+    thread the request waits for is abandoned. The cleanup runs in a task of its own
+    (``wait_for``), so that aiohttp does not mistake a daemon stopping at once (its task
+    being cancelled) for its own cancellation. Returns whether it stopped in time."""
+    try:
+        await asyncio.wait_for(runner.cleanup(), 2 * STOP_WITHIN + 0.5)
+    except TimeoutError:
+        return False
+    return True

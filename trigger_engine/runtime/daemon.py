@@ -44,7 +44,7 @@ from trigger_engine.config import Account, Config, TriggerSettings
 from trigger_engine.db.store import Store
 from trigger_engine.delivery.dispatcher import Dispatcher, DrainReport, being_cancelled
 from trigger_engine.errors import RuntimeFailure, TriggerEngineError
-from trigger_engine.ops import logs
+from trigger_engine.ops import http_api, logs
 from trigger_engine.ops.http_api import make_app, serve
 from trigger_engine.ops.logs import get_logger
 from trigger_engine.ops.metrics import Metrics
@@ -293,8 +293,8 @@ class Daemon:
                     task.cancel()  # a reload reading its file, a heartbeat: we are stopping
                 if not being_cancelled():
                     await in_daemon_thread(self._leave)
-                if http is not None:
-                    await http.cleanup()
+                if http is not None and not await http_api.stop(http):
+                    log.warning("http.stop_timed_out", within=f"{http_api.STOP_WITHIN:g}s")
                 for old in self._old_sources:
                     old.close()
                 self._serving = None
