@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -126,7 +127,11 @@ class Daemon:
         self.metrics = Metrics(store.sinks.stats, now, quarantined=store.quarantine.counts)
         self._stop_requested_at: float | None = None  # loop time of the (first) stop
         self._serving: _Serving | None = None
-        self._old_sources: list[Source] = []
+        # Sources: the one given is the caller's to close; one made by a reload is ours,
+        # closed once it is replaced and no poll in flight uses it any more.
+        self._given_source = source
+        self._source_users: Counter[Source] = Counter()  # polls queued or running, by source
+        self._retired: list[Source] = []  # replaced by a reload, still used by a poll
         # tasks of its own: reloads, heartbeats and retention sweeps in progress
         self._tasks: set[asyncio.Future[None]] = set()
 
@@ -295,8 +300,7 @@ class Daemon:
                     await in_daemon_thread(self._leave)
                 if http is not None and not await http_api.stop(http):
                     log.warning("http.stop_timed_out", within=f"{http_api.STOP_WITHIN:g}s")
-                for old in self._old_sources:
-                    old.close()
+                self._close_sources()
                 self._serving = None
 
     # ---------------------------------------------------------------- jobs
@@ -310,11 +314,16 @@ class Daemon:
             return
         if key in serving.polls:
             return
-        future = serving.workers.submit(self._poll_if_due, account, trigger)
+        poller = self.poller  # this poll uses its source until it ends, whatever a reload does
+        future = serving.workers.submit(self._poll_if_due, poller, account, trigger)
         serving.polls[key] = future
+        self._source_users[poller.source] += 1
+        future.add_done_callback(lambda _done: self._source_released(poller.source))
         future.add_done_callback(lambda done: self._polled(serving, key, done))
 
-    def _poll_if_due(self, account: Account, trigger: TriggerSettings) -> PollReport | None:
+    def _poll_if_due(
+        self, poller: Poller, account: Account, trigger: TriggerSettings
+    ) -> PollReport | None:
         """One scheduled poll, on a poll worker; None when the claim is refused: paused,
         backing off, or (several nodes schedule every trigger) another node holds the
         lease or started a poll of it less than 90% of an interval ago. The claim checks
@@ -325,7 +334,37 @@ class Daemon:
         if claim.fence is None:
             log.debug("poll.skipped", account=account.name, trigger=trigger.name, why=claim.refused)
             return None
-        return self.poller.poll(account, trigger, fence=claim.fence, state=claim.state)
+        return poller.poll(account, trigger, fence=claim.fence, state=claim.state)
+
+    def _source_released(self, source: Source) -> None:
+        """A poll that used ``source`` ended (or was dropped before it started): a source
+        a reload replaced is closed once no poll uses it any more."""
+        self._source_users[source] -= 1
+        if self._source_users[source] <= 0:
+            del self._source_users[source]
+            if source in self._retired:
+                self._retired.remove(source)
+                self._close_source(source)
+
+    def _retire(self, source: Source) -> None:
+        """A reload replaced ``source``: close it now, or when its last poll ends."""
+        if self._source_users[source] > 0:
+            self._retired.append(source)
+        else:
+            self._close_source(source)
+
+    def _close_source(self, source: Source) -> None:
+        if source is not self._given_source:  # the caller's: closed by the caller
+            source.close()
+            log.debug("source.closed", reason="replaced by a reload")
+
+    def _close_sources(self) -> None:
+        """At the stop: close the sources the daemon made that no poll uses any more (a
+        poll abandoned on its thread keeps its own: the process exits under it)."""
+        for source in [*self._retired, self.source]:
+            if self._source_users[source] <= 0:
+                self._close_source(source)
+        self._retired = [s for s in self._retired if self._source_users[s] > 0]
 
     def _polled(self, serving: _Serving, key: tuple[str, str], future: PollFuture) -> None:
         serving.polls.pop(key, None)
@@ -478,7 +517,7 @@ class Daemon:
         # before the new schedule's first polls: they must not find the trigger paused
         await self._resume_auto_paused(why="reload")
         if config.source != old.source:
-            self._old_sources.append(self.source)
+            self._retire(self.source)  # closed now, or when the last poll using it ends
             self.source = Source(config.source)
         logs.REDACTION.update([*logs.REDACTION.secrets, *config.secrets()])
         self.config = config
