@@ -203,9 +203,9 @@ def test_frequent_reloads_keep_every_trigger_polled(
         wait_until(lambda: log_count(daemon, "config.reloaded") >= reloads // 2, 10, "reloads")
         counts = polls_by_trigger(base, names)
         print(
-            f"{reloads} reloads ({log_count(daemon, 'config.reloaded')} applied, the rest "
-            f"coalesced) in {lasting:g}s; polls per trigger: min {min(counts.values()):g}, "
-            f"max {max(counts.values()):g}"
+            f"{reloads} SIGHUPs in {lasting:g}s, {log_count(daemon, 'config.reloaded')} "
+            f"reloads applied (any others coalesced); polls per trigger: "
+            f"min {min(counts.values()):g}, max {max(counts.values()):g}"
         )
         daemon.send(signal.SIGTERM)
         assert daemon.wait(30) == 0, daemon.stderr
