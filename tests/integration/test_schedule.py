@@ -90,20 +90,78 @@ def test_first_runs_are_spread_in_config_order_and_keep_their_offset(
     ] + timedelta(seconds=30)
 
 
-def test_a_reload_spreads_the_new_schedule_the_same_way(tmp_path: Path, store: Store) -> None:
-    scheduler = schedule(make_config(tmp_path, 2), T0)
-    assert first_runs(scheduler) == {
-        "acct0/leads": T0,
-        "acct0/campaigns": T0 + timedelta(seconds=0.05),
-        "acct1/leads": T0 + timedelta(seconds=0.10),
-        "acct1/campaigns": T0 + timedelta(seconds=0.15),
-    }
+def test_a_reload_keeps_the_place_of_every_unchanged_job(tmp_path: Path, store: Store) -> None:
+    scheduler = schedule(make_config(tmp_path, 3), T0)
+    before = first_runs(scheduler)
+    assert before["acct2/campaigns"] == T0 + timedelta(seconds=5 * 0.05)
+    # a reload seven minutes later: acct1 is gone, acct0 and acct2 unchanged
     later = T0 + timedelta(minutes=7)
-    schedule(make_config(tmp_path, 1), later, scheduler)
+    config = make_config(tmp_path, 3)
+    config = config.model_copy(update={"accounts": [config.accounts[0], config.accounts[2]]})
+    schedule(config, later, scheduler)
+    assert first_runs(scheduler) == {
+        job_id: run for job_id, run in before.items() if not job_id.startswith("acct1/")
+    }
+    job = scheduler.get_job("acct2/leads")
+    assert job is not None
+    account, trigger = job.args  # the new config's settings, at the old place
+    assert account is config.accounts[1]
+    assert trigger is config.triggers["leads"]
+
+
+def test_a_reload_spreads_only_new_jobs_and_changed_intervals(tmp_path: Path, store: Store) -> None:
+    scheduler = schedule(make_config(tmp_path, 2), T0)
+    later = T0 + timedelta(minutes=7)
+    config = make_config(tmp_path, 3)  # acct2 is new
+    leads = config.triggers["leads"].model_copy(update={"interval": 60.0})  # was 30 s
+    config = config.model_copy(update={"triggers": {**config.triggers, "leads": leads}})
+    schedule(config, later, scheduler)
+    spacing = start_spacing(4, 60.0)  # the four jobs that move: three leads, acct2/campaigns
     assert first_runs(scheduler) == {
         "acct0/leads": later,
-        "acct0/campaigns": later + timedelta(seconds=0.05),
+        "acct0/campaigns": T0 + timedelta(seconds=0.05),  # kept
+        "acct1/leads": later + timedelta(seconds=spacing),
+        "acct1/campaigns": T0 + timedelta(seconds=0.15),  # kept
+        "acct2/leads": later + timedelta(seconds=2 * spacing),
+        "acct2/campaigns": later + timedelta(seconds=3 * spacing),
     }
+    job = scheduler.get_job("acct1/leads")
+    assert job is not None
+    assert job.trigger.interval == timedelta(seconds=60)
+
+
+def test_reloads_more_often_than_the_spread_still_run_every_job() -> None:
+    """The fault this guards against: every reload re-spread the first runs from "now", so
+    with reloads every 50 ms the jobs placed later than 50 ms into the spread never ran."""
+    config = config_from_dict(
+        {
+            "accounts": [{"name": f"acct{i}", "api_key": "k"} for i in range(10)],
+            "triggers": {t: {"interval": "5m"} for t in ("leads", "campaigns", "connections")},
+        }
+    )
+    ran: set[str] = set()
+
+    def poll(account: Any, trigger: Any) -> None:
+        ran.add(f"{account.name}/{trigger.name}")
+
+    async def main() -> int:
+        scheduler = make_scheduler(asyncio.get_running_loop())
+        schedule_polls(scheduler, config, poll, first_run=datetime.now(UTC))
+        scheduler.start()
+        reloads = 0
+        deadline = asyncio.get_running_loop().time() + 10
+        try:  # 30 jobs, 50 ms apart: the last runs 1.45 s after the first
+            while len(ran) < 30 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+                schedule_polls(scheduler, config, poll, first_run=datetime.now(UTC))
+                reloads += 1
+        finally:
+            scheduler.shutdown(wait=False)
+        return reloads
+
+    reloads = asyncio.run(main())
+    assert len(ran) == 30, f"after {reloads} reloads, never ran: {30 - len(ran)} jobs"
+    assert reloads >= 20  # the reloads did come faster than the spread
 
 
 def test_poll_workers_default_by_database_or_as_configured(tmp_path: Path, store: Store) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -788,6 +790,34 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_directory_instead_of_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is a directory"):
         load_config(tmp_path, ENV)
+
+
+def test_a_fifo_is_refused_at_once_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    path = tmp_path / "trigger-engine.toml"
+    os.mkfifo(path)
+    outcome: list[BaseException | Config] = []
+    reader = threading.Thread(target=lambda: outcome.append(_load_or_error(path)), daemon=True)
+    reader.start()
+    reader.join(10)  # opening a FIFO to read it waits for a writer: for ever, here
+    assert not reader.is_alive(), "load_config blocked on the FIFO"
+    (error,) = outcome
+    assert isinstance(error, ConfigError)
+    assert str(error) == (
+        f"configuration file {path} is a FIFO (named pipe), not a regular file; point "
+        "--config (or TRIGGER_ENGINE_CONFIG) at a regular file"
+    )
+
+
+def test_a_device_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^configuration file /dev/null is a device, not a"):
+        load_config(Path("/dev/null"), ENV)
+
+
+def _load_or_error(path: Path) -> BaseException | Config:
+    try:
+        return load_config(path, ENV)
+    except BaseException as exc:
+        return exc
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from trigger_engine.ops.logs import get_logger
 from trigger_engine.polling.backfill import backfill
 from trigger_engine.polling.source import Source
 from trigger_engine.runtime.daemon import Daemon
+from trigger_engine.runtime.signals import process_signals
 from trigger_engine.types import (
     DELIVERY_STATUSES,
     EVENT_STATUSES,
@@ -123,8 +124,17 @@ def _filter(
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """``run``: the daemon until a signal; ``run --once``: poll all, deliver what is due."""
+    """``run``: the daemon until a signal; ``run --once``: poll all, deliver what is due.
+
+    The daemon takes the process's signals before anything else (``main`` already did,
+    before the imports): a stop before it serves ends the start at the next step, exit 0."""
+    signals = None if args.once else process_signals()
     config = _load(args)
+    if signals is not None:
+        signals.grace = config.engine.shutdown_grace
+        if signals.stop_requested:  # before the database is even opened
+            logs.get_logger("trigger_engine.daemon").info("engine.stopped", before="serving")
+            return 0
     with _open(config) as store:
         store.lock_single_node()
         with Source(config.source) as source:
@@ -135,8 +145,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 source,
                 reload=None if path is None else (lambda: load_config(path)),
             )
-            if not args.once:
-                asyncio.run(daemon.run())
+            if signals is not None:
+                asyncio.run(daemon.run(signals=signals))
                 return 0
             report = asyncio.run(daemon.run_once())
     print(render.once_text(report.polls, report.delivery))

@@ -4,6 +4,10 @@ to exit codes.
 0 success, 1 a runtime failure, 2 bad usage or configuration. Errors are one sentence on
 stderr, secrets redacted and control characters escaped (it may quote an upstream's text);
 a traceback only with ``--debug``.
+
+``run`` takes the process's signals (:mod:`trigger_engine.runtime.signals`) as soon as the
+command line is parsed, before the commands, and with them the whole engine, are imported
+(half a second): a SIGHUP or SIGTERM in that time must not end the process.
 """
 
 from __future__ import annotations
@@ -15,11 +19,11 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from trigger_engine import __version__
-from trigger_engine.cli import commands
 from trigger_engine.core.durations import DAY, DurationRange, show
 from trigger_engine.core.escape import escape_controls
 from trigger_engine.errors import TriggerEngineError, UsageError
 from trigger_engine.ops import logs
+from trigger_engine.runtime import signals
 from trigger_engine.types import (
     ACCOUNT_NAME_MAX,
     DELIVERY_STATUSES,
@@ -213,19 +217,29 @@ def _duration(allowed: DurationRange) -> Callable[[str], float]:
     return seconds
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "run": commands.cmd_run,
-    "check": commands.cmd_check,
-    "db": commands.cmd_db,
-    "status": commands.cmd_status,
-    "events": commands.cmd_events,
-    "replay": commands.cmd_replay,
-    "sinks": commands.cmd_sinks,
-    "triggers": commands.cmd_triggers,
-    "backfill": commands.cmd_backfill,
-    "simulator": commands.cmd_simulator,
-    "demo": commands.cmd_demo,
-}
+def _command(name: str) -> Callable[[argparse.Namespace], int]:
+    """The function of the command ``name``. The commands are imported here, not at the
+    top: they import the whole engine, and ``run`` takes its signals before that."""
+    from trigger_engine.cli import commands
+
+    return {
+        "run": commands.cmd_run,
+        "check": commands.cmd_check,
+        "db": commands.cmd_db,
+        "status": commands.cmd_status,
+        "events": commands.cmd_events,
+        "replay": commands.cmd_replay,
+        "sinks": commands.cmd_sinks,
+        "triggers": commands.cmd_triggers,
+        "backfill": commands.cmd_backfill,
+        "simulator": commands.cmd_simulator,
+        "demo": commands.cmd_demo,
+    }[name]
+
+
+def _error_line(sentence: str) -> None:
+    """Print ``sentence`` as the command line's error line (a backstop's, from a thread)."""
+    print(f"{PROG}: error: {sentence}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -233,12 +247,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        if args.command == "run" and not args.once:
+            signals.process_signals(say=_error_line)  # first: see the module's docstring
+        code = _command(args.command)(args)
     except TriggerEngineError as exc:
         if debug:
             traceback.print_exc()
         reason = escape_controls(logs.REDACTION.redact(str(exc)))
-        print(f"{PROG}: error: {reason}", file=sys.stderr)
+        signals.final_words(f"{PROG}: error: {reason}", exc.exit_code)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -246,8 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         reason = escape_controls(logs.REDACTION.redact(f"{type(exc).__name__}: {exc}"))
-        print(
-            f"{PROG}: unexpected error: {reason} (run with --debug for the traceback)",
-            file=sys.stderr,
+        signals.final_words(
+            f"{PROG}: unexpected error: {reason} (run with --debug for the traceback)", 1
         )
         return 1
+    signals.finished(code)
+    return code

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -120,11 +121,28 @@ def config_from_dict(
     return _build(data, Where(path), env, path)
 
 
-def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read, substitute and validate the TOML file at ``path`` (``env`` defaults to os.environ)."""
-    path = Path(path)
+def _kind(mode: int) -> str | None:
+    """What a file that is not a regular one is, for the sentence; None: a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
+
+
+def _read_file(path: Path) -> bytes:
+    """The bytes of the configuration file at ``path``, refusing at once (one sentence) a
+    path that is not a regular file: reading a FIFO would wait for a writer for ever, a
+    device for as long as it likes. The file is opened without blocking and checked
+    (``fstat``) before anything is read from it."""
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(
             f"configuration file {path} not found; pass --config FILE or set {CONFIG_ENV_VAR}"
@@ -135,8 +153,35 @@ def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"cannot read configuration file {path}: permission denied") from None
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    try:
+        kind = _kind(os.fstat(fd).st_mode)
+    except OSError as exc:
+        os.close(fd)
+        raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+    if kind is not None:
+        os.close(fd)
+        if kind == "a directory":
+            raise ConfigError(f"configuration file {path} is a directory, not a file")
+        raise ConfigError(
+            f"configuration file {path} is {kind}, not a regular file; point --config "
+            "(or TRIGGER_ENGINE_CONFIG) at a regular file"
+        )
+    with os.fdopen(fd, "rb") as file:
+        try:
+            return file.read()
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {path}: {exc.strerror}") from None
+
+
+def load_config(path: Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, substitute and validate the TOML file at ``path`` (``env`` defaults to os.environ).
+    A path that is not a regular file (a FIFO, a device) is refused without reading it."""
+    path = Path(path)
+    raw = _read_file(path)
+    try:
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{path}: line {line}: invalid TOML: the file is not UTF-8") from None
     try:
         data = tomllib.loads(text)

@@ -8,9 +8,13 @@ never delays the other sinks. Attempts are recorded in batches, one transaction 
 Stopping (see :meth:`Dispatcher.run`): no new claim once told to stop; deliveries in flight
 get the grace period to finish and their outcomes are recorded; whatever did not finish
 is released (lease cleared, still due), so the next start sends it at once, with the same
-``webhook-id``. Cancelling the task that runs the dispatcher (a second signal) skips the
-wait: in-flight requests are abandoned, and what can be recorded and released within
-``STOP_AT_ONCE_DB_WAIT`` seconds is; anything else is released at the next start.
+``webhook-id``. Every database wait of the stop ends with the grace (at least
+``STOP_DB_FLOOR`` seconds each): with another session holding a lock on the deliveries,
+what could not be recorded or released in time is logged and left to the next start
+(SQLite releases leftover claims then; on PostgreSQL their leases expire), and sent again
+with the same ``webhook-id``. Cancelling the task that runs the dispatcher (a second
+signal) skips the wait: in-flight requests are abandoned, and what can be recorded and
+released within ``STOP_AT_ONCE_DB_WAIT`` seconds is; anything else is left the same way.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ PREFETCH_ROUNDS = 4  # claim ahead: a sink's queue holds up to this many times m
 RECORD_EVERY = 0.05  # seconds an attempt's outcome may wait to be recorded with others
 RECORD_BATCH = 512  # ... or fewer, once this many are waiting
 STOP_AT_ONCE_DB_WAIT = 1.0  # seconds a stop at once grants recording what finished
+STOP_DB_FLOOR = 0.5  # seconds a database wait of a graceful stop gets, even past the grace
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -202,13 +207,37 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event, *, grace: float) -> None:
         """Deliver continuously until ``stop`` is set; then claim nothing more, let
         in-flight deliveries finish for up to ``grace`` seconds, record them, and release
-        the rest (claimed and not sent included). If the task running this is cancelled
-        (stop at once), in-flight deliveries are abandoned and released rather than
-        waited for, and the cancellation propagates."""
+        the rest (claimed and not sent included). Every wait of the stop ends with the
+        grace, counted from the stop (a store call still running then is abandoned:
+        module docstring). If the task running this is cancelled (stop at once),
+        in-flight deliveries are abandoned and released rather than waited for, and the
+        cancellation propagates."""
+        loop = asyncio.get_running_loop()
+        pump = asyncio.ensure_future(self._pump(stop))
+        stopping = asyncio.ensure_future(stop.wait())
+        deadline: float | None = None
         try:
-            await self._pump(stop)
+            await asyncio.wait({pump, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            deadline = loop.time() + grace
+            if not pump.done():
+                # it ends at its next step, unless a store call holds it (a lock)
+                await asyncio.wait({pump}, timeout=grace)
         finally:
-            await self._shutdown(grace)
+            stopping.cancel()
+            if deadline is None:
+                deadline = loop.time() + grace
+            if not pump.done():
+                pump.cancel()  # stopping at once, or a store call past the grace
+                await asyncio.gather(pump, return_exceptions=True)
+                if not being_cancelled():
+                    log.warning(
+                        "delivery.store_wait_abandoned",
+                        grace=f"{grace:g}s",
+                        left_to="the next start: what it was recording is sent again",
+                    )
+            await self._shutdown(grace, deadline)
+        if not pump.cancelled():
+            pump.result()  # the pump's own failure, if it failed
 
     async def drain(self) -> DrainReport:
         """Deliver everything that is due now (``run --once``); retries that fall due
@@ -397,14 +426,18 @@ class Dispatcher:
         ids, self._give_back = self._give_back, []
         await self._store(self.store.deliveries.release_claims, self.owner, ids=ids)
 
-    async def _shutdown(self, grace: float) -> None:
+    async def _shutdown(self, grace: float, deadline: float) -> None:
+        """No new attempt; wait for those in flight until ``deadline`` (loop time); then
+        record what finished and release every claim, within the time left (at least
+        STOP_DB_FLOOR), or within STOP_AT_ONCE_DB_WAIT when stopping at once."""
         self._stopping = True
+        loop = asyncio.get_running_loop()
         try:
             if self._tasks and not being_cancelled():
                 log.info(
                     "delivery.shutdown_waiting", in_flight=len(self._tasks), grace=f"{grace:g}s"
                 )
-                await asyncio.wait(set(self._tasks), timeout=grace)
+                await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - loop.time()))
         finally:
             # Reached with a CancelledError on its way when a second signal interrupted the
             # wait (or came before it): then nothing more is waited for.
@@ -419,28 +452,27 @@ class Dispatcher:
             for lane in self._lanes.values():
                 lane.queue.clear()  # claimed, never sent: released with the rest below
             self._give_back.clear()
-            if not at_once:
-                await self._flush()
-                released = await self._store(self.store.deliveries.release_claims, self.owner)
+            # Bounded: the database may be busy with a poll's transaction, or locked by
+            # another session. What is not recorded now was never committed, and is sent
+            # again (same webhook-id) once the next start or the lease's expiry frees it.
+            wait = STOP_AT_ONCE_DB_WAIT if at_once else max(STOP_DB_FLOOR, deadline - loop.time())
+            try:
+                released = await asyncio.wait_for(self._flush_and_release(), wait)
+            except TimeoutError:
+                log.warning(
+                    "delivery.release_skipped",
+                    reason=f"the database did not answer within {wait:.3g}s",
+                    next_start="sends what was in flight again",
+                )
+            except Exception as exc:  # the database failing: the same fate
+                log.warning(
+                    "delivery.release_skipped",
+                    reason=str(exc) or type(exc).__name__,
+                    next_start="sends what was in flight again",
+                )
+            else:
                 if released:
                     log.info("delivery.released_on_shutdown", deliveries=released)
-            else:
-                # Best effort, bounded: the database may be busy with a poll's transaction.
-                # What is not recorded now was never committed, and is sent again (same
-                # webhook-id) once the next start releases the claims.
-                try:
-                    released = await asyncio.wait_for(
-                        self._flush_and_release(), STOP_AT_ONCE_DB_WAIT
-                    )
-                except Exception as exc:  # TimeoutError, or the database failing: same fate
-                    log.warning(
-                        "delivery.release_skipped",
-                        reason=str(exc) or type(exc).__name__,
-                        next_start="sends what was in flight again",
-                    )
-                else:
-                    if released:
-                        log.info("delivery.released_on_shutdown", deliveries=released)
 
     async def _flush_and_release(self) -> int:
         await self._flush()

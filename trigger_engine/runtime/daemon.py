@@ -9,6 +9,12 @@ at once abandons. One poll per (account, trigger) is queued or running at a time
 event loop never waits for the database or a file: every blocking call crosses to a
 daemon thread (:mod:`trigger_engine.threads`).
 
+Signals (:mod:`~trigger_engine.runtime.signals`) are safe at any moment: ``trigger-engine
+run`` takes them before anything else starts, and hands them to the daemon on its loop
+(:class:`Daemon` is their :class:`~trigger_engine.runtime.signals.Listener`). A SIGHUP
+before the daemon serves is remembered and applied once it serves; one while it stops is
+ignored; reloads are serialised and coalesced (one running, one waiting at most).
+
 Stopping:
 
 * **First SIGINT/SIGTERM:** no new poll and no new claim; deliveries in flight get
@@ -16,24 +22,35 @@ Stopping:
   same grace (a poll is one transaction: it commits whole or not at all); what did not
   finish is released (deliveries) or abandoned (polls) and the next start does it again.
   Polls queued but not started at the stop are dropped (the next start polls them).
-  ``trigger-engine run`` then exits 0.
+  Every database wait of the stop has a deadline, the rest of the grace (at least
+  :data:`~trigger_engine.delivery.dispatcher.STOP_DB_FLOOR`): with another session holding
+  a lock on the engine's tables, what could not be recorded or released in time is logged
+  and left for the next start (with SQLite it releases leftover claims at once; with
+  PostgreSQL their leases expire). The HTTP server stops within
+  :data:`~trigger_engine.ops.http_api.STOP_WITHIN`. ``trigger-engine run`` then exits 0.
+  A stop before the daemon serves ends the start at its next step (exit 0).
 * **Second signal:** stop at once. The main task is cancelled, in-flight requests are
   abandoned, what already finished is recorded if the database answers within a second,
   and :class:`StoppedAtOnce` (exit 1, one sentence on stderr) ends the command. Exit 1
   because work was abandoned; nothing is lost or corrupted: every transaction is atomic,
   and with SQLite the next start releases leftover claims and sends them at once, with
   the same ``webhook-id``.
+* **Backstops:** whatever a thread waits on, the process is gone within the grace and
+  :data:`~trigger_engine.runtime.signals.STOP_MARGIN` of the first signal, and within
+  :data:`~trigger_engine.runtime.signals.AT_ONCE_WITHIN` of the second
+  (:mod:`~trigger_engine.runtime.signals`).
 * **SIGKILL / a crash** at any moment: the same as a stop at once, minus the recording.
 """
 
 from __future__ import annotations
 
 import asyncio
-import signal
-from collections.abc import Callable, Coroutine
+import enum
+from collections import Counter
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -45,9 +62,14 @@ from trigger_engine.config.shape import config_digest, served_sinks
 from trigger_engine.core import registry
 from trigger_engine.core.retry import is_failing
 from trigger_engine.db.store import Store
-from trigger_engine.delivery.dispatcher import Dispatcher, DrainReport, being_cancelled
+from trigger_engine.delivery.dispatcher import (
+    STOP_DB_FLOOR,
+    Dispatcher,
+    DrainReport,
+    being_cancelled,
+)
 from trigger_engine.errors import RuntimeFailure, StoreLost, TriggerEngineError
-from trigger_engine.ops import logs
+from trigger_engine.ops import http_api, logs
 from trigger_engine.ops.health import PROBE_TIMEOUT, Health, Probe, assess
 from trigger_engine.ops.http_api import make_app, serve
 from trigger_engine.ops.logs import get_logger
@@ -55,6 +77,7 @@ from trigger_engine.ops.metrics import Metrics
 from trigger_engine.polling.poller import Poller
 from trigger_engine.polling.source import Source
 from trigger_engine.runtime import jobs
+from trigger_engine.runtime.signals import ProcessSignals, StoppedAtOnce, installed
 from trigger_engine.threads import WorkerPool, in_daemon_thread
 from trigger_engine.types import (
     AttemptOutcome,
@@ -69,16 +92,24 @@ from trigger_engine.types import (
 
 log = get_logger("trigger_engine.daemon")
 
+__all__ = ["Daemon", "OnceReport", "StoppedAtOnce"]
 
-class StoppedAtOnce(RuntimeFailure):
-    """A second SIGINT/SIGTERM stopped the daemon without waiting for work in flight
-    (exit 1: work was abandoned; the next start does it again)."""
+RELOAD_READ_WITHIN = 10.0  # seconds a reload may take to read its file, then it is refused
 
-    def __init__(self, signal_name: str) -> None:
-        super().__init__(
-            f"stopped at once by a second signal ({signal_name}): work in flight was "
-            "abandoned and is retried at the next start"
-        )
+_T = TypeVar("_T")
+
+
+class _Phase(enum.Enum):
+    """Where the daemon is in its life: what a signal means depends on it."""
+
+    STARTING = "starting"  # until it serves: a SIGHUP waits, a stop ends the start
+    SERVING = "serving"
+    STOPPING = "stopping"  # a SIGHUP is ignored
+    DONE = "done"  # run() is returning: nothing more is cancelled
+
+
+class _StoppedStarting(Exception):
+    """A stop came before the daemon served: the start ends at its next step."""
 
 
 @dataclass
@@ -142,7 +173,17 @@ class Daemon:
         )
         self._stop_requested_at: float | None = None  # loop time of the (first) stop
         self._serving: _Serving | None = None
-        self._old_sources: list[Source] = []
+        self._phase = _Phase.STARTING
+        self._stop: asyncio.Event | None = None
+        self._main: asyncio.Task[Any] | None = None
+        self._at_once: str | None = None  # the signal that stopped the daemon at once
+        self._signals: ProcessSignals | None = None
+        self._reload_waiting = False  # a SIGHUP before serving, or behind a running reload
+        # Sources: the one given is the caller's to close; one made by a reload is ours,
+        # closed once it is replaced and no poll in flight uses it any more.
+        self._given_source = source
+        self._source_users: Counter[Source] = Counter()  # polls queued or running, by source
+        self._retired: list[Source] = []  # replaced by a reload, still used by a poll
         # tasks of its own: reloads, heartbeats and retention sweeps in progress
         self._tasks: set[asyncio.Future[None]] = set()
         # account/trigger -> why the store failed its last poll (until one succeeds)
@@ -237,57 +278,136 @@ class Daemon:
     # ---------------------------------------------------------------- daemon
 
     async def run(
-        self, *, ready: Callable[[], None] | None = None, stop_after: float | None = None
+        self,
+        *,
+        ready: Callable[[], None] | None = None,
+        stop_after: float | None = None,
+        signals: ProcessSignals | None = None,
     ) -> None:
         """Until SIGINT/SIGTERM (or ``stop_after`` seconds), then stop gracefully (see the
-        module's docstring). A second signal stops at once: raises :class:`StoppedAtOnce`."""
+        module's docstring). A second signal stops at once: raises :class:`StoppedAtOnce`.
+
+        ``signals``: the process's, which ``trigger-engine run`` took before anything else;
+        without, the daemon takes them for the time of the run (the demo, a benchmark)."""
         loop = asyncio.get_running_loop()
-        main = asyncio.current_task()
-        stop = asyncio.Event()
-        signals: list[str] = []
+        self._main = asyncio.current_task()
+        self._stop = asyncio.Event()
+        self._phase = _Phase.STARTING
+        self._at_once = None
         self._stop_requested_at = None
-
-        def request_stop() -> None:
-            if not stop.is_set():
-                self._stop_requested_at = loop.time()
-                stop.set()
-
-        def on_signal(signum: int) -> None:
-            name = signal.Signals(signum).name
-            signals.append(name)
-            if len(signals) == 1:
-                log.info("engine.stopping", signal=name, grace=f"{self.grace:g}s")
-                request_stop()
-            elif len(signals) == 2 and main is not None:
-                log.warning("engine.stopping_now", signal=name)
-                # Cancelling the main task interrupts whatever it awaits, including the
-                # grace wait; Dispatcher._shutdown and _wait_for_polls see the cancellation
-                # and skip their waits. Later signals: already stopping at once.
-                main.cancel()
-
+        own = None
+        if signals is None:
+            signals = installed()
+            if signals is None:
+                signals = own = ProcessSignals().install()
+        signals.grace = self.grace
+        self._signals = signals
         if stop_after is not None:
-            loop.call_later(stop_after, request_stop)
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
-        if self.reload is not None:
-            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+            loop.call_later(stop_after, self._request_stop)
         try:
-            await self._serve(stop, ready)
+            with signals.attached(loop, self):
+                try:
+                    await self._serve(self._stop, ready)
+                finally:
+                    self._phase = _Phase.DONE  # from here on, a signal cancels nothing
         except asyncio.CancelledError:
-            if len(signals) < 2:
+            if self._at_once is None:
                 raise  # cancelled by our caller, not by a signal
-            raise StoppedAtOnce(signals[1]) from None
+            raise StoppedAtOnce(self._at_once) from None
+        except _StoppedStarting:
+            log.info("engine.stopped", node=self.owner, before="serving")
+            return
+        finally:
+            self._signals = None
+            if own is not None:
+                own.uninstall()
         if self._fatal is not None:
             raise self._fatal
         log.info("engine.stopped", node=self.owner)
+
+    # ---------------------------------------------------------------- signals
+
+    def signal_stop(self, signal_name: str) -> None:
+        """The first SIGINT/SIGTERM (on the loop): stop gracefully; before the daemon
+        serves, the start ends at its next step."""
+        if self._stop is None or self._stop.is_set() or self._phase is _Phase.DONE:
+            return
+        if self._phase is _Phase.STARTING:
+            log.info("engine.stopping", signal=signal_name, before="serving")
+        else:
+            log.info("engine.stopping", signal=signal_name, grace=f"{self.grace:g}s")
+        self._request_stop()
+
+    def signal_stop_now(self, signal_name: str) -> None:
+        """The second (on the loop): stop at once. Cancelling the main task interrupts
+        whatever it awaits, including the grace wait; Dispatcher._shutdown and
+        _wait_for_polls see the cancellation and skip their waits."""
+        main = self._main
+        if self._phase is _Phase.DONE or self._at_once is not None or main is None:
+            return
+        log.warning("engine.stopping_now", signal=signal_name)
+        self._at_once = signal_name
+        main.cancel()
+
+    def signal_reload(self) -> None:
+        """SIGHUP (on the loop): reload; before the daemon serves, once it serves; while
+        it stops, never."""
+        if self.reload is None:
+            log.info("config.reload_ignored", reason="the configuration was not read from a file")
+        elif self._phase is _Phase.STARTING:
+            if not self._reload_waiting:
+                log.info("config.reload_deferred", until="the engine serves")
+            self._reload_waiting = True
+        elif self._phase is _Phase.SERVING and self._stop is not None and not self._stop.is_set():
+            self._on_sighup()
+        else:
+            log.info("config.reload_ignored", reason="stopping")
+
+    def _request_stop(self) -> None:
+        stop = self._stop
+        if stop is not None and not stop.is_set():
+            self._stop_requested_at = asyncio.get_running_loop().time()
+            if self._phase is _Phase.SERVING:
+                self._phase = _Phase.STOPPING
+            stop.set()
+
+    async def _step(self, work: Awaitable[_T]) -> _T:
+        """A start-up step. A stop that comes first ends the start (:class:`_StoppedStarting`);
+        the step's thread, if it has one, is abandoned: a store call is one transaction."""
+        stop = self._stop
+        assert stop is not None
+        future: asyncio.Future[_T] = asyncio.ensure_future(work)
+        if stop.is_set():
+            future.cancel()
+            raise _StoppedStarting
+        stopped = asyncio.ensure_future(stop.wait())
+        either: set[asyncio.Future[Any]] = {future, stopped}
+        try:
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not future.done():
+                future.cancel()
+        if future.cancelled():
+            raise _StoppedStarting
+        return future.result()
+
+    def _time_left(self) -> float:
+        """Seconds a database wait of the stop may take: the rest of the grace, counted
+        from the stop, and never less than STOP_DB_FLOOR."""
+        loop = asyncio.get_running_loop()
+        started = self._stop_requested_at if self._stop_requested_at is not None else loop.time()
+        return max(STOP_DB_FLOOR, started + self.grace - loop.time())
+
+    # ---------------------------------------------------------------- serving
 
     async def _serve(self, stop: asyncio.Event, ready: Callable[[], None] | None) -> None:
         # With SQLite this process is the only one: claims left in the database are
         # those of a process that was killed, so they are due again right now.
         if self.store.dialect == "sqlite":
-            await in_daemon_thread(self._release_leftovers)
+            await self._step(in_daemon_thread(self._release_leftovers))
         self._warn_if_created_anew()
-        await self._resume_auto_paused(why="start")
+        await self._step(self._resume_auto_paused(why="start"))
 
         async with Dispatcher(
             self.config, self.store, owner=self.owner, on_attempt=self._attempted
@@ -299,41 +419,78 @@ class Daemon:
                 workers=WorkerPool(jobs.poll_workers(self.config, self.store.dialect), name="poll"),
             )
             self._serving = serving
-            jobs.schedule_polls(serving.scheduler, self.config, self._poll_job, first_run=now())
-            await in_daemon_thread(self._heartbeat)
-            jobs.schedule_housekeeping(
-                serving.scheduler, prune=self._prune_job, heartbeat=self._heartbeat_job, now=now()
-            )
-            serving.scheduler.start()
-            http = await self._start_http()
-            log.info(
-                "engine.started",
-                node=self.owner,
-                accounts=len(self.config.accounts),
-                polls=len(jobs.poll_jobs(self.config)),
-                poll_workers=serving.workers.size,
-                sinks=len(self.config.sinks),
-                listen=self.config.engine.listen,
-            )
-            if ready is not None:
-                ready()
+            http: web.AppRunner | None = None
             try:
+                jobs.schedule_polls(serving.scheduler, self.config, self._poll_job, first_run=now())
+                await self._step(in_daemon_thread(self._heartbeat))
+                jobs.schedule_housekeeping(
+                    serving.scheduler,
+                    prune=self._prune_job,
+                    heartbeat=self._heartbeat_job,
+                    now=now(),
+                )
+                serving.scheduler.start()
+                http = await self._start_http()  # no database: not raced
+                if stop.is_set():
+                    raise _StoppedStarting
+                log.info(
+                    "engine.started",
+                    node=self.owner,
+                    accounts=len(self.config.accounts),
+                    polls=len(jobs.poll_jobs(self.config)),
+                    poll_workers=serving.workers.size,
+                    sinks=len(self.config.sinks),
+                    listen=self.config.engine.listen,
+                )
+                self._phase = _Phase.SERVING
+                if self._reload_waiting:  # a SIGHUP came while starting: apply it now
+                    self._reload_waiting = False
+                    self._on_sighup()
+                if ready is not None:
+                    ready()
                 await dispatcher.run(stop, grace=self.grace)
             finally:
-                serving.scheduler.shutdown(wait=False)
-                dropped = serving.workers.stop()
-                if dropped:
-                    log.info("poll.dropped_at_stop", polls=dropped, next_start="polls them")
-                await self._wait_for_polls(serving.polls)
-                for task in list(self._tasks):
-                    task.cancel()  # a reload reading its file, a heartbeat: we are stopping
-                if not being_cancelled():
-                    await in_daemon_thread(self._leave)
-                if http is not None:
-                    await http.cleanup()
-                for old in self._old_sources:
-                    old.close()
-                self._serving = None
+                await self._stop_serving(serving, http)
+
+    async def _stop_serving(self, serving: _Serving, http: web.AppRunner | None) -> None:
+        """Everything after the dispatcher's stop, each wait bounded (module docstring)."""
+        if self._phase is not _Phase.DONE:
+            self._phase = _Phase.STOPPING
+        if serving.scheduler.running:
+            serving.scheduler.shutdown(wait=False)
+        dropped = serving.workers.stop()
+        if dropped:
+            log.info("poll.dropped_at_stop", polls=dropped, next_start="polls them")
+        await self._wait_for_polls(serving.polls)
+        for task in list(self._tasks):
+            task.cancel()  # a reload reading its file, a heartbeat: we are stopping
+        at_once = being_cancelled()
+        # the HTTP server stops while the node leaves (a request it waits for is cancelled
+        # after STOP_WITHIN); stopping at once, it is left to the process's exit
+        http_stopped = (
+            None if http is None or at_once else asyncio.ensure_future(http_api.stop(http))
+        )
+        if not at_once:
+            await self._within(
+                in_daemon_thread(self._leave),
+                "node.leave_skipped",
+                "the next start (SQLite) or the leases' expiry (PostgreSQL)",
+            )
+        if http_stopped is not None and not await http_stopped:
+            log.warning("http.stop_timed_out", within=f"{http_api.STOP_WITHIN:g}s")
+        self._close_sources()
+        self._serving = None
+
+    async def _within(self, work: Awaitable[None], skipped: str, left_to: str) -> None:
+        """A database wait of the stop, within :meth:`_time_left`; when it does not make
+        it, one ``skipped`` log line saying who does the work instead (``left_to``)."""
+        wait = self._time_left()
+        try:
+            await asyncio.wait_for(work, wait)
+        except TimeoutError:
+            log.warning(
+                skipped, reason=f"the database did not answer within {wait:.3g}s", left_to=left_to
+            )
 
     # ---------------------------------------------------------------- jobs
 
@@ -346,11 +503,16 @@ class Daemon:
             return
         if key in serving.polls:
             return
-        future = serving.workers.submit(self._poll_if_due, account, trigger)
+        poller = self.poller  # this poll uses its source until it ends, whatever a reload does
+        future = serving.workers.submit(self._poll_if_due, poller, account, trigger)
         serving.polls[key] = future
+        self._source_users[poller.source] += 1
+        future.add_done_callback(lambda _done: self._source_released(poller.source))
         future.add_done_callback(lambda done: self._polled(serving, key, done))
 
-    def _poll_if_due(self, account: Account, trigger: TriggerSettings) -> PollReport | None:
+    def _poll_if_due(
+        self, poller: Poller, account: Account, trigger: TriggerSettings
+    ) -> PollReport | None:
         """One scheduled poll, on a poll worker; None when the claim is refused: paused,
         backing off, or (several nodes schedule every trigger) another node holds the
         lease or started a poll of it less than 90% of an interval ago. The claim checks
@@ -361,7 +523,37 @@ class Daemon:
         if claim.fence is None:
             log.debug("poll.skipped", account=account.name, trigger=trigger.name, why=claim.refused)
             return None
-        return self.poller.poll(account, trigger, fence=claim.fence, state=claim.state)
+        return poller.poll(account, trigger, fence=claim.fence, state=claim.state)
+
+    def _source_released(self, source: Source) -> None:
+        """A poll that used ``source`` ended (or was dropped before it started): a source
+        a reload replaced is closed once no poll uses it any more."""
+        self._source_users[source] -= 1
+        if self._source_users[source] <= 0:
+            del self._source_users[source]
+            if source in self._retired:
+                self._retired.remove(source)
+                self._close_source(source)
+
+    def _retire(self, source: Source) -> None:
+        """A reload replaced ``source``: close it now, or when its last poll ends."""
+        if self._source_users[source] > 0:
+            self._retired.append(source)
+        else:
+            self._close_source(source)
+
+    def _close_source(self, source: Source) -> None:
+        if source is not self._given_source:  # the caller's: closed by the caller
+            source.close()
+            log.debug("source.closed", reason="replaced by a reload")
+
+    def _close_sources(self) -> None:
+        """At the stop: close the sources the daemon made that no poll uses any more (a
+        poll abandoned on its thread keeps its own: the process exits under it)."""
+        for source in [*self._retired, self.source]:
+            if self._source_users[source] <= 0:
+                self._close_source(source)
+        self._retired = [s for s in self._retired if self._source_users[s] > 0]
 
     def _polled(self, serving: _Serving, key: tuple[str, str], future: PollFuture) -> None:
         serving.polls.pop(key, None)
@@ -432,9 +624,7 @@ class Daemon:
             return
         self._fatal = reason
         log.error("engine.stopping_on_failure", error=str(reason))
-        if not serving.stop.is_set():
-            self._stop_requested_at = asyncio.get_running_loop().time()
-            serving.stop.set()
+        self._request_stop()
 
     # ---------------------------------------------------------------- health
 
@@ -601,22 +791,44 @@ class Daemon:
     # ---------------------------------------------------------------- reload (SIGHUP)
 
     def _on_sighup(self) -> None:
-        """Reload in a task: reading the file and the store calls happen off the loop."""
+        """Reload in a task: reading the file and the store calls happen off the loop.
+        Reloads are serialised, and coalesced: while one waits for the running one, a
+        further SIGHUP adds nothing (the waiting one reads the file as it is by then)."""
         serving = self._serving
         if self.reload is None or serving is None or serving.stop.is_set():
             return
+        if self._reload_waiting:
+            log.debug("config.reload_coalesced")
+            return
+        self._reload_waiting = True
         self._spawn(self._reload(serving))
 
     async def _reload(self, serving: _Serving) -> None:
         assert self.reload is not None
-        async with serving.reloading:  # one reload at a time, in the order they came
+        try:  # one reload at a time, in the order they came
+            await serving.reloading.acquire()
+        except asyncio.CancelledError:
+            self._reload_waiting = False  # the one waiting: stopping
+            raise
+        try:
+            self._reload_waiting = False  # from now on, a SIGHUP queues the next reload
             try:
-                config = await in_daemon_thread(self.reload)
+                config = await asyncio.wait_for(in_daemon_thread(self.reload), RELOAD_READ_WITHIN)
+            except TimeoutError:  # a file on a hung network mount: its thread is abandoned
+                path = self.config.path or "the configuration file"
+                log.error(
+                    "config.reload_failed",
+                    error=f"reading {path} took more than {RELOAD_READ_WITHIN:g}s",
+                    keeping="the running config",
+                )
+                return
             except TriggerEngineError as exc:
                 log.error("config.reload_failed", error=str(exc), keeping="the running config")
                 return
             if self._serving is serving and not serving.stop.is_set():
                 await self.apply(config)
+        finally:
+            serving.reloading.release()
 
     async def apply(self, config: Config) -> None:
         """Take a new configuration without a restart: accounts, triggers, intervals and
@@ -638,10 +850,12 @@ class Daemon:
         # before the new schedule's first polls: they must not find the trigger paused
         await self._resume_auto_paused(why="reload")
         if config.source != old.source:
-            self._old_sources.append(self.source)
+            self._retire(self.source)  # closed now, or when the last poll using it ends
             self.source = Source(config.source)
         logs.REDACTION.update([*logs.REDACTION.secrets, *config.secrets()])
         self.config = config
+        if self._signals is not None:
+            self._signals.grace = config.engine.shutdown_grace
         self.poller = Poller(config, self.store, self.source, remote_sinks=self._remote_sinks)
         serving.dispatcher.reconfigure(config)
         jobs.schedule_polls(serving.scheduler, config, self._poll_job, first_run=now())

@@ -6,7 +6,8 @@ the scheduler (coalesce, no misfire limit, one instance per job), so a busy proc
 silently skips runs. Spreading: the first runs are spread, in config order, over the
 shortest interval, at least :data:`START_RATE` polls a second (:func:`start_spacing`);
 each job then keeps its own offset, so a large schedule polls at an even rate instead of
-all at once. A reload spreads the new schedule the same way.
+all at once. A reload keeps each unchanged job's place (its next run) and spreads only the
+jobs it adds or whose interval it changes: reloads, however frequent, never push a job back.
 """
 
 from __future__ import annotations
@@ -107,26 +108,51 @@ def make_scheduler(loop: asyncio.AbstractEventLoop | None = None) -> AsyncIOSche
 def schedule_polls(
     scheduler: AsyncIOScheduler, config: Config, job: PollJob, *, first_run: datetime
 ) -> None:
-    """One ``job`` per (account, enabled trigger); the poll jobs of a previous config go.
-    Job ``i`` (in config order) first runs at ``first_run + i * start_spacing(...)``, then
-    every interval from there."""
+    """One ``job`` per (account, enabled trigger); the poll jobs of a previous config that
+    this one does not have go.
+
+    A job the scheduler already has with the same id (account and trigger) and the same
+    interval keeps its place: its next run and its offset stay, only its arguments (the
+    account's and the trigger's new settings) change. So a reload, however often it comes,
+    never pushes a poll back, and the triggers late in the spread are polled as surely as
+    the first ones. The others (new, or with a new interval) are spread from ``first_run``:
+    the ``i``-th of them (in config order) first runs at ``first_run + i *
+    start_spacing(...)``, then every interval from there.
+    """
+    wanted = {
+        f"{account.name}/{trigger.name}": (account, trigger)
+        for account, trigger in poll_jobs(config)
+    }
+    kept: set[str] = set()
     for old in scheduler.get_jobs():
-        if old.id not in HOUSEKEEPING:
+        if old.id in HOUSEKEEPING:
+            continue
+        pair = wanted.get(old.id)
+        if pair is None or not _same_interval(old, pair[1]) or old.next_run_time is None:
             old.remove()
-    jobs = poll_jobs(config)
-    if not jobs:
+            continue
+        old.modify(args=pair)
+        kept.add(old.id)
+    fresh = [(job_id, pair) for job_id, pair in wanted.items() if job_id not in kept]
+    if not fresh:
         return
-    spacing = start_spacing(len(jobs), min(trigger.interval for _, trigger in jobs))
-    for i, (account, trigger) in enumerate(jobs):
+    spacing = start_spacing(len(fresh), min(trigger.interval for _, (_, trigger) in fresh))
+    for i, (job_id, (account, trigger)) in enumerate(fresh):
         first = first_run + timedelta(seconds=i * spacing)
         scheduler.add_job(
             job,
             IntervalTrigger(seconds=trigger.interval, start_date=first, timezone="UTC"),
             args=(account, trigger),
-            id=f"{account.name}/{trigger.name}",
-            name=f"poll {account.name}/{trigger.name}",
+            id=job_id,
+            name=f"poll {job_id}",
             next_run_time=first,
         )
+
+
+def _same_interval(job: Any, trigger: TriggerSettings) -> bool:
+    """Whether a poll job runs every ``trigger.interval`` (compared as its IntervalTrigger
+    holds it: a timedelta, to the microsecond)."""
+    return bool(job.trigger.interval == timedelta(seconds=trigger.interval))
 
 
 def schedule_housekeeping(
