@@ -186,7 +186,10 @@ def test_a_deleted_sqlite_file_stops_the_daemon_within_a_heartbeat(
         )
         proc = spawn_cli("run", cwd=workdir, env=cli_env)
         try:
-            wait_until(lambda: polled(workdir, cli_env), 30, "a first poll")
+            wait_until(
+                lambda: proc.poll() is not None or polled(workdir, cli_env), 60, "a first poll"
+            )
+            assert proc.poll() is None, proc.communicate()[1]
             os.unlink(workdir / "te.db")
             deleted_at = time.monotonic()
             _out, err = proc.communicate(timeout=30)
