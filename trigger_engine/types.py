@@ -58,6 +58,7 @@ class FailureKind(StrEnum):
     AUTH = "auth"  # 401/403: the API key was refused
     CLIENT = "client"  # other 4xx: our request is wrong (path, params)
     BAD_BODY = "bad_body"  # 2xx but not a usable list of objects
+    KEYLESS = "keyless"  # most items of a first poll (or all of any) have no usable key
 
 
 class PollOutcome(StrEnum):
@@ -69,6 +70,7 @@ class PollOutcome(StrEnum):
     AUTH = FailureKind.AUTH.value
     CLIENT = FailureKind.CLIENT.value
     BAD_BODY = FailureKind.BAD_BODY.value
+    KEYLESS = FailureKind.KEYLESS.value
     STORE = "store"  # our database failed the poll (unreachable, or refused the write)
     LEASE_LOST = "lease_lost"  # another node took the trigger over; nothing was written
     SKIPPED = "skipped"  # run --once: another node holds the poll lease
@@ -106,6 +108,9 @@ class PollState:
     failing_since: datetime | None = None
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
+    # core/definition.py: the dedupe definition its seen keys were remembered under (None:
+    # never succeeded, or polled before fingerprints were stored)
+    definition_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,7 @@ class PollResult:
     quarantined: int = 0  # items set aside by this poll
     newly_quarantined: tuple[tuple[str, str], ...] = ()  # (key, reason) not set aside before
     released: int = 0  # items that left the quarantine: processed at last
+    redefined_from: str | None = None  # a re-seed: the definition fingerprint it replaced
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,7 @@ class PollReport:
     quarantined: int = 0
     error: str | None = None
     duration: float = 0.0
+    redefined: bool = False  # a first poll again: the trigger's definition changed
 
 
 @dataclass(frozen=True)
@@ -184,7 +191,7 @@ class DueDelivery:
     attempts: int  # attempts made before this one
     event_id: str
     event_type: str
-    account: str
+    account: str | None  # None: an engine event about no account (engine.test)
     created_at: datetime
     payload: bytes  # the item, JSON
 

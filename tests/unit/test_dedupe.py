@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
-from trigger_engine.core.dedupe import KeyedItems, key_items, unseen
+from trigger_engine.core.dedupe import (
+    FIELDS_SHOWN,
+    KeyedItems,
+    key_items,
+    keyless_failure,
+    too_keyless,
+    top_level_fields,
+    unseen,
+)
 
 
 def _ids(n: int) -> list[dict[str, Any]]:
@@ -148,3 +156,71 @@ def test_keyed_items_is_frozen() -> None:
     assert isinstance(keyed, KeyedItems)
     with pytest.raises(AttributeError):
         keyed.duplicates = 5  # type: ignore[misc]
+
+
+# ----------------------------------------------------------------- keyless polls
+
+
+@pytest.mark.parametrize(
+    ("keyless", "total", "first", "fails"),
+    [
+        pytest.param(0, 0, True, False, id="empty-first-poll"),
+        pytest.param(0, 27, True, False, id="all-keyed"),
+        pytest.param(27, 27, True, True, id="all-keyless-first"),
+        pytest.param(27, 27, False, True, id="all-keyless-later"),
+        pytest.param(1, 1, False, True, id="the-only-item-keyless"),
+        pytest.param(14, 27, True, True, id="most-keyless-first"),
+        pytest.param(14, 27, False, False, id="most-keyless-later"),
+        pytest.param(5, 10, True, False, id="half-is-not-most"),
+        pytest.param(6, 10, True, True, id="just-over-half"),
+        pytest.param(1, 27, True, False, id="a-few-keyless-first"),
+        pytest.param(26, 27, False, False, id="one-keyed-later"),
+    ],
+)
+def test_when_keyless_items_fail_the_poll(
+    keyless: int, total: int, first: bool, fails: bool
+) -> None:
+    assert too_keyless(keyless, total, first_poll=first) is fails
+
+
+LEADS = [{"id": i, "email": f"{i}@x.test", "first_name": "A", "campaign_id": 3} for i in range(27)]
+
+
+def test_a_wrong_key_names_the_field_and_the_fields_the_items_have() -> None:
+    keyed = key_items(LEADS, ("uuid",))
+    assert keyless_failure(keyed, LEADS, ("uuid",), first_poll=True) == (
+        "27 of 27 items have no 'uuid' (the key); their fields: campaign_id, email, first_name, id"
+    )
+    assert keyless_failure(keyed, LEADS, ("uuid",), first_poll=False) is not None
+    assert keyless_failure(key_items(LEADS, ("id",)), LEADS, ("id",), first_poll=True) is None
+
+
+def test_a_composite_key_names_the_missing_part() -> None:
+    items = [{"id": 1}, {"id": 2}, {"id": 3, "team": "a"}]
+    keyed = key_items(items, ("id", "team"))
+    assert keyless_failure(keyed, items, ("id", "team"), first_poll=True) == (
+        "2 of 3 items have no 'team' (part of the key 'id', 'team'); their fields: id, team"
+    )
+
+
+def test_items_that_are_not_objects_say_so() -> None:
+    items = ["a", "b"]
+    message = keyless_failure(key_items(items, ("id",)), items, ("id",), first_poll=True)
+    assert message == (
+        "2 of 2 items have no 'id' (the key); their fields: none (the items are not objects)"
+    )
+    one = [{}]
+    assert keyless_failure(key_items(one, ("id",)), one, ("id",), first_poll=False) == (
+        "1 of 1 item has no 'id' (the key); their fields: none (the items are empty objects)"
+    )
+
+
+def test_the_field_summary_is_a_bounded_sorted_union_of_the_first_items() -> None:
+    items = [{"b": 1}, {"a": 1, "c": 2}, "x", *({f"f{i:03}": 0} for i in range(200))]
+    summary = top_level_fields(items, sample=3)
+    assert summary.names == ("a", "b", "c") and not summary.more and summary.objects == 2
+    wide = top_level_fields(items)
+    assert len(wide.names) == FIELDS_SHOWN and wide.more
+    assert wide.text().endswith(", ...")
+    long = top_level_fields([{"n" * 500: 1}])
+    assert long.names == ("n" * 57 + "...",)

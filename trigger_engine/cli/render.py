@@ -473,6 +473,8 @@ def once_text(polls: Sequence[PollReport], delivery: DrainReport) -> str:
                 if poll.first_poll
                 else f"{poll.new_events} new"
             )
+            if poll.redefined:
+                what = what.replace("first poll", "first poll again (its definition changed)")
             if poll.quarantined:
                 what += f", {poll.quarantined} quarantined (events --status quarantined)"
             lines.append(f"{where}: {poll.items} items, {what}")

@@ -133,3 +133,81 @@ def flood_guard(new_items: int, max_new: int | None) -> str | None:
         f"held by the flood guard: {new_items} new items in one poll "
         f"(max_new_per_poll = {max_new}); release with 'trigger-engine replay --status held'"
     )
+
+
+# --------------------------------------------------------------------------- keyless polls
+
+# How many items the field summary of a keyless poll (and ``check``) looks at, and how many
+# field names it shows at most, each cut to ``FIELD_NAME_SHOWN`` characters: a sentence
+# for a person, whatever the upstream sends.
+FIELD_SAMPLE = 100
+FIELDS_SHOWN = 30
+FIELD_NAME_SHOWN = 60
+
+
+def too_keyless(keyless: int, total: int, *, first_poll: bool) -> bool:
+    """Whether a poll whose ``keyless`` of ``total`` items have no usable key fails rather
+    than going on: a first poll (which would seed) in which most items (over half) have
+    none, or any poll in which every item has none (and there is at least one).
+
+    A first poll that went on would remember only the keyed few and count as seeded; once
+    the key is fixed, the next poll would fire every old item. A later poll that finds no
+    key at all has nothing to compare, and a wrong key is far likelier than an upstream
+    that dropped its ids from every item."""
+    if total <= 0 or keyless <= 0:
+        return False
+    return keyless >= total or (first_poll and 2 * keyless > total)
+
+
+@dataclass(frozen=True)
+class FieldSummary:
+    """The top-level fields of a response's first items: a sorted union, bounded."""
+
+    names: tuple[str, ...]  # at most FIELDS_SHOWN, each at most FIELD_NAME_SHOWN characters
+    more: bool  # more names than shown
+    objects: int  # how many of the sampled items were objects
+
+    def text(self) -> str:
+        """``a, b, c`` (``, ...`` when cut), or why there are none."""
+        if not self.objects:
+            return "none (the items are not objects)"
+        if not self.names:
+            return "none (the items are empty objects)"
+        return ", ".join(self.names) + (", ..." if self.more else "")
+
+
+def top_level_fields(items: Sequence[Any], *, sample: int = FIELD_SAMPLE) -> FieldSummary:
+    """The union of the top-level field names of the first ``sample`` items, sorted."""
+    names: set[str] = set()
+    objects = 0
+    for item in items[:sample]:
+        if isinstance(item, dict):
+            objects += 1
+            names.update(str(name) for name in item)
+    ordered = sorted(names)
+    shown = tuple(
+        n if len(n) <= FIELD_NAME_SHOWN else n[: FIELD_NAME_SHOWN - 3] + "..."
+        for n in ordered[:FIELDS_SHOWN]
+    )
+    return FieldSummary(shown, len(ordered) > FIELDS_SHOWN, objects)
+
+
+def keyless_failure(
+    keyed: KeyedItems, items: Sequence[Any], fields: Sequence[str], *, first_poll: bool
+) -> str | None:
+    """None when a poll of ``items`` (keyed as ``keyed`` by ``fields``) may go on; else why
+    not, as the end of a sentence (the caller names the account and trigger first), e.g.
+    ``27 of 27 items have no 'uuid' (the key); their fields: campaign_id, email, id``.
+    See :func:`too_keyless` for when."""
+    if not too_keyless(keyed.keyless, len(items), first_poll=first_poll):
+        return None
+    field = keyed.keyless_field if keyed.keyless_field in fields else fields[0]
+    if len(fields) == 1:
+        what = f"'{field}' (the key)"
+    else:
+        what = f"'{field}' (part of the key {', '.join(repr(f) for f in fields)})"
+    noun = "item has" if len(items) == 1 else "items have"
+    return (
+        f"{keyed.keyless} of {len(items)} {noun} no {what}; "
+        f"their fields: {top_level_fields(items).text()}"
+    )

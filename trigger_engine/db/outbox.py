@@ -173,10 +173,12 @@ class Writer:
         return tally
 
     def changed_items(self, batch: Sequence[Encoded]) -> Tally:
-        """Move changed items to their new version and fire those this poll moved."""
+        """Move changed items to their new version and fire those this poll moved (unless
+        ``fire`` is off: a re-seed only moves them)."""
         assert self.versions is not None
         changes = [(k, text, self.versions[k], self.old_versions[k]) for k, _i, text in batch]
-        return self._fire(seen.bump_versions(self.conn, self.account, self.trigger, changes))
+        moved = seen.bump_versions(self.conn, self.account, self.trigger, changes)
+        return self._fire(moved) if self.fire else Tally()
 
     def remembered_items(self, batch: Sequence[Encoded]) -> Tally:
         """Backfill: fire remembered items, each at most once (the flag flips with it)."""

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, func, or_, select, update
 
 from trigger_engine.core.dedupe import KeyedItems, Quarantined, changed, flood_guard, unseen
+from trigger_engine.core.definition import DefinitionPrint, redefined
 from trigger_engine.db import quarantine, seen
 from trigger_engine.db.engine import Database, units_of_work
 from trigger_engine.db.outbox import Writer, bulk_then_item_by_item, encoded, isolated
@@ -56,6 +57,7 @@ def _state(row: Row[Any]) -> PollState:
         failing_since=m["failing_since"],
         lease_owner=m["lease_owner"],
         lease_expires_at=m["lease_expires_at"],
+        definition_fingerprint=m["definition_fingerprint"],
     )
 
 
@@ -225,9 +227,16 @@ class PollRepository:
         now: datetime,
         max_new: int | None = None,
         fence: Fence | None = None,
+        definition: DefinitionPrint | None = None,
     ) -> PollResult:
         """A successful poll: mark new keys seen and, unless this is a seeding first
         poll, create their events and deliveries. One transaction.
+
+        ``definition``: the trigger's dedupe definition as configured now, stored with its
+        state. When it differs from the stored one, this poll is a first poll again (a
+        re-seed: it remembers what it lists and, unless ``emit_first``, fires nothing; keys
+        seen before stay seen; an "updated item" trigger moves its known items to their
+        new versions without firing). A state without a stored one adopts it silently.
 
         With ``keyed.versions`` (an "updated item" trigger) it is the known items whose
         version changed that fire; new items are only remembered. With ``max_new``, a poll
@@ -247,6 +256,7 @@ class PollRepository:
             now=now,
             max_new=max_new,
             fence=fence,
+            definition=definition,
         )
 
     def _record(
@@ -261,12 +271,14 @@ class PollRepository:
         now: datetime,
         max_new: int | None,
         fence: Fence | None,
+        definition: DefinitionPrint | None,
         item_by_item: bool,
     ) -> PollResult:
         db = self.db
         with db.tx() as conn:
             state = self._check_fence(conn, account, trigger, fence)
-            first = state.seeded_at is None
+            redo = definition is not None and redefined(state.definition_fingerprint, definition)
+            first = state.seeded_at is None or redo
             fire = emit_first or not first
             set_aside = list(keyed.quarantined)
             held: str | None = None
@@ -286,7 +298,7 @@ class PollRepository:
                 versions = seen.known_versions(conn, account, trigger, keyed.keys)
                 changes = changed(keyed, versions)
                 moved = encoded([(k, item) for k, item, _new, _old in changes], set_aside)
-                held = flood_guard(len(moved), max_new)
+                held = None if redo else flood_guard(len(moved), max_new)
                 write = Writer(
                     db,
                     conn,
@@ -295,6 +307,7 @@ class PollRepository:
                     event_type,
                     sinks,
                     now,
+                    fire=not redo,  # a re-seed moves known items to their versions, silently
                     held=held,
                     versions=dict(zip(keyed.keys, keyed.versions, strict=True)),
                     old_versions={key: old for key, _item, _new, old in changes},
@@ -318,6 +331,8 @@ class PollRepository:
             }
             if first:
                 values["seeded_at"] = now
+            if definition is not None:
+                values["definition_fingerprint"] = definition.encode()
             conn.execute(update(poll_state).where(*_where(account, trigger)).values(**values))
         return PollResult(
             first_poll=first,
@@ -328,6 +343,7 @@ class PollRepository:
             quarantined=len(set_aside),
             newly_quarantined=tuple((q.key, q.reason) for q in newly),
             released=released,
+            redefined_from=state.definition_fingerprint if redo else None,
         )
 
     def record_failure(

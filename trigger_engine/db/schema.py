@@ -50,7 +50,7 @@ poll_state = Table(
     Column("trigger", String(TRIGGER_NAME_MAX), primary_key=True),
     Column("seeded_at", UTCDateTime, nullable=True),  # first successful poll
     Column("last_poll_at", UTCDateTime, nullable=True),
-    Column("last_outcome", String(20), nullable=True),  # ok | transient | auth | client | bad_body
+    Column("last_outcome", String(20), nullable=True),  # types.PollOutcome
     Column("last_error", Text, nullable=True),
     Column("last_success_at", UTCDateTime, nullable=True),
     Column("consecutive_failures", Integer, nullable=False, server_default=text("0")),
@@ -64,6 +64,11 @@ poll_state = Table(
     Column("lease_owner", String(200), nullable=True),
     Column("lease_expires_at", UTCDateTime, nullable=True),
     Column("fencing_token", BigInteger, nullable=False, server_default=text("0")),
+    # The dedupe definition (path, key, items_path, params, update_fields) its seen keys
+    # were remembered under, fingerprinted (core/definition.py): when the configuration's
+    # differs, the next poll is a first poll again. NULL: never succeeded, or polled
+    # before this column existed (the next success adopts the definition, no re-seed).
+    Column("definition_fingerprint", String(200), nullable=True),
 )
 
 # The dedupe set: the source of truth for "seen". Never pruned while the trigger exists.

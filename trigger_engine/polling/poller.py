@@ -24,7 +24,13 @@ from trigger_engine.clock import isoformat_z
 from trigger_engine.clock import now as clock_now
 from trigger_engine.config import Account, Config, TriggerSettings
 from trigger_engine.config.shape import served_sinks
-from trigger_engine.core.dedupe import key_items
+from trigger_engine.core.dedupe import key_items, keyless_failure
+from trigger_engine.core.definition import (
+    DefinitionPrint,
+    changed_parts,
+    definition_print,
+    redefined,
+)
 from trigger_engine.core.registry import fan_out
 from trigger_engine.core.retry import (
     MAX_POLL_BACKOFF,
@@ -51,6 +57,27 @@ def may_be_large(state: PollState | None) -> bool:
     """Whether a poll may parse a large list: its first (size unknown) or one of a
     trigger that knows at least ``GC_HOLD_MIN_ITEMS`` items."""
     return state is None or state.seeded_at is None or state.items_known >= GC_HOLD_MIN_ITEMS
+
+
+def definition_of(trigger: TriggerSettings) -> DefinitionPrint:
+    """The fingerprint of ``trigger``'s dedupe definition (core/definition.py)."""
+    return definition_print(
+        path=trigger.path,
+        key=trigger.key,
+        items_path=trigger.items_path,
+        params=trigger.params,
+        update_fields=trigger.update_fields,
+    )
+
+
+def first_poll(state: PollState | None, definition: DefinitionPrint) -> bool:
+    """Whether a poll from ``state`` is a first poll: the trigger never had a successful
+    one, or its definition changed since (a re-seed)."""
+    return (
+        state is None
+        or state.seeded_at is None
+        or redefined(state.definition_fingerprint, definition)
+    )
 
 
 NO_REMOTE_SINKS: SinkSubscriptions = MappingProxyType({})
@@ -127,9 +154,9 @@ class Poller:
         state: PollState | None,
     ) -> PollReport:
         started = time.perf_counter()
-        see_everything = (
-            state is None or state.seeded_at is None or trigger.update_fields is not None
-        )
+        definition = definition_of(trigger)
+        first = first_poll(state, definition)
+        see_everything = first or trigger.update_fields is not None
 
         def keep_going(page: list[Any]) -> bool:
             """Follow the next page only while this one had something unseen."""
@@ -146,6 +173,16 @@ class Poller:
                 account, trigger, outcome, str(exc), exc.retry_after, duration, fence, state
             )
         keyed = key_items(items, trigger.key, trigger.update_fields)
+        refused = keyless_failure(keyed, items, trigger.key, first_poll=first)
+        if refused is not None:  # a wrong key: seeding would remember nothing (see core)
+            error = (
+                f"account '{account.name}', trigger '{trigger.name}': {refused}; nothing was "
+                f"remembered or fired (is triggers.{trigger.name}.key right?)"
+            )
+            duration = time.perf_counter() - started
+            return self._failed(
+                account, trigger, PollOutcome.KEYLESS, error, None, duration, fence, state
+            )
         if keyed.keyless:
             log.warning(
                 "poll.items_without_key",
@@ -164,7 +201,19 @@ class Poller:
             now=self.clock(),
             max_new=trigger.max_new_per_poll,
             fence=fence,
+            definition=definition,
         )
+        if result.redefined_from is not None:
+            log.warning(
+                "poll.definition_changed",
+                account=account.name,
+                trigger=trigger.name,
+                old=DefinitionPrint.decode(result.redefined_from).digest,
+                new=definition.digest,
+                changed=",".join(changed_parts(result.redefined_from, definition)) or "unknown",
+                remembered=result.remembered,
+                new_events=result.new_events,
+            )
         report = PollReport(
             account=account.name,
             trigger=trigger.name,
@@ -179,6 +228,7 @@ class Poller:
             keyless=keyed.keyless,
             quarantined=result.quarantined,
             duration=time.perf_counter() - started,
+            redefined=result.redefined_from is not None,
         )
         for key, reason in result.newly_quarantined:  # once per item, not once per poll
             log.warning(
