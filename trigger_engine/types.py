@@ -370,3 +370,56 @@ class ActivitySnapshot:
     at: float  # monotonic time of the snapshot
     longest_open: float  # seconds the oldest running unit of work has run (0: none)
     failing: tuple[StoreFailure, ...]  # units whose last run failed
+
+
+# --------------------------------------------------------------------------- check
+
+
+@dataclass(frozen=True)
+class TriggerCheck:
+    """``check``: one request (first page only) of one (account, trigger), as a poll
+    would judge it."""
+
+    account: str
+    trigger: str
+    key: tuple[str, ...]
+    ok: bool
+    items: int | None = None  # on the first page; None when the request failed
+    keyless: int | None = None  # items without a usable key
+    fields: tuple[str, ...] = ()  # the first items' top-level fields (sorted, bounded)
+    fields_more: bool = False  # more fields than listed
+    kind: FailureKind | None = None  # why it failed
+    error: str | None = None
+    duration_ms: int = 0
+
+
+@dataclass(frozen=True)
+class SinkCheck:
+    """``check``: one signed ``engine.test`` event POSTed to one sink."""
+
+    sink: str
+    ok: bool  # a 2xx within the sink's timeout
+    webhook_id: str
+    status_code: int | None
+    latency_ms: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Everything ``check`` tried; ``ok`` only when every part passed."""
+
+    config_path: str | None
+    triggers: tuple[TriggerCheck, ...]
+    sinks: tuple[SinkCheck, ...]
+    sinks_checked: bool  # False with --no-sinks
+    problem: str | None = None  # a failure that is no single check's (no trigger to test)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every check passed."""
+        return (
+            self.problem is None
+            and all(t.ok for t in self.triggers)
+            and all(s.ok for s in self.sinks)
+        )

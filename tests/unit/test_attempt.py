@@ -83,3 +83,30 @@ def test_a_failed_attempt_never_records_the_url_credentials(exc: Exception, expe
     assert outcome.status_code is None
     assert TOKEN not in outcome.error
     assert "pw-5ecret-77" not in outcome.error
+
+
+def test_the_engine_test_event_is_an_envelope_without_account_signed_like_any_delivery() -> None:
+    from standardwebhooks.webhooks import Webhook
+
+    from trigger_engine.core.events import ENGINE_TEST, engine_test_event
+    from trigger_engine.delivery.attempt import body_for, headers_for
+
+    secret = "whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+    sink = Sink(name="crm", url="http://127.0.0.1:9/hook", secret=secret)  # type: ignore[call-arg]
+    event = engine_test_event("crm", NOW)
+    assert event.event_id.startswith("evt_") and event.event_type == ENGINE_TEST == "engine.test"
+    assert engine_test_event("crm", NOW).event_id != event.event_id  # a new id each time
+    body = body_for(sink, event)
+    stamp = int(datetime.now(UTC).timestamp())
+    payload = Webhook(secret).verify(body, headers_for(sink, event, body, stamp))
+    assert payload == {
+        "type": "engine.test",
+        "timestamp": "2026-11-27T10:00:00Z",
+        "account": None,
+        "data": {
+            "message": "a test event from trigger-engine check to sink 'crm': it arrived, so "
+            "the sink works",
+            "sink": "crm",
+            "sent_by": "trigger-engine check",
+        },
+    }

@@ -26,11 +26,12 @@ from trigger_engine.core import registry
 from trigger_engine.core.escape import escape_controls
 from trigger_engine.core.filters import build_filter
 from trigger_engine.db.store import Store
-from trigger_engine.errors import RuntimeFailure, SourceError, UsageError
+from trigger_engine.errors import RuntimeFailure, UsageError
 from trigger_engine.ops import logs
 from trigger_engine.ops.logs import get_logger
 from trigger_engine.polling.backfill import backfill
 from trigger_engine.polling.source import Source
+from trigger_engine.runtime.check import run_check
 from trigger_engine.runtime.daemon import Daemon
 from trigger_engine.runtime.signals import process_signals
 from trigger_engine.types import (
@@ -39,7 +40,6 @@ from trigger_engine.types import (
     QUARANTINED,
     EventFilter,
     EventView,
-    FailureKind,
     QuarantineView,
 )
 
@@ -154,25 +154,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """``check``: the configuration is valid and each account's API key is accepted."""
+    """``check``: the configuration is valid; each account's enabled triggers answer their
+    first page with keyed items; each sink (unless ``--no-sinks``) takes a signed
+    ``engine.test`` event. Exit 0 only if all pass."""
     config = _load(args)
-    _say(f"configuration {config.path}: ok")
-    failures = 0
-    trigger = next((t for t in config.triggers.values() if t.enabled), None)
-    if trigger is None:
-        _say("no enabled trigger to test the API keys with")
-        return 1
-    with Source(config.source) as source:
-        for account in config.accounts:
-            try:
-                items = source.fetch(account, trigger)
-            except SourceError as exc:
-                failures += 1
-                label = "API key refused" if exc.kind is FailureKind.AUTH else "failed"
-                _say(f"account '{account.name}': {label}: {exc}")
-            else:
-                _say(f"account '{account.name}': ok ({trigger.name}: {len(items)} items)")
-    return 1 if failures else 0
+    report = run_check(config, sinks=not args.no_sinks)
+    if args.json:
+        _print_json(render.check_dict(report))
+    else:
+        print(render.check_text(report))
+    return 0 if report.ok else 1
 
 
 def cmd_db(args: argparse.Namespace) -> int:

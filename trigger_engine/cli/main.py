@@ -66,8 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--once", action="store_true", help="poll every trigger once, deliver what is due, exit"
     )
 
-    check = sub.add_parser("check", help="validate the config and test each account's API key")
+    check = sub.add_parser(
+        "check",
+        help="validate the config, request each trigger's first page, send each sink a test event",
+    )
     _common(check)
+    check.add_argument(
+        "--no-sinks", action="store_true", help="do not send the engine.test event to the sinks"
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable output")
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)

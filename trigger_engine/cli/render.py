@@ -1,5 +1,5 @@
 """What the commands print: ``status``, ``events``, ``sinks``, ``triggers``, ``replay``,
-``backfill`` and ``run --once``. Pure: values in, text or JSON-ready dicts out; the store
+``backfill``, ``run --once`` and ``check``. Pure: values in, text or JSON-ready dicts out; the store
 does the reading.
 
 Text is the output boundary: every line is passed through
@@ -28,6 +28,7 @@ from trigger_engine.types import (
     NODE_ALIVE_WITHIN,
     QUARANTINED,
     WAITING_STATUSES,
+    CheckReport,
     DeliveryStatus,
     EventView,
     NodeView,
@@ -36,8 +37,10 @@ from trigger_engine.types import (
     PollState,
     QuarantineView,
     ReplayResult,
+    SinkCheck,
     SinkDrop,
     SinkStats,
+    TriggerCheck,
 )
 
 # A sink's deliveries by status, in the order status and sinks --json list them.
@@ -539,3 +542,97 @@ def backfill_line(step: BackfillStep, *, dry_run: bool) -> str:
     if step.result.not_listed:
         line += f" ({step.result.not_listed} no longer listed by the API)"
     return _text([line])
+
+
+# ----------------------------------------------------------------------------- check
+
+
+def _check_trigger_line(t: TriggerCheck) -> str:
+    where = f"{t.account}/{t.trigger}"
+    if not t.ok or t.items is None:
+        return f"{where}: failed: {t.error} ({t.duration_ms} ms)"
+    key = ", ".join(t.key)
+    fields = ", ".join(t.fields) + (", ..." if t.fields_more else "") if t.fields else "none"
+    return (
+        f"{where}: ok: {plural(t.items, 'item', 'items')} on the first page, {t.keyless} "
+        f"without the key '{key}' ({t.duration_ms} ms); fields: {fields}"
+    )
+
+
+def _check_sink_line(s: SinkCheck) -> str:
+    if s.ok:
+        return f"sink '{s.sink}': ok: HTTP {s.status_code} in {s.latency_ms} ms ({s.webhook_id})"
+    return f"sink '{s.sink}': failed: {s.error} after {s.latency_ms} ms ({s.webhook_id})"
+
+
+def check_text(report: CheckReport) -> str:
+    """What ``check`` found: the configuration, a line per (account, trigger) and a summary
+    per account, a line per sink, then how many checks passed."""
+    lines = [f"configuration {report.config_path or '(none)'}: ok"]
+    if report.problem is not None:
+        lines.append(report.problem)
+    accounts: dict[str, list[TriggerCheck]] = {}
+    for t in report.triggers:
+        accounts.setdefault(t.account, []).append(t)
+    for account, checks in accounts.items():
+        lines += [_check_trigger_line(t) for t in checks]
+        failed = [t for t in checks if not t.ok]
+        if not failed:
+            lines.append(f"account '{account}': ok")
+        elif any(t.kind == "auth" for t in failed):
+            lines.append(f"account '{account}': API key refused")
+        else:
+            lines.append(
+                f"account '{account}': failed ({len(failed)} of "
+                f"{plural(len(checks), 'trigger', 'triggers')})"
+            )
+    lines += [_check_sink_line(s) for s in report.sinks]
+    if not report.sinks_checked:
+        lines.append("sinks: not checked (--no-sinks)")
+    total = len(report.triggers) + len(report.sinks)
+    failed_count = sum(not t.ok for t in report.triggers) + sum(not s.ok for s in report.sinks)
+    if report.ok:
+        lines.append(f"all {plural(total, 'check', 'checks')} passed")
+    else:
+        lines.append(f"{failed_count} of {plural(total, 'check', 'checks')} failed")
+    return _text(lines)
+
+
+def check_dict(report: CheckReport) -> dict[str, Any]:
+    """``check --json``: ``{"config", "triggers", "sinks", "ok"}``."""
+    return {
+        "config": {
+            "path": report.config_path,
+            "ok": True,  # an invalid configuration is exit 2 before any check
+            "sinks_checked": report.sinks_checked,
+            "error": report.problem,
+        },
+        "triggers": [
+            {
+                "account": t.account,
+                "trigger": t.trigger,
+                "key": list(t.key),
+                "ok": t.ok,
+                "items": t.items,
+                "keyless": t.keyless,
+                "fields": list(t.fields),
+                "fields_truncated": t.fields_more,
+                "kind": None if t.kind is None else str(t.kind),
+                "error": t.error,
+                "duration_ms": t.duration_ms,
+            }
+            for t in report.triggers
+        ],
+        "sinks": [
+            {
+                "sink": s.sink,
+                "ok": s.ok,
+                "status_code": s.status_code,
+                "latency_ms": s.latency_ms,
+                "error": s.error,
+                "webhook_id": s.webhook_id,
+            }
+            for s in report.sinks
+        ],
+        "ok": report.ok,
+    }

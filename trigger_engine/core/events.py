@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Mapping
+from datetime import datetime
 
 import orjson
 
@@ -26,7 +27,10 @@ USER_AGENT = f"trigger-engine/{__version__}"
 # all handle it whole. A larger one is quarantined, not sent.
 MAX_ITEM_BYTES = 16 * 1024 * 1024
 
-__all__ = ["MAX_ITEM_BYTES", "USER_AGENT", "Unencodable"]
+# The engine's own test event: ``check`` sends one to every sink, whatever its ``events``.
+ENGINE_TEST = "engine.test"
+
+__all__ = ["ENGINE_TEST", "MAX_ITEM_BYTES", "USER_AGENT", "Unencodable"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -55,9 +59,32 @@ def payload_of(item: object) -> str:
     return text
 
 
+def engine_test_event(
+    sink: str, now: datetime, *, sent_by: str = "trigger-engine check"
+) -> DueDelivery:
+    """An ``engine.test`` event for ``sink``, ready to send like any delivery (a new
+    ``evt_`` id, no account: its envelope says ``"account": null``). Nothing stores it."""
+    data = {
+        "message": f"a test event from {sent_by} to sink '{sink}': it arrived, so the sink works",
+        "sink": sink,
+        "sent_by": sent_by,
+    }
+    return DueDelivery(
+        id=0,
+        sink=sink,
+        attempts=0,
+        event_id=new_event_id(),
+        event_type=ENGINE_TEST,
+        account=None,
+        created_at=now,
+        payload=orjson.dumps(data),
+    )
+
+
 def envelope(delivery: DueDelivery) -> bytes:
     """The default body: ``{"type", "timestamp", "account", "data"}``, with ``data`` the
-    item exactly as stored (no re-encoding)."""
+    item exactly as stored (no re-encoding); ``account`` is null for an engine event
+    about no account."""
     return b'{"type":%s,"timestamp":%s,"account":%s,"data":%s}' % (
         orjson.dumps(delivery.event_type),
         orjson.dumps(isoformat_z(delivery.created_at)),

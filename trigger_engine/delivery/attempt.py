@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import aiohttp
@@ -53,15 +54,26 @@ def headers_for(sink: Sink, delivery: DueDelivery, body: bytes, timestamp: int) 
     )
 
 
-async def attempt(
+@dataclass(frozen=True)
+class Sent:
+    """What one POST got: its status (None when none came back) or the error, and time."""
+
+    started_at: datetime
+    duration_ms: int
+    status: int | None
+    error: str | None  # None: a 2xx came back
+    retry_after: float | None
+
+
+async def send(
     session: aiohttp.ClientSession,
     sink: Sink,
     delivery: DueDelivery,
     *,
     clock: Callable[[], datetime],
-    rand: Callable[[], float],
-) -> AttemptOutcome:
-    """POST ``delivery`` to ``sink`` once and decide what follows; never raises."""
+) -> Sent:
+    """POST ``delivery`` to ``sink`` once (its body and signed headers, within its
+    timeout); never raises. ``attempt`` and ``check``'s test event both send this way."""
     body = body_for(sink, delivery)
     started_at = clock()
     headers = headers_for(sink, delivery, body, int(started_at.timestamp()))
@@ -91,14 +103,27 @@ async def attempt(
     duration_ms = int((time.perf_counter() - t0) * 1000)
     if status is not None and not 200 <= status < 300:
         error = f"HTTP {status}"
+    return Sent(started_at, duration_ms, status, error, retry_after)
+
+
+async def attempt(
+    session: aiohttp.ClientSession,
+    sink: Sink,
+    delivery: DueDelivery,
+    *,
+    clock: Callable[[], datetime],
+    rand: Callable[[], float],
+) -> AttemptOutcome:
+    """POST ``delivery`` to ``sink`` once and decide what follows; never raises."""
+    sent = await send(session, sink, delivery, clock=clock)
     return outcome(
         sink,
         delivery,
-        started_at=started_at,
-        duration_ms=duration_ms,
-        status=status,
-        error=error,
-        retry_after=retry_after,
+        started_at=sent.started_at,
+        duration_ms=sent.duration_ms,
+        status=sent.status,
+        error=sent.error,
+        retry_after=sent.retry_after,
         clock=clock,
         rand=rand,
     )
