@@ -4,7 +4,7 @@
 Existing rows get NULL: their next successful poll adopts the definition it runs with,
 without a re-seed.
 
-Revision ID: 0006_definition_fingerprint
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-05
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_definition_fingerprint"
+revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
