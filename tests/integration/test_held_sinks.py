@@ -364,3 +364,54 @@ def test_a_410_through_the_dispatcher_holds_and_enable_sends_once(
     with store.db.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(attempts)).scalar_one() == 4
         assert conn.execute(select(func.count()).select_from(events)).scalar_one() == 3
+
+
+# ----------------------------------------------------------------------- the migration
+
+
+def test_0006_holds_what_an_older_version_made_dead_for_a_disabled_sink(db_url: str) -> None:
+    """At 0005: a disabled sink with a delivery made dead by the disable, one dead after its
+    schedule, and one held by the flood guard. Upgraded: the first is held for the sink
+    (enabling sends it), the others keep their status; the flood guard's is marked so."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from trigger_engine.db.migrate import alembic_config
+
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0005")
+            conn.execute(
+                text(
+                    "INSERT INTO events (id, type, account, trigger, item_key, payload, created_at)"
+                    " VALUES (:id, 'lead.new', 'acme', 'leads', :key, '{}', :at)"
+                ),
+                [{"id": f"evt_{i}", "key": str(i), "at": T0} for i in range(3)],
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO deliveries (event_id, sink, status, last_error, created_at)"
+                    " VALUES (:e, 'crm', :s, :err, :at)"
+                ),
+                [
+                    {"e": "evt_0", "s": "dead", "err": "sink disabled: by hand", "at": T0},
+                    {"e": "evt_1", "s": "dead", "err": "HTTP 500", "at": T0},
+                    {"e": "evt_2", "s": "held", "err": "held by the flood guard", "at": T0},
+                ],
+            )
+            conn.execute(
+                text("INSERT INTO sink_state (name, disabled) VALUES ('crm', :t)"), {"t": True}
+            )
+        with Store.open(db_url) as store:
+            assert [row[1:] for row in table(store)] == [
+                ("held", 0, "sink"),
+                ("dead", 0, None),
+                ("held", 0, "flood_guard"),
+            ]
+            assert store.sinks.set_enabled("crm", True, reason="", now=T0).released == 1
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0005")
+            command.upgrade(alembic_config(conn), "head")
+    finally:
+        engine.dispose()
