@@ -125,7 +125,7 @@ def test_a_delivery_in_flight_when_paused_is_recorded_and_its_retry_is_held(
     a, b = claim(store, 2)
     change = store.sinks.set_paused("crm", True, reason="paused by hand", now=T0)
     assert (change.held, change.in_flight) == (0, 2)  # both in flight: left to finish
-    store.deliveries.record_attempts(
+    held = store.deliveries.record_attempts(
         [
             outcome(a, "delivered", 204),
             outcome(b, "failed", 503, next_attempt_at=T0 + timedelta(seconds=5)),
@@ -133,6 +133,7 @@ def test_a_delivery_in_flight_when_paused_is_recorded_and_its_retry_is_held(
         owner="n",
     )
     assert [row[1:] for row in table(store)] == [("delivered", 1, None), ("held", 1, "sink")]
+    assert [(o.event_id, why) for o, why in held] == [(b.event_id, "sink paused")]
 
 
 def test_a_paused_and_disabled_sink_is_sent_only_when_both_are_lifted(store: Store) -> None:

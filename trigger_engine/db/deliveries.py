@@ -217,12 +217,15 @@ class DeliveryRepository:
             sink_rows.hold(conn, sink_rows.holding_sinks(conn), None)
         return int(released)
 
-    def record_attempts(self, outcomes: Sequence[AttemptOutcome], *, owner: str) -> None:
+    def record_attempts(
+        self, outcomes: Sequence[AttemptOutcome], *, owner: str
+    ) -> list[tuple[AttemptOutcome, str]]:
         """Record a batch of attempts and move their deliveries on. One transaction.
         A delivery whose lease another node took over in the meantime is not touched
-        (its attempt is still recorded: it happened)."""
+        (its attempt is still recorded: it happened). Returns the failed attempts whose
+        retry is held (their sink was paused or disabled meanwhile), each with why."""
         if not outcomes:
-            return
+            return []
         failed, held, delivered = (
             DeliveryStatus.FAILED,
             DeliveryStatus.HELD,
@@ -274,6 +277,7 @@ class DeliveryRepository:
                 if o.disable_sink is not None:
                     # the 410's own delivery (recorded failed above) is held with the rest
                     sink_rows.disable(self.db, conn, o.sink, o.disable_sink, o.started_at)
+        return [(o, holding[o.sink]) for o in outcomes if status_of(o) == held]
 
     def next_due_at(self, sinks: Sequence[str]) -> datetime | None:
         """When the earliest unclaimed delivery to one of ``sinks`` falls due."""

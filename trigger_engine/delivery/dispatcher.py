@@ -412,6 +412,8 @@ class Dispatcher:
         for name in holding:
             lane = self._lanes.get(name)
             if lane is not None and lane.queue:
+                if any(c.probe for c in lane.queue):
+                    lane.health.probe_abandoned(self.clock())
                 self._give_back.extend(c.delivery.id for c in lane.queue)
                 lane.queue.clear()
                 lane.exhausted = True
@@ -580,10 +582,19 @@ class Dispatcher:
         batch, self._outcomes = self._outcomes, []
         self._record_now = False
         try:
-            await self._store(self.store.deliveries.record_attempts, batch, owner=self.owner)
+            held = await self._store(self.store.deliveries.record_attempts, batch, owner=self.owner)
         except BaseException:
             self._outcomes[:0] = batch  # not recorded: kept for the stop's last try
             raise
+        for outcome, why in held:
+            log.info(
+                "delivery.held",
+                sink=outcome.sink,
+                event_id=outcome.event_id,
+                attempt=outcome.attempt,
+                reason=why,
+                sent_when="the sink is resumed or enabled",
+            )
         soonest: datetime | None = None
         for outcome in batch:
             if self.on_attempt is not None:
