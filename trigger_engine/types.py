@@ -33,8 +33,17 @@ class DeliveryStatus(StrEnum):
     PENDING = "pending"  # due at next_attempt_at (a first attempt)
     FAILED = "failed"  # an attempt failed; the retry is due at next_attempt_at
     DELIVERED = "delivered"  # a 2xx came back
-    DEAD = "dead"  # retries used up, or the sink is disabled: waits for a replay
-    HELD = "held"  # stopped by the flood guard: waits for a replay
+    DEAD = "dead"  # the retry schedule is used up: waits for a replay
+    # kept, not sent: its sink is paused or disabled (sent in order when it is resumed or
+    # enabled), or the flood guard stopped its poll (sent by a replay); see HoldKind
+    HELD = "held"
+
+
+class HoldKind(StrEnum):
+    """Why a ``held`` delivery is held (``deliveries.held_by``), which says what sends it."""
+
+    SINK = "sink"  # its sink is paused or disabled: resuming or enabling the sink sends it
+    FLOOD_GUARD = "flood_guard"  # its poll fired too much at once: a replay sends it
 
 
 # The statuses a claim picks from (their next_attempt_at says when).
@@ -194,6 +203,13 @@ class DueDelivery:
     account: str | None  # None: an engine event about no account (engine.test)
     created_at: datetime
     payload: bytes  # the item, JSON
+    # attempts made early, as probes of a sink that is down (core/circuit.py): they do not
+    # use up the retry schedule, which counts only ``attempts - probes``
+    probes: int = 0
+    # claimed as a probe before its own next attempt was due: a failure leaves its schedule
+    # (next_attempt_at, the steps used) as it was
+    early: bool = False
+    next_attempt_at: datetime | None = None  # when it was due (for an early probe: later)
 
 
 @dataclass(frozen=True)
@@ -211,6 +227,14 @@ class AttemptOutcome:
     new_status: DeliveryStatus  # delivered | failed | dead
     next_attempt_at: datetime | None = None
     disable_sink: str | None = None  # a reason, when the attempt disables the sink (410)
+    early_probe: bool = False  # a failed early probe: counted in ``probes`` as well
+
+    @property
+    def sink_down(self) -> bool:
+        """Whether the attempt says the receiver is unreachable or failing: no answer, a
+        5xx, 408 or 429 (what the circuit counts; another 4xx is an answer)."""
+        code = self.status_code
+        return code is None or code >= 500 or code in (408, 429)
 
 
 @dataclass(frozen=True)
@@ -225,6 +249,26 @@ class SinkStats:
     disabled_reason: str | None
     disabled_at: datetime | None
     last_success_at: datetime | None
+    paused: bool = False
+    paused_reason: str | None = None
+    paused_at: datetime | None = None
+
+    @property
+    def holding(self) -> bool:
+        """Whether the sink's deliveries are held now: it is paused or disabled."""
+        return self.paused or self.disabled
+
+
+@dataclass(frozen=True)
+class SinkChange:
+    """What ``sinks pause|resume|enable|disable`` did to a sink and its deliveries."""
+
+    sink: str
+    held: int = 0  # deliveries moved to held (pause, disable)
+    released: int = 0  # held deliveries made due now (resume, enable)
+    in_flight: int = 0  # being attempted now: they finish, a retry they need is held
+    paused: bool = False  # the sink's state after the change
+    disabled: bool = False
 
 
 # --------------------------------------------------------------------------- reading
@@ -317,6 +361,7 @@ class ReplayResult:
     skipped_disabled: int  # to a sink that is disabled
     skipped_unknown: int  # to a sink no longer in the configuration
     skipped_in_flight: int  # being attempted right now
+    held: int = 0  # of ``queued``: to a paused sink, held until it is resumed
 
 
 @dataclass(frozen=True)

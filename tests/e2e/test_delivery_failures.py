@@ -232,7 +232,7 @@ def test_retry_after_pushes_the_next_attempt_past_the_schedule(
 # --------------------------------------------------------------------------- 4: 410 Gone
 
 
-def test_410_disables_the_sink_until_enabled_and_replayed(
+def test_410_disables_the_sink_and_holds_its_deliveries_until_enabled(
     simulator: SimulatorThread, write_config: ConfigWriter, workdir: Path, cli_env: Env
 ) -> None:
     with Receiver(Answers(then=status(410))) as crm, Receiver() as audit:
@@ -246,9 +246,9 @@ def test_410_disables_the_sink_until_enabled_and_replayed(
         simulator.sim.add_lead()
         simulator.sim.add_lead()
 
-        # crm answers its first delivery 410: it is disabled, its other delivery goes dead
-        # unattempted; the audit sink is not affected
-        assert once(workdir, cli_env) == summary(3, 2, 0, 1)
+        # crm answers its first delivery 410: it is disabled, and its deliveries (that one
+        # included) are held, not dead; the audit sink is not affected
+        assert once(workdir, cli_env) == summary(3, 2, 1, 0)
         assert len(crm.requests) == 1 and len(audit.requests) == 2
         gone_id = crm.requests[0].headers["webhook-id"]
         verify(crm.requests[0])
@@ -256,51 +256,59 @@ def test_410_disables_the_sink_until_enabled_and_replayed(
         found = {e["id"]: e for e in events_json(workdir, cli_env)}
         assert set(found) == set(ids(audit.requests))
         first = delivery(found[gone_id], "crm")
-        assert (first["status"], first["attempts"], first["last_status_code"]) == ("dead", 1, 410)
+        assert (first["status"], first["attempts"], first["last_status_code"]) == ("held", 1, 410)
         (other_id,) = set(found) - {gone_id}
         other = delivery(found[other_id], "crm")
-        assert (other["status"], other["attempts"]) == ("dead", 0)
-        assert "410" in other["last_error"]
+        assert (other["status"], other["attempts"]) == ("held", 0)
+        assert other["last_error"] == "sink disabled"
         assert all(delivery(e, "audit")["status"] == "delivered" for e in found.values())
 
         doc = status_json(workdir, cli_env)
         row = sink_row(doc, "crm")
         assert row["state"] == "disabled" and "410" in row["disabled_reason"]
-        assert (row["dead"], row["pending"], row["failed"]) == (2, 0, 0)
+        assert (row["held"], row["dead"], row["pending"], row["failed"]) == (2, 0, 0, 0)
         assert sink_row(doc, "audit")["state"] == "enabled"
         listing = cli("sinks", cwd=workdir, env=cli_env).stdout
         (crm_line,) = [line for line in listing.splitlines() if line.startswith("crm ")]
-        assert "disabled" in crm_line and "410" in crm_line
+        assert "disabled" in crm_line and "410" in crm_line and "held 2" in crm_line
 
-        # a new event: nothing goes to the disabled sink
+        # a new event: held for the disabled sink, nothing sent to it
         simulator.sim.add_lead()
         assert once(workdir, cli_env) == summary(1, 1, 0, 0)
         assert len(crm.requests) == 1 and len(audit.requests) == 3
+        assert sink_row(status_json(workdir, cli_env), "crm")["held"] == 3
 
-        # replay while disabled: skipped, and said so
+        # replay while disabled: skipped, and said so (the contract)
         out = cli("replay", "--since", "1h", "--sink", "crm", cwd=workdir, env=cli_env).stdout
         assert "queued 0 deliveries (of 0 events)" in out
         assert "skipped 3 deliveries to disabled sinks" in out
 
-        # re-enable, the receiver is back: replay queues all three, same webhook-ids
+        # re-enable, the receiver is back: the three held ones are sent, in order, with
+        # their original webhook-ids, once each
+        crm.plan = lambda _r: Answer()
         enabled = cli("sinks", "enable", "crm", cwd=workdir, env=cli_env).stdout
         assert "sink 'crm' enabled" in enabled
-        crm.plan = lambda _r: Answer()
-        out = cli("replay", "--since", "1h", "--sink", "crm", cwd=workdir, env=cli_env).stdout
-        assert "queued 3 deliveries (of 3 events)" in out
-        assert "skipped" not in out
+        assert "3 held deliveries due now" in enabled
         assert once(workdir, cli_env) == summary(3, 3, 0, 0)
 
-        assert len(audit.requests) == 3  # the replay was for crm only
+        assert len(audit.requests) == 3
         redelivered = crm.requests[1:]
-        assert len(redelivered) == 3
-        assert set(ids(redelivered)) == set(ids(audit.requests))
-        assert gone_id in ids(redelivered)
+        assert ids(redelivered) == ids(audit.requests)  # the order they were created in
+        assert ids(redelivered)[0] == gone_id
         for r in redelivered:
             verify(r)
         for e in events_json(workdir, cli_env):
             d = delivery(e, "crm")
-            assert (d["status"], d["attempts"], d["last_status_code"]) == ("delivered", 1, 200)
+            attempts = 2 if e["id"] == gone_id else 1
+            assert (d["status"], d["attempts"], d["last_status_code"]) == (
+                "delivered",
+                attempts,
+                200,
+            )
+        print(
+            f"\n410 then enable: {len(redelivered)} held deliveries sent once each, in order, "
+            "with their original webhook-ids"
+        )
 
 
 def test_a_delivery_in_flight_when_410_disables_the_sink_keeps_its_real_outcome(
@@ -308,7 +316,7 @@ def test_a_delivery_in_flight_when_410_disables_the_sink_keeps_its_real_outcome(
 ) -> None:
     """Two deliveries to one sink in flight together: the first answer is 410 (the sink is
     disabled), the other is a 200 that arrives 1 s later. The receiver accepted that event,
-    run --once counts it delivered, and so must the store (not dead, 0 attempts)."""
+    run --once counts it delivered, and so must the store (not held, 0 attempts)."""
     plan = Answers(status(410), Answer(delay=1.0))
     answered: dict[str, Answer] = {}
 
@@ -322,13 +330,13 @@ def test_a_delivery_in_flight_when_410_disables_the_sink_keeps_its_real_outcome(
         simulator.sim.add_lead()
         simulator.sim.add_lead()
 
-        assert once(workdir, cli_env) == summary(2, 1, 0, 1)
+        assert once(workdir, cli_env) == summary(2, 1, 1, 0)
         assert len(crm.requests) == 2
         (accepted,) = [i for i, a in answered.items() if a.status == 200]
         (gone,) = [i for i, a in answered.items() if a.status == 410]
 
         found = {e["id"]: delivery(e, "crm") for e in events_json(workdir, cli_env)}
-        assert (found[gone]["status"], found[gone]["attempts"]) == ("dead", 1)
+        assert (found[gone]["status"], found[gone]["attempts"]) == ("held", 1)
         assert sink_row(status_json(workdir, cli_env), "crm")["state"] == "disabled"
         ok = found[accepted]
         assert (ok["status"], ok["attempts"], ok["last_status_code"]) == ("delivered", 1, 200), ok

@@ -111,12 +111,12 @@ def test_event_keeps_the_item_exactly_and_accounts_are_separate(store: Store) ->
     assert all(orjson.loads(p.payload) == item for p in payloads)
 
 
-def test_disabled_sink_gets_dead_deliveries_not_pending(store: Store) -> None:
+def test_disabled_sink_gets_held_deliveries_not_pending(store: Store) -> None:
     store.sinks.set_enabled("ops", False, reason="by hand", now=T0)
     poll(store, [])
     poll(store, leads("a"), sinks=("crm", "ops"))
     statuses = dict(rows(store, select(deliveries.c.sink, deliveries.c.status)))
-    assert statuses == {"crm": "pending", "ops": "dead"}
+    assert statuses == {"crm": "pending", "ops": "held"}
 
 
 def test_a_failure_inside_the_poll_transaction_keeps_nothing(
@@ -278,18 +278,33 @@ def test_recording_attempts_moves_deliveries_through_their_states(store: Store) 
     assert (again.id, again.attempts) == (b.id, 1)
 
 
-def test_a_gone_receiver_disables_the_sink_and_kills_its_queue(store: Store) -> None:
+def test_a_gone_receiver_disables_the_sink_and_holds_its_queue(store: Store) -> None:
     poll(store, [])
     poll(store, leads("b", "a"))
     (first,) = store.deliveries.claim_due(owner="n", now=T0, lease=60, capacity={"crm": 1})
     store.deliveries.record_attempts(
-        [_outcome(first, "dead", code=410, disable_sink="the receiver answered 410 Gone")],
+        [
+            _outcome(
+                first,
+                "failed",
+                code=410,
+                next_attempt_at=T0,
+                disable_sink="the receiver answered 410 Gone",
+            )
+        ],
         owner="n",
     )
     assert store.sinks.disabled() == {"crm"}
-    assert count(store, deliveries, deliveries.c.status == "dead") == 2
-    store.sinks.set_enabled("crm", True, reason="", now=T0)
+    assert count(store, deliveries, deliveries.c.status == "held") == 2
+    assert count(store, deliveries, deliveries.c.status == "dead") == 0
+    change = store.sinks.set_enabled("crm", True, reason="", now=T0)
     assert store.sinks.disabled() == set()
+    assert change.released == 2
+    again = store.deliveries.claim_due(owner="n", now=T0, lease=60, capacity={"crm": 5})
+    assert [(d.event_id, d.attempts) for d in again] == [
+        (first.event_id, 1),
+        (again[1].event_id, 0),
+    ]
 
 
 def test_an_attempt_recorded_by_a_former_lease_holder_does_not_move_the_delivery(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -155,3 +156,15 @@ def test_a_removed_sink_has_no_backlog_series() -> None:
     )
     # without the callable, every sink the store knows
     assert 'sink="old"' in Metrics(lambda: found, lambda: NOW).render().decode()
+
+
+def test_a_paused_sink_shows_its_held_backlog_and_why() -> None:
+    def paused() -> dict[str, SinkStats]:
+        (crm,) = stats().values()
+        counts = {**crm.counts, "held": 7}
+        return {"crm": replace(crm, counts=counts, paused=True, paused_reason="by hand")}
+
+    text = Metrics(paused, lambda: NOW).render().decode()
+    assert 'trigger_engine_delivery_backlog{sink="crm",status="held"} 7.0' in text
+    assert 'trigger_engine_sink_holding{reason="paused",sink="crm"} 1.0' in text
+    assert 'trigger_engine_sink_holding{reason="disabled",sink="crm"} 0.0' in text

@@ -41,6 +41,7 @@ from trigger_engine.types import (
     EventFilter,
     EventView,
     QuarantineView,
+    SinkChange,
 )
 
 log = get_logger("trigger_engine.cli")
@@ -261,14 +262,40 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+_SINK_EVENTS = {
+    "pause": "sink.paused",
+    "resume": "sink.resumed",
+    "enable": "sink.enabled",
+    "disable": "sink.disabled",
+}
+
+
+def _log_sink_change(action: str, change: SinkChange) -> None:
+    """One log line per sink change by hand (``sink.disabled`` is where an operational
+    event about a disabled sink hooks on, as is the dispatcher's for a 410)."""
+    log.info(
+        _SINK_EVENTS[action],
+        sink=change.sink,
+        held=change.held,
+        released=change.released,
+        in_flight=change.in_flight,
+        paused=change.paused,
+        disabled=change.disabled,
+        reason="by hand",
+    )
+
+
 def cmd_sinks(args: argparse.Namespace) -> int:
-    """``sinks``: list them; ``sinks enable|disable NAME``; ``sinks drop NAME [--to
-    OTHER] [--dry-run]`` for a sink removed from the configuration."""
+    """``sinks``: list them; ``sinks pause|resume|enable|disable NAME``; ``sinks drop NAME
+    [--to OTHER] [--dry-run]`` for a sink removed from the configuration."""
     config = _load(args)
     if args.action and not args.name:
         raise UsageError(f"'sinks {args.action}' needs a sink NAME")
     if args.name and not args.action:
-        raise UsageError("say 'sinks enable NAME', 'sinks disable NAME' or 'sinks drop NAME'")
+        raise UsageError(
+            "say 'sinks pause NAME', 'sinks resume NAME', 'sinks enable NAME', "
+            "'sinks disable NAME' or 'sinks drop NAME'"
+        )
     if args.action != "drop" and (args.to is not None or args.dry_run):
         raise UsageError("--to and --dry-run go with 'sinks drop NAME'")
     with _open(config) as store:
@@ -276,15 +303,16 @@ def cmd_sinks(args: argparse.Namespace) -> int:
             return _drop_sink(config, store, args.name, to=args.to, dry_run=args.dry_run)
         if args.action:
             _check_names(config, "sink", [args.name], [s.name for s in config.sinks])
-            store.sinks.set_enabled(
-                args.name, args.action == "enable", reason="disabled by hand", now=now()
-            )
-            _say(f"sink '{args.name}' {args.action}d")
-            if args.action == "enable":
-                _say(
-                    "its dead deliveries stay dead: replay them with 'trigger-engine replay "
-                    f"--since TIME --sink {args.name} --status dead'"
+            if args.action in ("pause", "resume"):
+                change = store.sinks.set_paused(
+                    args.name, args.action == "pause", reason="paused by hand", now=now()
                 )
+            else:
+                change = store.sinks.set_enabled(
+                    args.name, args.action == "enable", reason="disabled by hand", now=now()
+                )
+            _log_sink_change(args.action, change)
+            print(render.sink_change_text(args.action, change))
             return 0
         moment = now()
         serving = registry.serving(store.nodes.live(moment), moment)

@@ -123,10 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--dry-run", action="store_true", help="only count")
 
     sinks = sub.add_parser(
-        "sinks", help="list sinks; enable or disable one; drop a removed sink's deliveries"
+        "sinks",
+        help="list sinks; pause, resume, enable or disable one; drop a removed sink's deliveries",
     )
     _common(sinks)
-    sinks.add_argument("action", nargs="?", choices=["enable", "disable", "drop"])
+    sinks.add_argument(
+        "action", nargs="?", choices=["pause", "resume", "enable", "disable", "drop"]
+    )
     sinks.add_argument("name", nargs="?", metavar="NAME", type=_sink)
     sinks.add_argument(
         "--to",

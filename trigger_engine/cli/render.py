@@ -37,6 +37,7 @@ from trigger_engine.types import (
     PollState,
     QuarantineView,
     ReplayResult,
+    SinkChange,
     SinkCheck,
     SinkDrop,
     SinkStats,
@@ -257,7 +258,7 @@ def sink_dicts(
             {
                 "name": sink.name,
                 "url": safe_url(sink.url),
-                "state": "disabled" if st and st.disabled else "enabled",
+                "state": sink_state_word(st),
                 **_backlog(st, now),
             }
         )
@@ -278,6 +279,16 @@ def sink_dicts(
     return rows
 
 
+def sink_state_word(st: SinkStats | None) -> str:
+    """``disabled`` (by hand or a 410), ``paused`` (by hand) or ``enabled``: a disabled
+    sink that is also paused says disabled (enabling it leaves it paused)."""
+    if st is not None and st.disabled:
+        return "disabled"
+    if st is not None and st.paused:
+        return "paused"
+    return "enabled"
+
+
 def removed_hint(name: str) -> str:
     """What to run for the deliveries of a removed sink."""
     return (
@@ -293,6 +304,9 @@ def _backlog(st: SinkStats | None, now: datetime) -> dict[str, Any]:
     return {
         "disabled_reason": st.disabled_reason if st else None,
         "disabled_at": _ts(st.disabled_at) if st else None,
+        "paused": bool(st and st.paused),
+        "paused_reason": st.paused_reason if st else None,
+        "paused_at": _ts(st.paused_at) if st else None,
         **{status.value: counts.get(status, 0) for status in _COUNTED},
         "in_flight": st.in_flight if st else 0,
         "last_success_at": _ts(st.last_success_at) if st else None,
@@ -310,7 +324,13 @@ def _sink_state(s: dict[str, Any]) -> str:
         waiting = plural(s["waiting"], "delivery", "deliveries")
         return f"removed from the configuration, {waiting} waiting"
     state: str = s["state"]
-    return state + (f" ({s['disabled_reason']})" if s["disabled_reason"] else "")
+    if state == "disabled":
+        state += f" ({s['disabled_reason']})" if s["disabled_reason"] else ""
+        if s.get("paused"):
+            state += ", paused"
+    elif state == "paused":
+        state += f" ({s['paused_reason']})" if s.get("paused_reason") else ""
+    return state
 
 
 def status_dict(
@@ -495,6 +515,11 @@ def replay_text(result: ReplayResult, *, dry_run: bool, by_event: bool) -> str:
     """What ``replay`` queued, and what it skipped and why."""
     verb = "would queue" if dry_run else "queued"
     lines = [f"{verb} {result.queued} deliveries (of {result.events} events)"]
+    if result.held:
+        lines.append(
+            f"{result.held} of them to paused sinks: held, sent in order when the sink is "
+            "resumed ('trigger-engine sinks resume NAME')"
+        )
     if result.skipped_disabled:
         lines.append(
             f"skipped {result.skipped_disabled} deliveries to disabled sinks "
@@ -509,6 +534,34 @@ def replay_text(result: ReplayResult, *, dry_run: bool, by_event: bool) -> str:
         lines.append(f"skipped {result.skipped_in_flight} deliveries being attempted right now")
     if by_event and result.events == 0 and not result.skipped_disabled:
         lines.append("no delivery matched those event ids")
+    return _text(lines)
+
+
+def sink_change_text(action: str, change: SinkChange) -> str:
+    """What ``sinks pause|resume|enable|disable NAME`` did to the sink's deliveries."""
+    name = change.sink
+    lines = [f"sink '{name}' {action}d"]
+    if change.held:
+        lines.append(f"{plural(change.held, 'delivery', 'deliveries')} held")
+    if change.in_flight and action in ("pause", "disable"):
+        lines.append(
+            f"{plural(change.in_flight, 'delivery', 'deliveries')} in flight: "
+            "they finish; a retry they need is held"
+        )
+    if change.released:
+        lines.append(
+            f"{plural(change.released, 'held delivery', 'held deliveries')} due now, "
+            "sent in order with their original webhook-id"
+        )
+    if change.paused or change.disabled:
+        why, undo = (
+            ("disabled", f"sinks enable {name}")
+            if change.disabled
+            else ("paused", f"sinks resume {name}")
+        )
+        lines.append(
+            f"its deliveries are held while it is {why}; 'trigger-engine {undo}' sends them"
+        )
     return _text(lines)
 
 

@@ -1,6 +1,7 @@
 """Deliveries (``deliveries``, ``attempts``): one row per (event, sink) with a state
-machine, pending → claimed (a lease) → delivered | failed (retry due) | dead, and every
-attempt recorded.
+machine, pending → claimed (a lease) → delivered | failed (retry due) | dead (schedule
+used up), held while its sink is paused or disabled (see :mod:`.sinks`), and every attempt
+recorded.
 
 Claims and attempt records are the delivery hot path: they run the raw statements of
 :mod:`trigger_engine.db.queries`. On PostgreSQL, claims lock with ``SKIP LOCKED`` so that
@@ -28,11 +29,12 @@ from trigger_engine.types import (
     DeliveryStatus,
     DueDelivery,
     EventFilter,
+    HoldKind,
     ReplayResult,
     SinkDrop,
 )
 
-_DueRow = tuple[int, int, str, str, str, datetime, str]
+_DueRow = tuple[int, int, str, str, str, datetime, str, int]
 
 
 @units_of_work
@@ -63,9 +65,12 @@ class DeliveryRepository:
         claimed: list[DueDelivery] = []
         expires = now + timedelta(seconds=lease)
         with self.db.tx() as conn:
-            disabled = sink_rows.disabled_sinks(conn)
+            holding = sink_rows.holding_sinks(conn)
+            # what fell due for a paused or disabled sink since (a lease given back, a
+            # record of another node) is held, not claimed
+            sink_rows.hold(conn, {s: why for s, why in holding.items() if s in capacity}, now)
             for sink, limit in capacity.items():
-                if limit <= 0 or sink in disabled:
+                if limit <= 0 or sink in holding:
                     continue
                 rows = self._due_rows(conn, sink, limit, due=due, now=now)
                 if not rows:
@@ -85,16 +90,94 @@ class DeliveryRepository:
                         account=r[4],
                         created_at=r[5],
                         payload=r[6].encode(),
+                        probes=r[7],
                     )
                     for r in rows
                 )
         return claimed
 
+    def claim_probe(
+        self, sink: str, *, owner: str, now: datetime, lease: float
+    ) -> DueDelivery | None:
+        """Claim one delivery to ``sink`` to probe it while it is down (core/circuit.py):
+        the oldest one due, else the one due soonest (then ``early``: a failure of it
+        leaves its schedule as it was). None when nothing waits, or the sink is held."""
+        query = (
+            select(
+                deliveries.c.id,
+                deliveries.c.attempts,
+                deliveries.c.probes,
+                deliveries.c.next_attempt_at,
+                events.c.id.label("event_id"),
+                events.c.type,
+                events.c.account,
+                events.c.created_at,
+                events.c.payload,
+            )
+            .join(events, events.c.id == deliveries.c.event_id)
+            .where(
+                deliveries.c.sink == sink,
+                deliveries.c.status.in_(DUE_STATUSES),
+                sink_rows.not_in_flight(now),
+            )
+            .limit(1)
+        )
+        if self.db.dialect == "postgresql":
+            query = query.with_for_update(of=deliveries, skip_locked=True)
+        due = deliveries.c.next_attempt_at <= now
+        with self.db.tx() as conn:
+            if sink in sink_rows.holding_sinks(conn):
+                return None
+            row = conn.execute(query.where(due).order_by(deliveries.c.id)).first()
+            if row is None:
+                row = conn.execute(
+                    query.order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+                ).first()
+            if row is None:
+                return None
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == row.id)
+                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease))
+            )
+        next_at = as_utc(row.next_attempt_at) if row.next_attempt_at is not None else None
+        return DueDelivery(
+            id=row.id,
+            sink=sink,
+            attempts=row.attempts,
+            event_id=row.event_id,
+            event_type=row.type,
+            account=row.account,
+            created_at=as_utc(row.created_at),
+            payload=row.payload.encode(),
+            probes=row.probes,
+            early=next_at is not None and next_at > now,
+            next_attempt_at=next_at,
+        )
+
+    def due_now(self, sink: str, now: datetime) -> int:
+        """Make every delivery waiting for ``sink`` (pending, failed, not in flight) due
+        now: its receiver is back (core/circuit.py). One UPDATE; the claim then sends
+        them oldest first, with their own event ids. Returns how many were moved."""
+        with self.db.tx() as conn:
+            moved = conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.sink == sink,
+                    deliveries.c.status.in_(DUE_STATUSES),
+                    deliveries.c.next_attempt_at > now,
+                    sink_rows.not_in_flight(now),
+                )
+                .values(next_attempt_at=now)
+            ).rowcount
+        return int(moved)
+
     def _due_rows(
         self, conn: Connection, sink: str, limit: int, *, due: datetime, now: datetime
     ) -> list[_DueRow]:
         """Up to ``limit`` unclaimed deliveries to ``sink`` due by ``due``, oldest first,
-        with their events: (id, attempts, event id, type, account, created_at, payload).
+        with their events: (id, attempts, event id, type, account, created_at, payload,
+        probes).
 
         One query per status, each read in id order from the (sink, status, id) index and
         stopping at ``limit``: with both statuses in one query SQLite reads, joins and
@@ -107,7 +190,7 @@ class DeliveryRepository:
             cursor = conn.exec_driver_sql(
                 claim, (sink, status.value, to_db(due), to_db(now), limit)
             )
-            found.extend((r[0], r[1], r[2], r[3], r[4], from_db(r[5]), r[6]) for r in cursor)
+            found.extend((r[0], r[1], r[2], r[3], r[4], from_db(r[5]), r[6], r[7]) for r in cursor)
         found.sort(key=lambda r: r[0])
         return found[:limit]
 
@@ -130,25 +213,31 @@ class DeliveryRepository:
                     .where(cond, deliveries.c.id.in_(chunk))
                     .values(lease_owner=None, lease_expires_at=None)
                 ).rowcount
+            # given back unsent to a sink paused or disabled meanwhile: held
+            sink_rows.hold(conn, sink_rows.holding_sinks(conn), None)
         return int(released)
 
-    def record_attempts(self, outcomes: Sequence[AttemptOutcome], *, owner: str) -> None:
+    def record_attempts(
+        self, outcomes: Sequence[AttemptOutcome], *, owner: str
+    ) -> list[tuple[AttemptOutcome, str]]:
         """Record a batch of attempts and move their deliveries on. One transaction.
         A delivery whose lease another node took over in the meantime is not touched
-        (its attempt is still recorded: it happened)."""
+        (its attempt is still recorded: it happened). Returns the failed attempts whose
+        retry is held (their sink was paused or disabled meanwhile), each with why."""
         if not outcomes:
-            return
-        failed, dead, delivered = (
+            return []
+        failed, held, delivered = (
             DeliveryStatus.FAILED,
-            DeliveryStatus.DEAD,
+            DeliveryStatus.HELD,
             DeliveryStatus.DELIVERED,
         )
         with self.db.tx() as conn:
-            disabled = sink_rows.disabled_sinks(conn)
+            holding = sink_rows.holding_sinks(conn)
 
             def status_of(o: AttemptOutcome) -> str:
-                # a retry to a sink disabled while this attempt was in flight is dead
-                return dead if o.new_status == failed and o.sink in disabled else o.new_status
+                # a retry to a sink paused or disabled while this attempt was in flight
+                # is held until the sink is resumed or enabled
+                return held if o.new_status == failed and o.sink in holding else o.new_status
 
             t = self.db.times.to_db
             started = [t(o.started_at) for o in outcomes]
@@ -164,11 +253,13 @@ class DeliveryRepository:
                 [
                     (
                         status := status_of(o),
+                        HoldKind.SINK.value if status == held else None,
                         o.attempt,
+                        1 if o.early_probe else 0,
                         t(o.next_attempt_at) if status == failed else None,
                         at,
                         o.status_code,
-                        o.error,
+                        holding[o.sink] if status == held else o.error,
                         at if status == delivered else None,
                         o.delivery_id,
                         owner,
@@ -184,7 +275,9 @@ class DeliveryRepository:
                 sink_rows.upsert(self.db, conn, sink, {"last_success_at": when})
             for o in outcomes:
                 if o.disable_sink is not None:
+                    # the 410's own delivery (recorded failed above) is held with the rest
                     sink_rows.disable(self.db, conn, o.sink, o.disable_sink, o.started_at)
+        return [(o, holding[o.sink]) for o in outcomes if status_of(o) == held]
 
     def next_due_at(self, sinks: Sequence[str]) -> datetime | None:
         """When the earliest unclaimed delivery to one of ``sinks`` falls due."""
@@ -225,7 +318,8 @@ class DeliveryRepository:
         dry_run: bool,
     ) -> ReplayResult:
         """Queue the matching deliveries again: same event (same ``webhook-id``), due
-        now, status back to pending, a fresh attempt history. Deliveries to a disabled or
+        now, status back to pending, a fresh attempt history; to a paused sink, held
+        instead (sent in order when it is resumed). Deliveries to a disabled or
         unconfigured sink, or being attempted right now, are counted and left alone."""
         query = (
             select(
@@ -240,7 +334,9 @@ class DeliveryRepository:
         )
         with self.db.tx() as conn:
             disabled = sink_rows.disabled_sinks(conn)
+            holding = sink_rows.holding_sinks(conn)  # disabled, or paused by hand
             queue: list[int] = []
+            to_hold: list[int] = []
             queued_events: set[str] = set()
             unknown = off = busy = 0
             for row in conn.execute(query):
@@ -251,32 +347,37 @@ class DeliveryRepository:
                 elif row.lease_owner is not None and row.lease_expires_at > now:
                     busy += 1
                 else:
-                    queue.append(row.id)
+                    (to_hold if row.sink in holding else queue).append(row.id)
                     queued_events.add(row.event_id)
             if not dry_run:
-                for chunk in chunks(queue):
-                    conn.execute(delete(attempts).where(attempts.c.delivery_id.in_(chunk)))
-                    conn.execute(
-                        update(deliveries)
-                        .where(deliveries.c.id.in_(chunk))
-                        .values(
-                            status=DeliveryStatus.PENDING,
-                            attempts=0,
-                            next_attempt_at=now,
-                            lease_owner=None,
-                            lease_expires_at=None,
-                            last_attempt_at=None,
-                            last_status_code=None,
-                            last_error=None,
-                            delivered_at=None,
+                # to a paused sink: queued as held, sent in order when it is resumed
+                for ids, hold in ((queue, False), (to_hold, True)):
+                    for chunk in chunks(ids):
+                        conn.execute(delete(attempts).where(attempts.c.delivery_id.in_(chunk)))
+                        conn.execute(
+                            update(deliveries)
+                            .where(deliveries.c.id.in_(chunk))
+                            .values(
+                                status=DeliveryStatus.HELD if hold else DeliveryStatus.PENDING,
+                                held_by=HoldKind.SINK if hold else None,
+                                attempts=0,
+                                probes=0,
+                                next_attempt_at=None if hold else now,
+                                lease_owner=None,
+                                lease_expires_at=None,
+                                last_attempt_at=None,
+                                last_status_code=None,
+                                last_error="sink paused" if hold else None,
+                                delivered_at=None,
+                            )
                         )
-                    )
         return ReplayResult(
             events=len(queued_events),
-            queued=len(queue),
+            queued=len(queue) + len(to_hold),
             skipped_disabled=off,
             skipped_unknown=unknown,
             skipped_in_flight=busy,
+            held=len(to_hold),
         )
 
     def drop_sink(

@@ -16,8 +16,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from trigger_engine.core.events import new_event_id
 from trigger_engine.db.engine import CHUNK, Database, chunks, units_of_work
 from trigger_engine.db.schema import attempts, deliveries, events
-from trigger_engine.db.sinks import disabled_sinks
-from trigger_engine.types import DeliveryStatus, DeliveryView, EventFilter, EventView
+from trigger_engine.db.sinks import holding_sinks
+from trigger_engine.types import DeliveryStatus, DeliveryView, EventFilter, EventView, HoldKind
 
 
 def insert_events(
@@ -32,9 +32,10 @@ def insert_events(
     held: str | None = None,
 ) -> tuple[int, int]:
     """Events for ``items`` (key, the item's JSON text) and a delivery per sink: pending
-    (due now), dead for a disabled sink, or held (with ``held`` as the reason) until a
-    replay. Returns (events, deliveries) created."""
-    disabled = disabled_sinks(conn)
+    (due now); held by the flood guard (with ``held`` as the reason) until a replay; or
+    held for a paused or disabled sink until it is resumed or enabled. Returns (events,
+    deliveries) created."""
+    holding = holding_sinks(conn)
     created = 0
     for chunk in chunks(items):
         event_rows = []
@@ -53,18 +54,19 @@ def insert_events(
                 }
             )
             for sink in sinks:
-                if sink in disabled:
-                    status, due, note = DeliveryStatus.DEAD, None, "sink disabled"
-                elif held is not None:
-                    status, due, note = DeliveryStatus.HELD, None, held
-                else:
-                    status, due, note = DeliveryStatus.PENDING, now, None
+                hold: HoldKind | None = None
+                note: str | None = None
+                if held is not None:  # first: only a replay sends what the guard held
+                    hold, note = HoldKind.FLOOD_GUARD, held
+                elif sink in holding:
+                    hold, note = HoldKind.SINK, holding[sink]
                 delivery_rows.append(
                     {
                         "event_id": event_id,
                         "sink": sink,
-                        "status": status,
-                        "next_attempt_at": due,
+                        "status": DeliveryStatus.PENDING if hold is None else DeliveryStatus.HELD,
+                        "held_by": hold,
+                        "next_attempt_at": now if hold is None else None,
                         "last_error": note,
                         "created_at": now,
                     }
@@ -164,8 +166,9 @@ class EventRepository:
 
     def prune(self, cutoff: datetime) -> int:
         """Delete events older than ``cutoff`` whose every delivery is delivered (and
-        their deliveries and attempts). Pending, failed and dead deliveries, and the seen
-        keys, are never touched. Returns the number of events deleted."""
+        their deliveries and attempts). Pending, failed, held (a paused or disabled sink's
+        included, however long it waits) and dead deliveries, and the seen keys, are never
+        touched. Returns the number of events deleted."""
         undelivered = exists().where(
             deliveries.c.event_id == events.c.id,
             deliveries.c.status != DeliveryStatus.DELIVERED,

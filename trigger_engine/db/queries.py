@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # Up to LIMIT unclaimed deliveries to one sink in one status, due by a time, oldest first,
-# with their events: (id, attempts, event id, type, account, created_at, payload).
+# with their events: (id, attempts, event id, type, account, created_at, payload, probes).
 # coalesce() keeps SQLite's planner off the (status, next_attempt_at) index, which would
 # read and sort every due row; PostgreSQL adds FOR UPDATE ... SKIP LOCKED, so that nodes
 # claim disjoint rows.
 _CLAIM = """
-SELECT d.id, d.attempts, e.id, e.type, e.account, e.created_at, e.payload
+SELECT d.id, d.attempts, e.id, e.type, e.account, e.created_at, e.payload, d.probes
 FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
 WHERE d.sink = {p} AND d.status = {p} AND coalesce(d.next_attempt_at, NULL) <= {p}
   AND (d.lease_expires_at IS NULL OR d.lease_expires_at < {p})
@@ -35,11 +35,12 @@ VALUES ({p}, {p}, {p}, {p}, {p}, {p})
 """
 
 # The delivery moves on after an attempt, only while its lease is still ours: (status,
-# attempts, next_attempt_at, last_attempt_at, status code, error, delivered_at, id, owner).
+# held_by, attempts, probes to add (1: a failed early probe), next_attempt_at,
+# last_attempt_at, status code, error, delivered_at, id, owner).
 _RECORD_ATTEMPT = """
-UPDATE deliveries SET status = {p}, attempts = {p}, next_attempt_at = {p}, lease_owner = NULL,
-  lease_expires_at = NULL, last_attempt_at = {p}, last_status_code = {p}, last_error = {p},
-  delivered_at = {p}
+UPDATE deliveries SET status = {p}, held_by = {p}, attempts = {p}, probes = probes + {p},
+  next_attempt_at = {p}, lease_owner = NULL, lease_expires_at = NULL, last_attempt_at = {p},
+  last_status_code = {p}, last_error = {p}, delivered_at = {p}
 WHERE id = {p} AND lease_owner = {p}
 """
 

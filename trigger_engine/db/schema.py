@@ -106,9 +106,15 @@ deliveries = Table(
     Column("id", Serial, primary_key=True, autoincrement=True),
     Column("event_id", String(40), ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
     Column("sink", String(SINK_NAME_MAX), nullable=False),
-    # pending | failed | delivered | dead | held (flood guard: waits for a replay)
+    # pending | failed | delivered | dead | held (types.DeliveryStatus)
     Column("status", String(10), nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
+    # of the attempts, those made early as probes of a sink that was down (core/circuit.py):
+    # the retry schedule counts only attempts - probes
+    Column("probes", Integer, nullable=False, server_default=text("0")),
+    # held: why (types.HoldKind): "sink" (paused or disabled: resuming sends it) or
+    # "flood_guard" (a replay sends it); NULL otherwise
+    Column("held_by", String(12), nullable=True),
     Column("next_attempt_at", UTCDateTime, nullable=True),
     Column("lease_owner", String(200), nullable=True),  # in flight: claimed by a node
     Column("lease_expires_at", UTCDateTime, nullable=True),
@@ -143,6 +149,10 @@ sink_state = Table(
     Column("disabled_reason", Text, nullable=True),
     Column("disabled_at", UTCDateTime, nullable=True),
     Column("last_success_at", UTCDateTime, nullable=True),
+    # paused by hand (sinks pause): its deliveries are held until sinks resume
+    Column("paused", Boolean, nullable=False, server_default=false()),
+    Column("paused_reason", Text, nullable=True),
+    Column("paused_at", UTCDateTime, nullable=True),
 )
 
 # The engine processes sharing this database, with their heartbeats.

@@ -1,23 +1,48 @@
-"""The sinks' stored state (``sink_state``): disabled or not and why, the last success;
-and the per-sink view of the deliveries that ``status``, ``sinks`` and the metrics show."""
+"""The sinks' stored state (``sink_state``): paused or not, disabled or not and why, the
+last success; holding and releasing their deliveries; and the per-sink view of the
+deliveries that ``status``, ``sinks`` and the metrics show.
+
+A sink that is paused (by hand) or disabled (by hand, or by a ``410 Gone``) is *holding*:
+its deliveries are ``held`` (``held_by`` = sink), neither claimed nor attempted, kept
+whatever their age; resuming or enabling it (when it is then neither paused nor disabled)
+makes them due at once, and the claim sends them oldest first with their own event ids.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, or_, select, update
+from sqlalchemy import Connection, case, exists, func, or_, select, update
+from sqlalchemy.sql.elements import ColumnElement
 
 from trigger_engine.db.codecs import as_utc
 from trigger_engine.db.engine import Database, units_of_work
 from trigger_engine.db.schema import deliveries, sink_state
-from trigger_engine.types import DUE_STATUSES, DeliveryStatus, SinkStats
+from trigger_engine.types import DUE_STATUSES, DeliveryStatus, HoldKind, SinkChange, SinkStats
 
 
 def disabled_sinks(conn: Connection) -> set[str]:
     """The names of the sinks that are disabled now."""
     return set(conn.execute(select(sink_state.c.name).where(sink_state.c.disabled)).scalars())
+
+
+def holding_sinks(conn: Connection) -> dict[str, str]:
+    """The sinks whose deliveries are held now (paused or disabled), each with why."""
+    return {
+        r.name: _hold_note(r)
+        for r in conn.execute(
+            select(sink_state.c.name, sink_state.c.disabled, sink_state.c.paused).where(
+                or_(sink_state.c.disabled, sink_state.c.paused)
+            )
+        )
+    }
+
+
+def _hold_note(row: Any) -> str:
+    return "sink disabled" if row.disabled else "sink paused"
 
 
 def upsert(db: Database, conn: Connection, name: str, values: dict[str, Any]) -> None:
@@ -29,25 +54,89 @@ def upsert(db: Database, conn: Connection, name: str, values: dict[str, Any]) ->
     )
 
 
-def disable(db: Database, conn: Connection, name: str, reason: str, now: datetime) -> None:
-    """Disable a sink: its due deliveries that are not in flight are dead from now on."""
-    upsert(db, conn, name, {"disabled": True, "disabled_reason": reason, "disabled_at": now})
-    # Deliveries in flight keep their lease: their outcome is recorded when it comes
-    # (a late 2xx is a delivery), and a retry they would need is dead then.
-    conn.execute(
+def not_in_flight(now: datetime | None) -> ColumnElement[bool]:
+    """Deliveries not claimed, or whose claim expired by ``now`` (None: not claimed)."""
+    if now is None:
+        return deliveries.c.lease_owner.is_(None)
+    return or_(deliveries.c.lease_owner.is_(None), deliveries.c.lease_expires_at < now)
+
+
+def hold(conn: Connection, names: Mapping[str, str], now: datetime | None) -> int:
+    """Hold the due deliveries (pending, failed) to the sinks ``names`` (name → why) that
+    are not in flight: kept, with their attempts, until the sink is resumed or enabled.
+    Deliveries in flight keep their lease: their outcome is recorded when it comes (a
+    late 2xx is a delivery), and a retry they need is held then. Returns how many."""
+    held = 0
+    for name, note in names.items():
+        held += conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.sink == name,
+                deliveries.c.status.in_(DUE_STATUSES),
+                not_in_flight(now),
+            )
+            .values(
+                status=DeliveryStatus.HELD,
+                held_by=HoldKind.SINK,
+                next_attempt_at=None,
+                lease_owner=None,
+                lease_expires_at=None,
+                last_error=note,
+            )
+        ).rowcount
+    return int(held)
+
+
+def release(conn: Connection, name: str, now: datetime) -> int:
+    """Make the deliveries held for sink ``name`` due now, unless it is still paused or
+    disabled: back to pending (never attempted) or failed (a retry), keeping their
+    attempts; the claim sends them oldest first. Returns how many."""
+    if name in holding_sinks(conn):
+        return 0
+    released = conn.execute(
         update(deliveries)
         .where(
-            and_(deliveries.c.sink == name, deliveries.c.status.in_(DUE_STATUSES)),
-            or_(deliveries.c.lease_owner.is_(None), deliveries.c.lease_expires_at < now),
+            deliveries.c.sink == name,
+            deliveries.c.status == DeliveryStatus.HELD,
+            deliveries.c.held_by == HoldKind.SINK,
         )
         .values(
-            status=DeliveryStatus.DEAD,
-            next_attempt_at=None,
-            lease_owner=None,
-            lease_expires_at=None,
-            last_error=f"sink disabled: {reason}",
+            status=case(
+                (deliveries.c.attempts > 0, DeliveryStatus.FAILED.value),
+                else_=DeliveryStatus.PENDING.value,
+            ),
+            held_by=None,
+            next_attempt_at=now,
+            last_error=None,  # "sink paused": the attempts keep the errors
         )
+    ).rowcount
+    return int(released)
+
+
+def disable(db: Database, conn: Connection, name: str, reason: str, now: datetime) -> int:
+    """Disable a sink (a 410, or by hand): its due deliveries that are not in flight are
+    held from now on, until ``sinks enable``. Returns how many were held."""
+    upsert(db, conn, name, {"disabled": True, "disabled_reason": reason, "disabled_at": now})
+    return hold(conn, {name: "sink disabled"}, now)
+
+
+def _in_flight(conn: Connection, name: str, now: datetime) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).where(
+                deliveries.c.sink == name,
+                deliveries.c.lease_owner.is_not(None),
+                deliveries.c.lease_expires_at >= now,
+            )
+        ).scalar_one()
     )
+
+
+def _state(conn: Connection, name: str) -> tuple[bool, bool]:
+    row = conn.execute(
+        select(sink_state.c.paused, sink_state.c.disabled).where(sink_state.c.name == name)
+    ).first()
+    return (bool(row.paused), bool(row.disabled)) if row else (False, False)
 
 
 @units_of_work
@@ -62,9 +151,16 @@ class SinkRepository:
         with self.db.tx() as conn:
             return disabled_sinks(conn)
 
-    def set_enabled(self, name: str, enabled: bool, *, reason: str, now: datetime) -> None:
-        """Enable a sink, or disable it (``reason``), by hand."""
+    def holding(self) -> dict[str, str]:
+        """The sinks whose deliveries are held now (paused or disabled), each with why."""
         with self.db.tx() as conn:
+            return holding_sinks(conn)
+
+    def set_enabled(self, name: str, enabled: bool, *, reason: str, now: datetime) -> SinkChange:
+        """Enable a sink (its held deliveries are due now, unless it is paused), or
+        disable it (``reason``; its due deliveries are held), by hand."""
+        with self.db.tx() as conn:
+            held = released = 0
             if enabled:
                 upsert(
                     self.db,
@@ -72,8 +168,40 @@ class SinkRepository:
                     name,
                     {"disabled": False, "disabled_reason": None, "disabled_at": None},
                 )
+                released = release(conn, name, now)
             else:
-                disable(self.db, conn, name, reason, now)
+                held = disable(self.db, conn, name, reason, now)
+            return self._change(conn, name, now, held=held, released=released)
+
+    def set_paused(self, name: str, paused: bool, *, reason: str, now: datetime) -> SinkChange:
+        """Pause a sink by hand (``reason``; its due deliveries are held), or resume it
+        (its held deliveries are due now, unless it is disabled)."""
+        with self.db.tx() as conn:
+            held = released = 0
+            if paused:
+                upsert(
+                    self.db, conn, name, {"paused": True, "paused_reason": reason, "paused_at": now}
+                )
+                held = hold(conn, {name: holding_sinks(conn)[name]}, now)
+            else:
+                upsert(
+                    self.db, conn, name, {"paused": False, "paused_reason": None, "paused_at": None}
+                )
+                released = release(conn, name, now)
+            return self._change(conn, name, now, held=held, released=released)
+
+    def _change(
+        self, conn: Connection, name: str, now: datetime, *, held: int, released: int
+    ) -> SinkChange:
+        paused, disabled = _state(conn, name)
+        return SinkChange(
+            sink=name,
+            held=held,
+            released=released,
+            in_flight=_in_flight(conn, name, now),
+            paused=paused,
+            disabled=disabled,
+        )
 
     def stored(self, name: str) -> bool:
         """Whether the database knows sink ``name``: it has deliveries, or a stored state."""
@@ -128,5 +256,8 @@ class SinkRepository:
                 disabled_reason=st.disabled_reason if st else None,
                 disabled_at=st.disabled_at if st else None,
                 last_success_at=st.last_success_at if st else None,
+                paused=bool(st.paused) if st else False,
+                paused_reason=st.paused_reason if st else None,
+                paused_at=st.paused_at if st else None,
             )
         return stats

@@ -1,5 +1,6 @@
 """One delivery attempt: the body and signed headers for a sink, the POST (aiohttp), and
-what follows it by the retry policy (delivered, retry at a time, dead, or the sink gone).
+what follows it by the retry policy (delivered, retry at a time, dead when the schedule is
+used up, or the sink gone: disabled, and its deliveries held).
 
 The dispatcher (:mod:`trigger_engine.delivery.dispatcher`) decides when attempts run and
 records their outcomes; this module only makes one. An attempt never raises: whatever
@@ -143,9 +144,10 @@ def outcome(
 ) -> AttemptOutcome:
     """What an attempt's result means for its delivery (:func:`core.retry.decide`), logged."""
     number = delivery.attempts + 1
+    # early probes of a sink that was down do not use up the schedule (core/circuit.py)
     decision = decide(
         RetryPolicy(schedule=sink.retry.schedule),
-        attempts=number,
+        attempts=number - delivery.probes,
         status=status,
         retry_after=retry_after,
         rand=rand,
@@ -159,21 +161,32 @@ def outcome(
     }
     next_at: datetime | None = None
     disable: str | None = None
+    early_probe = False
     if decision.verdict is Verdict.DELIVERED:
         new_status = DeliveryStatus.DELIVERED
         log.debug("delivery.ok", **context)
+    elif decision.verdict is Verdict.GONE:
+        # the sink is disabled; this delivery is held with the others, due at once when
+        # the sink is enabled again (recorded failed here, held in the same transaction)
+        new_status = DeliveryStatus.FAILED
+        next_at = clock()
+        disable = "the receiver answered 410 Gone"
+        log.error("sink.disabled", **context, reason=disable, held_until="sinks enable")
+    elif delivery.early:
+        # a probe sent before this delivery's own retry was due: its schedule stays
+        new_status = DeliveryStatus.FAILED
+        next_at = delivery.next_attempt_at or clock()
+        early_probe = True
+        log.info("delivery.probe_failed", **context, error=error)
     elif decision.verdict is Verdict.RETRY:
         assert decision.delay is not None
         new_status = DeliveryStatus.FAILED
         next_at = clock() + timedelta(seconds=decision.delay)
         log.warning("delivery.retry", **context, error=error, retry_in=f"{decision.delay:.1f}s")
-    elif decision.verdict is Verdict.GONE:
-        new_status = DeliveryStatus.DEAD
-        disable = "the receiver answered 410 Gone"
-        log.error("sink.disabled", **context, reason=disable)
     else:
         new_status = DeliveryStatus.DEAD
-        log.error("delivery.dead", **context, error=error)
+        # the one place a delivery dies: what an operational event hooks onto
+        log.error("delivery.dead", **context, error=error, replay="replay --event ID")
     return AttemptOutcome(
         delivery_id=delivery.id,
         sink=sink.name,
@@ -186,4 +199,5 @@ def outcome(
         new_status=new_status,
         next_attempt_at=next_at,
         disable_sink=disable,
+        early_probe=early_probe,
     )

@@ -33,6 +33,7 @@ import aiohttp
 from trigger_engine.clock import now as clock_now
 from trigger_engine.config import Config, Sink
 from trigger_engine.core import retry
+from trigger_engine.core.circuit import Change, SinkHealth, probe_interval
 from trigger_engine.db.store import Store
 from trigger_engine.delivery.attempt import attempt
 from trigger_engine.errors import DatabaseError
@@ -72,6 +73,7 @@ class DrainReport:
 class _Claimed:
     delivery: DueDelivery
     expires: datetime  # the claim's lease: the attempt must be over and recorded by then
+    probe: bool = False  # the probe of a sink that is down (core/circuit.py)
 
 
 @dataclass(eq=False)
@@ -84,6 +86,10 @@ class _Lane:
     workers: int = 0
     exhausted: bool = False  # the last claim found less than asked: nothing more due now
     closed: bool = False  # the sink was removed by a reload
+    health: SinkHealth = field(init=False)  # up, or down and probed (this process's view)
+
+    def __post_init__(self) -> None:
+        self.health = SinkHealth(probe_every=probe_interval(self.sink.retry.schedule))
 
     @property
     def depth(self) -> int:
@@ -92,7 +98,7 @@ class _Lane:
 
     def wants(self) -> int:
         """How many more to claim now: none until the queue is down to half its depth."""
-        if self.exhausted or self.closed or len(self.queue) > self.depth // 2:
+        if self.exhausted or self.closed or self.health.down or len(self.queue) > self.depth // 2:
             return 0
         return self.depth - len(self.queue)
 
@@ -141,6 +147,7 @@ class Dispatcher:
         self._record_now = False  # an outcome disables a sink: record it before claiming
         self._poked_at = 0.0  # loop time every sink was last asked to claim again
         self._give_back: list[int] = []  # claimed, not sent: to release
+        self._came_back: set[str] = set()  # sinks up again: their waiting deliveries due now
         self._wake = asyncio.Event()
         self._stopping = False  # no new attempt starts
         self._due_by: datetime | None = None  # drain: only what was due when it began
@@ -180,6 +187,7 @@ class Dispatcher:
             if name in self._lanes:
                 self._lanes[name].sink = sink
                 self._lanes[name].exhausted = False
+                self._lanes[name].health.probe_every = probe_interval(sink.retry.schedule)
             else:
                 self._lanes[name] = _Lane(sink)
         # a claim outlives the longest attempt by [engine] lease, plus one attempt's time
@@ -265,9 +273,12 @@ class Dispatcher:
                     or not self._tasks
                 ):
                     await self._flush()
+                if self._came_back:
+                    await self._make_due_now()
                 if self._due_by is None and loop.time() >= self._poked_at + self.idle_wait:
                     # every idle_wait, even while busy: a sink whose queue ran dry may have
-                    # retries due by now
+                    # retries due by now; one paused meanwhile sends nothing more
+                    await self._drop_held_queues()
                     self._poke()
                 if stopper is not None and stopper.done():
                     break
@@ -303,10 +314,12 @@ class Dispatcher:
         )
 
     async def _claim(self) -> int:
-        """Top up the queues that are low; start workers. Returns how many were claimed."""
+        """Top up the queues that are low (a sink that is down gets its probe instead);
+        start workers. Returns how many were claimed."""
+        probed = await self._claim_probes()
         wanted = {name: n for name, lane in self._lanes.items() if (n := lane.wants()) > 0}
         if not wanted:
-            return 0
+            return probed
         now = self.clock()
         claimed = await self._store(
             self.store.deliveries.claim_due,
@@ -332,7 +345,78 @@ class Dispatcher:
             if got[name] < n:
                 lane.exhausted = True
             self._start_workers(lane)
-        return len(claimed)
+        return len(claimed) + probed
+
+    async def _claim_probes(self) -> int:
+        """For each sink that is down and whose probe is due: claim one delivery and send
+        it alone (core/circuit.py). Not while draining (``run --once`` attempts what is
+        due, once). Returns how many were claimed."""
+        if self._due_by is not None or self._stopping:
+            return 0
+        now = self.clock()
+        probed = 0
+        for lane in list(self._lanes.values()):
+            if lane.closed or lane.queue or not lane.health.may_probe(now):
+                continue
+            lane.health.probe_started()
+            delivery = await self._store(
+                self.store.deliveries.claim_probe,
+                lane.sink.name,
+                owner=self.owner,
+                now=now,
+                lease=self._lease,
+            )
+            if self._lanes.get(lane.sink.name) is not lane or self._stopping:
+                if delivery is not None:
+                    self._give_back.append(delivery.id)
+                lane.health.probe_abandoned(now)
+                continue
+            if delivery is None:  # nothing waits (or the sink is paused): look again later
+                lane.health.probe_abandoned(now)
+                self._poke_at(lane)
+                continue
+            lane.queue.append(_Claimed(delivery, now + timedelta(seconds=self._lease), probe=True))
+            log.info(
+                "sink.probe",
+                sink=lane.sink.name,
+                event_id=delivery.event_id,
+                probe=lane.health.probes,
+                early=delivery.early,
+            )
+            probed += 1
+            self._start_workers(lane)
+        return probed
+
+    def _poke_at(self, lane: _Lane) -> None:
+        """Wake the pump when the lane's next probe is due."""
+        wait = lane.health.seconds_to_probe(self.clock())
+        if wait is not None and self._loop is not None:
+            self._loop.call_later(wait, self._poke)
+
+    async def _make_due_now(self) -> None:
+        """The sinks that came back: every delivery waiting for them is due now."""
+        sinks, self._came_back = self._came_back, set()
+        now = self.clock()
+        for name in sorted(sinks):
+            moved = await self._store(self.store.deliveries.due_now, name, now)
+            log.info("sink.backlog_due", sink=name, deliveries=moved)
+        self._poke()
+
+    async def _drop_held_queues(self) -> None:
+        """Give back what is claimed and not sent for a sink paused or disabled since
+        (by hand, or by another node's 410): held, it waits for its sink. Attempts in
+        flight finish and are recorded."""
+        if not any(lane.queue for lane in self._lanes.values()):
+            return
+        holding = await self._store(self.store.sinks.holding)
+        for name in holding:
+            lane = self._lanes.get(name)
+            if lane is not None and lane.queue:
+                if any(c.probe for c in lane.queue):
+                    lane.health.probe_abandoned(self.clock())
+                self._give_back.extend(c.delivery.id for c in lane.queue)
+                lane.queue.clear()
+                lane.exhausted = True
 
     def _start_workers(self, lane: _Lane) -> None:
         while lane.queue and lane.workers < lane.sink.max_in_flight and not self._stopping:
@@ -350,7 +434,7 @@ class Dispatcher:
         """Send what the lane's queue holds, one at a time, until it is empty."""
         try:
             while (claimed := self._take(lane)) is not None:
-                await self._attempt(lane.sink, claimed.delivery)
+                await self._attempt(lane.sink, claimed.delivery, probe=claimed.probe)
         finally:
             lane.workers -= 1
 
@@ -370,6 +454,8 @@ class Dispatcher:
             deadline = timedelta(seconds=lane.sink.timeout + self.config.engine.lease)
             if self.clock() + deadline > claimed.expires:
                 self._give_back.append(claimed.delivery.id)
+                if claimed.probe:
+                    lane.health.probe_abandoned(self.clock())
                 self._wake.set()
                 continue
             return claimed
@@ -496,10 +582,19 @@ class Dispatcher:
         batch, self._outcomes = self._outcomes, []
         self._record_now = False
         try:
-            await self._store(self.store.deliveries.record_attempts, batch, owner=self.owner)
+            held = await self._store(self.store.deliveries.record_attempts, batch, owner=self.owner)
         except BaseException:
             self._outcomes[:0] = batch  # not recorded: kept for the stop's last try
             raise
+        for outcome, why in held:
+            log.info(
+                "delivery.held",
+                sink=outcome.sink,
+                event_id=outcome.event_id,
+                attempt=outcome.attempt,
+                reason=why,
+                sent_when="the sink is resumed or enabled",
+            )
         soonest: datetime | None = None
         for outcome in batch:
             if self.on_attempt is not None:
@@ -520,10 +615,11 @@ class Dispatcher:
             if delay < self.idle_wait:
                 self._loop.call_later(max(0.0, delay), self._poke)
 
-    async def _attempt(self, sink: Sink, delivery: DueDelivery) -> None:
+    async def _attempt(self, sink: Sink, delivery: DueDelivery, *, probe: bool = False) -> None:
         """Make one attempt and queue its outcome for recording."""
         assert self._session is not None
         outcome = await attempt(self._session, sink, delivery, clock=self.clock, rand=self.rand)
+        self._observe(sink, outcome, probe=probe)
         if outcome.disable_sink is not None:
             lane = self._lanes.get(sink.name)
             if lane is not None:  # gone: send nothing more of what is queued for it
@@ -539,3 +635,31 @@ class Dispatcher:
         self._outcomes.append(outcome)
         if len(self._outcomes) >= RECORD_BATCH:
             self._wake.set()
+
+    def _observe(self, sink: Sink, outcome: AttemptOutcome, *, probe: bool) -> None:
+        """Feed the sink's circuit (core/circuit.py): down after failures in a row (what
+        is claimed and not sent is given back; one probe per step from then on), up again
+        at the first success (everything waiting falls due now). Not while draining."""
+        lane = self._lanes.get(sink.name)
+        if lane is None or self._due_by is not None:
+            return
+        now = self.clock()
+        failed = outcome.new_status != DeliveryStatus.DELIVERED and outcome.sink_down
+        change = lane.health.observe(failed=failed, probe=probe, now=now)
+        if change is Change.WENT_DOWN:
+            self._give_back.extend(c.delivery.id for c in lane.queue)
+            lane.queue.clear()
+            log.warning(
+                "sink.down",
+                sink=sink.name,
+                failures=lane.health.failures,
+                last_error=outcome.error,
+                probe_every=f"{lane.health.probe_every:g}s",
+            )
+            self._wake.set()
+        elif change is Change.CAME_BACK:
+            log.info("sink.recovered", sink=sink.name, probes=lane.health.probes)
+            self._came_back.add(sink.name)
+            self._wake.set()
+        if lane.health.down and not lane.health.probing:
+            self._poke_at(lane)

@@ -48,7 +48,15 @@ class _Backlog(Collector):
             "Age of the oldest delivery not yet delivered or dead, per sink (0: none)",
             labels=["sink"],
         )
+        holding = GaugeMetricFamily(
+            "trigger_engine_sink_holding",
+            "1 while the sink's deliveries are held (paused by hand, or disabled by hand or "
+            "by a 410), by why; 0 otherwise",
+            labels=["sink", "reason"],
+        )
         for name, st in sorted(stats.items()):
+            holding.add_metric([name, "paused"], 1 if st.paused else 0)
+            holding.add_metric([name, "disabled"], 1 if st.disabled else 0)
             for status in BACKLOG_STATUSES:
                 backlog.add_metric([name, status], st.counts.get(status, 0))
             age = 0.0
@@ -57,6 +65,7 @@ class _Backlog(Collector):
             oldest.add_metric([name], age)
         yield backlog
         yield oldest
+        yield holding
 
 
 class _Quarantine(Collector):
