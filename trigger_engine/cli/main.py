@@ -116,10 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--dry-run", action="store_true", help="only count")
 
     sinks = sub.add_parser(
-        "sinks", help="list sinks; enable or disable one; drop a removed sink's deliveries"
+        "sinks",
+        help="list sinks; enable or disable one; drop a removed sink's deliveries; "
+        "'sinks secret' prints a new signing secret",
     )
     _common(sinks)
-    sinks.add_argument("action", nargs="?", choices=["enable", "disable", "drop"])
+    sinks.add_argument("action", nargs="?", choices=["enable", "disable", "drop", "secret"])
     sinks.add_argument("name", nargs="?", metavar="NAME", type=_sink)
     sinks.add_argument(
         "--to",

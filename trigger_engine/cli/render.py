@@ -18,7 +18,7 @@ from trigger_engine.clock import isoformat_z
 from trigger_engine.config import Config
 from trigger_engine.config.shape import config_digest, served_sinks
 from trigger_engine.core.escape import escape_controls
-from trigger_engine.core.redact import redact_url
+from trigger_engine.core.redact import origin_only, redact_url
 from trigger_engine.core.registry import differences
 from trigger_engine.core.retry import is_failing
 from trigger_engine.delivery.dispatcher import DrainReport
@@ -253,7 +253,8 @@ def sink_dicts(
         rows.append(
             {
                 "name": sink.name,
-                "url": safe_url(sink.url),
+                # a Slack webhook's token is its path: only its host is shown
+                "url": origin_only(sink.url) if sink.format == "slack" else safe_url(sink.url),
                 "state": "disabled" if st and st.disabled else "enabled",
                 **_backlog(st, now),
             }

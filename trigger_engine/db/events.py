@@ -30,17 +30,20 @@ def insert_events(
     now: datetime,
     *,
     held: str | None = None,
+    ids: Sequence[str] | None = None,
 ) -> tuple[int, int]:
     """Events for ``items`` (key, the item's JSON text) and a delivery per sink: pending
     (due now), dead for a disabled sink, or held (with ``held`` as the reason) until a
-    replay. Returns (events, deliveries) created."""
+    replay. ``ids``: the events' ids, one per item (default: new ones). Returns (events,
+    deliveries) created."""
     disabled = disabled_sinks(conn)
     created = 0
+    given = None if ids is None else iter(ids)
     for chunk in chunks(items):
         event_rows = []
         delivery_rows = []
         for key, payload in chunk:
-            event_id = new_event_id()
+            event_id = new_event_id() if given is None else next(given)
             event_rows.append(
                 {
                     "id": event_id,

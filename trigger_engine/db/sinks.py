@@ -9,8 +9,10 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, exists, func, or_, select, update
 
+from trigger_engine.core import engine_events
 from trigger_engine.db.codecs import as_utc
 from trigger_engine.db.engine import Database, units_of_work
+from trigger_engine.db.engine_events import emit
 from trigger_engine.db.schema import deliveries, sink_state
 from trigger_engine.types import DUE_STATUSES, DeliveryStatus, SinkStats
 
@@ -29,8 +31,19 @@ def upsert(db: Database, conn: Connection, name: str, values: dict[str, Any]) ->
     )
 
 
-def disable(db: Database, conn: Connection, name: str, reason: str, now: datetime) -> None:
-    """Disable a sink: its due deliveries that are not in flight are dead from now on."""
+def disable(
+    db: Database,
+    conn: Connection,
+    name: str,
+    reason: str,
+    now: datetime,
+    *,
+    event_id: str | None = None,
+) -> None:
+    """Disable a sink: its due deliveries that are not in flight are dead from now on.
+    A sink that was enabled until now gets its ``engine.sink_disabled`` event written in
+    the same transaction (``event_id``: the delivery whose answer disabled it)."""
+    newly = name not in disabled_sinks(conn)
     upsert(db, conn, name, {"disabled": True, "disabled_reason": reason, "disabled_at": now})
     # Deliveries in flight keep their lease: their outcome is recorded when it comes
     # (a late 2xx is a delivery), and a retry they would need is dead then.
@@ -48,6 +61,8 @@ def disable(db: Database, conn: Connection, name: str, reason: str, now: datetim
             last_error=f"sink disabled: {reason}",
         )
     )
+    if newly:  # after the change: the event's own delivery to this sink waits like the rest
+        emit(db, conn, [engine_events.sink_disabled(name, reason=reason, event_id=event_id)], now)
 
 
 @units_of_work
