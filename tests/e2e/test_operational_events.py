@@ -159,7 +159,11 @@ retry = {{ schedule = ["100ms"] }}
         assert listed.returncode == 0, listed.stderr
         (row,) = orjson.loads(listed.stdout)
         assert [(d["sink"], d["status"]) for d in row["deliveries"]] == [("alerts", "delivered")]
-        assert (row["account"], row["key"]) == ("", row["id"])  # its key is its own id
+        assert (row["account"], row["trigger"]) == (None, None)  # no account applies
+        assert row["key"] == row["id"]  # each occurrence is its own event
+        text = run_cli("events", "--type", "engine.trigger_paused", cwd=workdir, env=cli_env)
+        assert "engine.trigger_paused  acme  key=evt_" in text.stdout
+        assert "alerts: delivered" in text.stdout and "slack: delivered" in text.stdout
 
 
 def test_sinks_secret_prints_a_new_secret_and_needs_no_configuration(tmp_path: Path) -> None:

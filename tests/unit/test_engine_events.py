@@ -25,6 +25,7 @@ from trigger_engine.core.engine_events import (
     capped,
 )
 from trigger_engine.core.events import body, envelope, webhook_headers
+from trigger_engine.core.redact import origin_only, path_secret
 from trigger_engine.core.registry import matches, subscribes
 from trigger_engine.core.signing import new_secret, secret_key, sign_all
 from trigger_engine.core.slack import slack_text
@@ -368,3 +369,11 @@ def test_engine_types_and_patterns_are_accepted_and_secrets_redacted(tmp_path: P
     secrets = config.secrets()  # type: ignore[attr-defined]
     assert OLD in secrets and OLD.removeprefix("whsec_") in secrets
     assert "/services/T0/B0/tok3n" in secrets  # a Slack webhook's token is its path
+
+
+def test_a_slack_webhook_url_is_shown_without_its_token_path() -> None:
+    url = "https://user:pw@hooks.slack.example/services/T0/B0/s3cr3tT0ken?x=1"
+    assert origin_only(url) == "https://hooks.slack.example/***"
+    assert path_secret(url) == "/services/T0/B0/s3cr3tT0ken"
+    assert path_secret("https://h.example.com/") is None  # nothing there to hide
+    assert path_secret("https://h.example.com/hook") is None  # too short to be a token

@@ -379,8 +379,8 @@ def event_dict(e: EventView) -> dict[str, Any]:
     return {
         "id": e.id,
         "type": e.type,
-        "account": e.account,
-        "trigger": e.trigger,
+        "account": e.account or None,  # "": an operational event no account applies to
+        "trigger": e.trigger or None,
         "key": e.item_key,
         "created_at": isoformat_z(e.created_at),
         "deliveries": [
@@ -412,7 +412,10 @@ def event_line(e: EventView) -> str:
         parts.append(f"{d.sink}: {d.status} ({detail})")
     where = "; ".join(parts) or "no sink subscribed"
     return _text(
-        [f"{e.id}  {isoformat_z(e.created_at)}  {e.type}  {e.account}  key={e.item_key}  {where}"]
+        [
+            f"{e.id}  {isoformat_z(e.created_at)}  {e.type}  {e.account or '-'}  "
+            f"key={e.item_key}  {where}"
+        ]
     )
 
 
