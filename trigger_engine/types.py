@@ -23,6 +23,10 @@ TRIGGER_NAME_MAX = 100  # a [triggers.NAME] table's name
 SINK_NAME_MAX = 200  # sinks[].name
 EVENT_TYPE_MAX = 100  # triggers.NAME.event, e.g. "lead.new"
 
+# The engine's own event types begin with this (core/engine_events.py): a sink receives
+# them only when its ``events`` list names them.
+ENGINE_EVENT_PREFIX = "engine."
+
 
 # --------------------------------------------------------------------------- states
 
@@ -156,6 +160,18 @@ class PollResult:
     newly_quarantined: tuple[tuple[str, str], ...] = ()  # (key, reason) not set aside before
     released: int = 0  # items that left the quarantine: processed at last
     redefined_from: str | None = None  # a re-seed: the definition fingerprint it replaced
+
+
+@dataclass(frozen=True)
+class FailureRecord:
+    """What recording a failed poll did: the failures in a row so far, when the run of
+    them began, whether the sustained-failure rule paused the trigger (and why), and
+    whether this failure made it *failing* (for longer than a few intervals: said once)."""
+
+    failures: int
+    since: datetime
+    paused_reason: str | None = None
+    failing: bool = False
 
 
 @dataclass(frozen=True)
@@ -305,7 +321,8 @@ class EventView:
 # --------------------------------------------------------------------------- nodes
 
 # The sinks a node serves, as the node registry holds them: each sink's name and the event
-# types it subscribes to (None: every item event type). Never a URL, a secret or a header.
+# types (or patterns: "engine.*") it subscribes to (None: every item event type, no
+# engine.* event). Never a URL, a secret or a header.
 SinkSubscriptions = Mapping[str, tuple[str, ...] | None]
 
 # A node is alive while it has not stopped and its last heartbeat is at most this old:

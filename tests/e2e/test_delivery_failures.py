@@ -97,10 +97,11 @@ def summary(attempted: int, delivered: int, retry: int, dead: int) -> str:
     )
 
 
-def events_json(cwd: Path, env: Env, *args: str) -> list[dict[str, Any]]:
+def events_json(cwd: Path, env: Env, *args: str, engine: bool = False) -> list[dict[str, Any]]:
+    """``events --json``: the item events, and with ``engine`` the engine's own too."""
     found = orjson.loads(cli("events", "--json", *args, cwd=cwd, env=env).stdout)
     assert isinstance(found, list)
-    return found
+    return [e for e in found if engine or not e["type"].startswith("engine.")]
 
 
 def status_json(cwd: Path, env: Env) -> dict[str, Any]:
@@ -181,6 +182,9 @@ def test_a_used_up_schedule_makes_the_delivery_dead(
         d = delivery(event, "crm")
         assert (d["status"], d["attempts"], d["last_status_code"]) == ("dead", 3, 500)
         assert d["next_attempt_at"] is None
+        # reported by an engine.delivery_dead event, sent to no sink: none asked for it
+        (alert,) = events_json(workdir, cli_env, "--type", "engine.delivery_dead", engine=True)
+        assert (alert["account"], alert["deliveries"]) == ("acme", [])
 
         row = sink_row(status_json(workdir, cli_env), "crm")
         assert (row["dead"], row["pending"], row["failed"], row["delivered"]) == (1, 0, 0, 0)

@@ -47,8 +47,12 @@ def rows(store: Store, query: Any) -> list[Any]:
 
 
 def payloads(store: Store) -> dict[str, Any]:
-    """Each event's item, parsed exactly (big integers stay integers)."""
-    found = rows(store, select(events.c.item_key, events.c.payload))
+    """Each item event's item, parsed exactly (big integers stay integers); the engine's
+    own events (engine.item_quarantined) are left out."""
+    found = rows(
+        store,
+        select(events.c.item_key, events.c.payload).where(events.c.type.not_like("engine.%")),
+    )
     return {key: json.loads(text) for key, text in found}
 
 

@@ -205,10 +205,13 @@ def test_prune_removes_only_old_fully_delivered_events(history: Store) -> None:
             )
         )
     history.deliveries.record_attempts(outcomes, owner="n")
+    # the dead delivery wrote an engine.delivery_dead event (to no sink: none subscribes)
+    (alert,) = history.events.list(EventFilter(types=("engine.delivery_dead",)), limit=10)
+    assert (alert.account, alert.deliveries) == ("acme", ())
     pruned = history.events.prune(T0 + timedelta(minutes=90))
     assert pruned == 2  # "a" and "c1": old and delivered; "b" has a dead delivery; "g" is new
     remaining = [e.item_key for e in history.events.list(EventFilter(), limit=10)]
-    assert remaining == ["g", "b"]
+    assert remaining == [alert.id, "g", "b"]  # the alert is new (created at the attempt)
     assert count(history, attempts) == 4
     assert count(history, seen_keys) == 4  # seen keys are never pruned
 

@@ -610,7 +610,7 @@ def test_invalid_sink_url(tmp_path: Path, url: str) -> None:
         ("max_in_flight = 0", "sinks[0].max_in_flight: must be at least 1"),
         ("max_in_flight = 257", "sinks[0].max_in_flight: must be at most 256"),
         ("max_in_flight = '8'", "sinks[0].max_in_flight: must be an integer"),
-        ("format = 'xml'", "sinks[0].format: must be 'envelope' or 'raw'"),
+        ("format = 'xml'", "sinks[0].format: must be 'envelope', 'raw' or 'slack'"),
         ("events = []", "sinks[0].events: must list at least one event type"),
         ("events = ['lead.neww']", "unknown event type 'lead.neww' (did you mean 'lead.new'?)"),
         ("headers = { 'Bad Header' = 'x' }", "sinks[0].headers: invalid header name 'Bad Header'"),

@@ -22,9 +22,12 @@ import orjson
 from trigger_engine.cli import render
 from trigger_engine.clock import now
 from trigger_engine.config import Config, find_config_path, load_config
+from trigger_engine.config.shape import served_sinks
 from trigger_engine.core import registry
+from trigger_engine.core.engine_events import Subscribers
 from trigger_engine.core.escape import escape_controls
 from trigger_engine.core.filters import build_filter
+from trigger_engine.core.signing import new_secret
 from trigger_engine.db.store import Store
 from trigger_engine.errors import RuntimeFailure, UsageError
 from trigger_engine.ops import logs
@@ -59,7 +62,21 @@ def _load(args: argparse.Namespace) -> Config:
 
 
 def _open(config: Config) -> Store:
-    return Store.open(config.database_url())
+    store = Store.open(config.database_url())
+    own = Subscribers(served_sinks(config))
+    store.set_subscribers(lambda: own)  # the engine events a command causes go to these
+    return store
+
+
+def _subscribe_live_nodes(config: Config, store: Store) -> None:
+    """The engine events this command causes go to the sinks of ``config`` and to those
+    the live nodes serve (PostgreSQL; on SQLite the one daemon serves this config)."""
+    if store.dialect == "sqlite":
+        return
+    moment = now()
+    remote = registry.served_by_live(store.nodes.live(moment), moment)
+    both = Subscribers(served_sinks(config), remote)
+    store.set_subscribers(lambda: both)
 
 
 def _say(line: str) -> None:
@@ -287,7 +304,13 @@ def _log_sink_change(action: str, change: SinkChange) -> None:
 
 def cmd_sinks(args: argparse.Namespace) -> int:
     """``sinks``: list them; ``sinks pause|resume|enable|disable NAME``; ``sinks drop NAME
-    [--to OTHER] [--dry-run]`` for a sink removed from the configuration."""
+    [--to OTHER] [--dry-run]`` for a sink removed from the configuration; ``sinks secret``
+    prints a new signing secret (no configuration needed)."""
+    if args.action == "secret":
+        if args.name or args.to is not None or args.dry_run:
+            raise UsageError("'sinks secret' takes no NAME or option: it prints a new secret")
+        print(new_secret())
+        return 0
     config = _load(args)
     if args.action and not args.name:
         raise UsageError(f"'sinks {args.action}' needs a sink NAME")
@@ -303,6 +326,7 @@ def cmd_sinks(args: argparse.Namespace) -> int:
             return _drop_sink(config, store, args.name, to=args.to, dry_run=args.dry_run)
         if args.action:
             _check_names(config, "sink", [args.name], [s.name for s in config.sinks])
+            _subscribe_live_nodes(config, store)  # disabling writes engine.sink_disabled
             if args.action in ("pause", "resume"):
                 change = store.sinks.set_paused(
                     args.name, args.action == "pause", reason="paused by hand", now=now()

@@ -124,11 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sinks = sub.add_parser(
         "sinks",
-        help="list sinks; pause, resume, enable or disable one; drop a removed sink's deliveries",
+        help="list sinks; pause, resume, enable or disable one; drop a removed sink's "
+        "deliveries; 'sinks secret' prints a new signing secret",
     )
     _common(sinks)
     sinks.add_argument(
-        "action", nargs="?", choices=["pause", "resume", "enable", "disable", "drop"]
+        "action", nargs="?", choices=["pause", "resume", "enable", "disable", "drop", "secret"]
     )
     sinks.add_argument("name", nargs="?", metavar="NAME", type=_sink)
     sinks.add_argument(

@@ -18,7 +18,7 @@ from trigger_engine.clock import isoformat_z
 from trigger_engine.config import Config
 from trigger_engine.config.shape import config_digest, served_sinks
 from trigger_engine.core.escape import escape_controls
-from trigger_engine.core.redact import redact_url
+from trigger_engine.core.redact import origin_only, redact_url
 from trigger_engine.core.registry import differences
 from trigger_engine.core.retry import is_failing
 from trigger_engine.delivery.dispatcher import DrainReport
@@ -257,7 +257,8 @@ def sink_dicts(
         rows.append(
             {
                 "name": sink.name,
-                "url": safe_url(sink.url),
+                # a Slack webhook's token is its path: only its host is shown
+                "url": origin_only(sink.url) if sink.format == "slack" else safe_url(sink.url),
                 "state": sink_state_word(st),
                 **_backlog(st, now),
             }
@@ -401,8 +402,8 @@ def event_dict(e: EventView) -> dict[str, Any]:
     return {
         "id": e.id,
         "type": e.type,
-        "account": e.account,
-        "trigger": e.trigger,
+        "account": e.account or None,  # "": an operational event no account applies to
+        "trigger": e.trigger or None,
         "key": e.item_key,
         "created_at": isoformat_z(e.created_at),
         "deliveries": [
@@ -434,7 +435,10 @@ def event_line(e: EventView) -> str:
         parts.append(f"{d.sink}: {d.status} ({detail})")
     where = "; ".join(parts) or "no sink subscribed"
     return _text(
-        [f"{e.id}  {isoformat_z(e.created_at)}  {e.type}  {e.account}  key={e.item_key}  {where}"]
+        [
+            f"{e.id}  {isoformat_z(e.created_at)}  {e.type}  {e.account or '-'}  "
+            f"key={e.item_key}  {where}"
+        ]
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -62,7 +63,9 @@ from trigger_engine.config.fields import (
     too_long,
 )
 from trigger_engine.core.durations import show
-from trigger_engine.core.redact import url_secrets
+from trigger_engine.core.engine_events import ENGINE_EVENT_TYPES
+from trigger_engine.core.redact import path_secret, url_secrets
+from trigger_engine.core.registry import matches
 from trigger_engine.core.retry import DEFAULT_SCHEDULE
 from trigger_engine.core.signing import SECRET_PREFIX, secret_key
 from trigger_engine.types import TRIGGER_NAME_MAX
@@ -257,20 +260,66 @@ class RetrySettings(_Model):
     )
 
 
+def _check_secret(value: SecretStr | None) -> SecretStr | None:
+    """A signing secret: ``whsec_`` + the base64 of at least 16 bytes (never echoed)."""
+    if value is None:
+        return None
+    raw = value.get_secret_value()
+    try:
+        key = secret_key(raw) if raw.startswith(SECRET_PREFIX) else b""
+    except ValueError:
+        key = b""
+    if len(key) < 16:
+        raise ValueError(
+            'must be "whsec_" followed by the base64 of at least 16 random bytes '
+            "(the value is not shown; 'trigger-engine sinks secret' makes one)"
+        )
+    return value
+
+
+def _iso_time(value: Any) -> Any:
+    """An ISO 8601 time (a TOML date-time, or a string), UTC unless it says otherwise."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                f'must be an ISO 8601 time, e.g. "2026-12-31T00:00:00Z", not {show(value)}'
+            ) from None
+    if not isinstance(value, datetime):
+        raise ValueError('must be an ISO 8601 time, e.g. "2026-12-31T00:00:00Z"')
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class Sink(_Model):
     """``[[sinks]]``: one webhook receiver."""
 
     name: Annotated[str, AfterValidator(check_name), SinkNameLength]
     url: Annotated[str, AfterValidator(check_sink_url)]
     events: tuple[Annotated[str, AfterValidator(non_empty)], ...] | None = None
-    secret: SecretStr | None = None
+    secret: Annotated[SecretStr | None, AfterValidator(_check_secret)] = None
+    # Secret rotation: until previous_secret_until, webhooks carry a second signature
+    # made with the previous secret (core/signing.py sign_all).
+    previous_secret: Annotated[SecretStr | None, AfterValidator(_check_secret)] = None
+    previous_secret_until: Annotated[datetime | None, BeforeValidator(_iso_time)] = None
     headers: dict[str, Annotated[SecretStr, AfterValidator(check_header_value)]] = Field(
         default_factory=dict
     )
     timeout: Timeout = 15.0
-    format: Literal["envelope", "raw"] = "envelope"
+    format: Literal["envelope", "raw", "slack"] = "envelope"
     retry: RetrySettings = Field(default_factory=RetrySettings)
     max_in_flight: Annotated[StrictInt, Field(ge=1, le=256)] = 8
+
+    def signing_secrets(self, now: datetime) -> tuple[str, ...]:
+        """The secrets a webhook sent at ``now`` is signed with: the secret, and the
+        previous one while ``previous_secret_until`` is ahead (none without a secret)."""
+        if self.secret is None:
+            return ()
+        found = [self.secret.get_secret_value()]
+        until = self.previous_secret_until
+        if self.previous_secret is not None and until is not None and now < until:
+            found.append(self.previous_secret.get_secret_value())
+        return tuple(found)
 
     @field_validator("events")
     @classmethod
@@ -278,23 +327,6 @@ class Sink(_Model):
         if value is not None and not value:
             raise ValueError(
                 "must list at least one event type (leave it out to receive every event type)"
-            )
-        return value
-
-    @field_validator("secret")
-    @classmethod
-    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        raw = value.get_secret_value()
-        try:
-            key = secret_key(raw) if raw.startswith(SECRET_PREFIX) else b""
-        except ValueError:
-            key = b""
-        if len(key) < 16:
-            raise ValueError(
-                'must be "whsec_" followed by the base64 of at least 16 random bytes '
-                "(the value is not shown)"
             )
         return value
 
@@ -369,18 +401,27 @@ class Config(_Model):
                     "conflicts with [source] auth_param: the account's api_key is added to "
                     "every request",
                 )
-        known = sorted(
+        items = sorted(
             {t.event for t in self.triggers.values()} | {d.event for d in BUILTIN.values()}
         )
+        known = [*items, *ENGINE_EVENT_TYPES]
         for i, sink in enumerate(self.sinks):
+            _check_rotation(i, sink)
             for j, event in enumerate(sink.events or ()):
-                if event not in known:
+                if "*" in event:
+                    if not any(matches(event, t) for t in known):
+                        raise LocatedError(
+                            ("sinks", i, "events", j),
+                            f"the pattern '{event}' matches no event type; the event types "
+                            f"are {', '.join(known)} ('engine.*' matches the engine's own)",
+                        )
+                elif event not in known:
                     close = difflib.get_close_matches(event, known, n=1)
                     hint = f" (did you mean '{close[0]}'?)" if close else ""
                     raise LocatedError(
                         ("sinks", i, "events", j),
                         f"unknown event type '{event}'{hint}; the event types are "
-                        f"{', '.join(known)}",
+                        f"{', '.join(known)} ('engine.*' matches the engine's own)",
                     )
         return self
 
@@ -412,13 +453,16 @@ class Config(_Model):
         for account in self.accounts:
             found.append(account.api_key.get_secret_value())
         for sink in self.sinks:
-            if sink.secret is not None:
-                raw = sink.secret.get_secret_value()
-                found += [raw, raw.removeprefix(SECRET_PREFIX)]
+            for secret in (sink.secret, sink.previous_secret):
+                if secret is not None:
+                    raw = secret.get_secret_value()
+                    found += [raw, raw.removeprefix(SECRET_PREFIX)]
             found += [v.get_secret_value() for v in sink.headers.values()]
         found += url_secrets(self.source.base_url)
         for sink in self.sinks:
             found += url_secrets(sink.url)
+            if sink.format == "slack" and (path := path_secret(sink.url)):
+                found.append(path)  # a Slack webhook's token is its path
         return list(dict.fromkeys(s for s in found if s))
 
     def sink(self, name: str) -> Sink:
@@ -434,6 +478,27 @@ class Config(_Model):
             if account.name == name:
                 return account
         raise KeyError(name)
+
+
+def _check_rotation(i: int, sink: Sink) -> None:
+    """``previous_secret`` needs ``secret`` and ``previous_secret_until``, and the other
+    way round."""
+    if sink.previous_secret is not None and sink.secret is None:
+        raise LocatedError(
+            ("sinks", i, "previous_secret"),
+            "needs secret (the new one) beside it: webhooks are signed with both until "
+            "previous_secret_until",
+        )
+    if sink.previous_secret is not None and sink.previous_secret_until is None:
+        raise LocatedError(
+            ("sinks", i, "previous_secret"),
+            "needs previous_secret_until beside it: the ISO 8601 time until which webhooks "
+            'carry its signature too, e.g. "2026-12-31T00:00:00Z"',
+        )
+    if sink.previous_secret_until is not None and sink.previous_secret is None:
+        raise LocatedError(
+            ("sinks", i, "previous_secret_until"), "goes with previous_secret, which is not set"
+        )
 
 
 def _no_duplicates(kind: str, names: list[str]) -> None:

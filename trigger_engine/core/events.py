@@ -18,7 +18,8 @@ import orjson
 from trigger_engine import __version__
 from trigger_engine.clock import isoformat_z
 from trigger_engine.core.exact_json import Unencodable, dumps
-from trigger_engine.core.signing import sign
+from trigger_engine.core.signing import sign_all
+from trigger_engine.core.slack import slack_body
 from trigger_engine.types import DueDelivery
 
 USER_AGENT = f"trigger-engine/{__version__}"
@@ -83,18 +84,21 @@ def engine_test_event(
 
 def envelope(delivery: DueDelivery) -> bytes:
     """The default body: ``{"type", "timestamp", "account", "data"}``, with ``data`` the
-    item exactly as stored (no re-encoding); ``account`` is null for an engine event
-    about no account."""
+    item exactly as stored (no re-encoding); ``account`` is null for an operational event
+    that concerns no account (stored as ``""``, which no account is called)."""
     return b'{"type":%s,"timestamp":%s,"account":%s,"data":%s}' % (
         orjson.dumps(delivery.event_type),
         orjson.dumps(isoformat_z(delivery.created_at)),
-        orjson.dumps(delivery.account),
+        orjson.dumps(delivery.account or None),
         delivery.payload,
     )
 
 
-def body(delivery: DueDelivery, *, raw: bool) -> bytes:
-    """The body one sink receives: the item alone (``raw``) or the envelope."""
+def body(delivery: DueDelivery, *, raw: bool, slack: bool = False) -> bytes:
+    """The body one sink receives: the item alone (``raw``), a Slack-compatible
+    ``{"text": ...}`` (``slack``: :mod:`trigger_engine.core.slack`) or the envelope."""
+    if slack:
+        return slack_body(delivery.event_type, delivery.account or "", delivery.payload)
     return delivery.payload if raw else envelope(delivery)
 
 
@@ -105,9 +109,11 @@ def webhook_headers(
     *,
     key: bytes | None,
     extra: Mapping[str, str],
+    previous_key: bytes | None = None,
 ) -> dict[str, str]:
     """The request headers of one attempt: the sink's own ``extra`` headers, then ours
-    (they win), signed with ``key`` when the sink has a secret."""
+    (they win), signed with ``key`` when the sink has a secret, and with ``previous_key``
+    too while a rotated secret is still honoured (two signatures, the new one first)."""
     headers = dict(extra)
     headers.update(
         {
@@ -118,5 +124,6 @@ def webhook_headers(
         }
     )
     if key is not None:
-        headers["webhook-signature"] = sign(key, delivery.event_id, timestamp, body)
+        keys = [key] if previous_key is None else [key, previous_key]
+        headers["webhook-signature"] = sign_all(keys, delivery.event_id, timestamp, body)
     return headers

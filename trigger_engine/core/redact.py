@@ -45,6 +45,26 @@ def redact_url(url: str, *, drop: bool = False) -> str:
     return SplitResult(parts.scheme, netloc, parts.path, query, fragment).geturl()
 
 
+def path_secret(url: str) -> str | None:
+    """The path of ``url`` when it is long enough to be a credential (a Slack-compatible
+    incoming webhook's URL carries its token in the path: ``/services/T0/B0/XXXX``)."""
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        return None
+    return path if len(path.strip("/")) >= MIN_SECRET else None
+
+
+def origin_only(url: str) -> str:
+    """``url`` shown without its path, query and credentials: ``https://host/***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED
+    hostport = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{hostport}/{REDACTED}"
+
+
 def _redact_query(query: str) -> str:
     """``a=1&b=2`` → ``a=***&b=***``; a piece without ``=`` (``?abc123``) is all value."""
     shown = []

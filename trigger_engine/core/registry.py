@@ -11,15 +11,42 @@ that serves the sink claims it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from functools import lru_cache
 
-from trigger_engine.types import NodeView, SinkSubscriptions
+from trigger_engine.types import ENGINE_EVENT_PREFIX, NodeView, SinkSubscriptions
+
+
+def is_engine_event(event_type: str) -> bool:
+    """Whether ``event_type`` is one of the engine's own (``engine.``...)."""
+    return event_type.startswith(ENGINE_EVENT_PREFIX)
+
+
+@lru_cache(maxsize=1024)
+def _pattern(pattern: str) -> re.Pattern[str] | None:
+    if "*" not in pattern:
+        return None
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
+
+
+def matches(pattern: str, event_type: str) -> bool:
+    """Whether an ``events`` entry names ``event_type``: equal, or a pattern in which
+    ``*`` stands for any run of characters (``engine.*``, ``lead.*``)."""
+    compiled = _pattern(pattern)
+    if compiled is None:
+        return pattern == event_type
+    return compiled.fullmatch(event_type) is not None
 
 
 def subscribes(events: tuple[str, ...] | None, event_type: str) -> bool:
-    """Whether a sink with this ``events`` list receives ``event_type`` (None: every type)."""
-    return events is None or event_type in events
+    """Whether a sink with this ``events`` list receives ``event_type``: a type the list
+    names or matches (``engine.*``); without a list (None), every item event type but
+    none of the engine's own (``engine.*``: only a sink that asks for them gets them)."""
+    if events is None:
+        return not is_engine_event(event_type)
+    return any(matches(pattern, event_type) for pattern in events)
 
 
 def subscribed(sinks: SinkSubscriptions, event_type: str) -> list[str]:

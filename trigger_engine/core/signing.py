@@ -12,8 +12,16 @@ import base64
 import binascii
 import hashlib
 import hmac
+import secrets
+from collections.abc import Sequence
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
+NEW_SECRET_BYTES = 32  # what ``sinks secret`` draws (the spec asks for 24 to 64)
+
+
+def new_secret() -> str:
+    """A new random signing secret: ``whsec_`` + the base64 of 32 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(NEW_SECRET_BYTES)).decode()
 
 
 def secret_key(secret: str) -> bytes:
@@ -30,3 +38,10 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     signed = b"%s.%d.%s" % (msg_id.encode(), timestamp, body)
     digest = hmac.digest(key, signed, hashlib.sha256)  # one call into OpenSSL
     return "v1," + base64.b64encode(digest).decode()
+
+
+def sign_all(keys: Sequence[bytes], msg_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header value signed with each of ``keys``, space-separated
+    (``v1,<new> v1,<old>`` while a secret is rotated): the Standard Webhooks spec lets a
+    header carry several signatures, and a receiver accepts the webhook if one matches."""
+    return " ".join(sign(key, msg_id, timestamp, body) for key in keys)

@@ -16,9 +16,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, and_, delete, exists, func, insert, literal, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
+from trigger_engine.core import engine_events
 from trigger_engine.db import sinks as sink_rows
 from trigger_engine.db.codecs import as_utc
 from trigger_engine.db.engine import Database, chunks, units_of_work
+from trigger_engine.db.engine_events import emit
 from trigger_engine.db.events import delivery_conditions, event_conditions
 from trigger_engine.db.nodes import live_nodes
 from trigger_engine.db.schema import attempts, deliveries, events
@@ -276,8 +278,60 @@ class DeliveryRepository:
             for o in outcomes:
                 if o.disable_sink is not None:
                     # the 410's own delivery (recorded failed above) is held with the rest
-                    sink_rows.disable(self.db, conn, o.sink, o.disable_sink, o.started_at)
+                    sink_rows.disable(
+                        self.db, conn, o.sink, o.disable_sink, o.started_at, event_id=o.event_id
+                    )
+            self._report_dead(conn, outcomes)
         return [(o, holding[o.sink]) for o in outcomes if status_of(o) == held]
+
+    def _report_dead(self, conn: Connection, outcomes: Sequence[AttemptOutcome]) -> None:
+        """``engine.delivery_dead`` for each delivery of ``outcomes`` that this batch made
+        dead because its schedule is used up (not a 410, not another node's lease), in the
+        batch's transaction; never about a delivery of an engine event (no cascade)."""
+        used_up = {
+            o.delivery_id: o
+            for o in outcomes
+            if o.new_status == DeliveryStatus.DEAD and o.disable_sink is None
+        }
+        if not used_up:
+            return
+        found: list[engine_events.EngineEvent] = []
+        for chunk in chunks(list(used_up), 500):
+            rows = conn.execute(
+                select(
+                    deliveries.c.id,
+                    deliveries.c.status,
+                    deliveries.c.attempts,
+                    events.c.type,
+                    events.c.account,
+                    events.c.trigger,
+                    events.c.item_key,
+                )
+                .join(events, events.c.id == deliveries.c.event_id)
+                .where(deliveries.c.id.in_(chunk))
+                .order_by(deliveries.c.id)
+            )
+            for row in rows:
+                o = used_up[row.id]
+                if (
+                    row.status != DeliveryStatus.DEAD  # another node's lease: not ours
+                    or row.attempts != o.attempt
+                    or not engine_events.about_deliveries_of(row.type)
+                ):
+                    continue
+                dead = engine_events.DeadDelivery(
+                    sink=o.sink,
+                    event_id=o.event_id,
+                    event_type=row.type,
+                    account=row.account,
+                    trigger=row.trigger,
+                    key=row.item_key,
+                    attempts=o.attempt,
+                    last_error=o.error,
+                )
+                found.append(engine_events.delivery_dead(dead))
+        if found:
+            emit(self.db, conn, engine_events.capped(found), max(o.started_at for o in outcomes))
 
     def next_due_at(self, sinks: Sequence[str]) -> datetime | None:
         """When the earliest unclaimed delivery to one of ``sinks`` falls due."""

@@ -38,6 +38,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
+from trigger_engine.core.engine_events import NOBODY, Subscribers
 from trigger_engine.core.retry import UNIT_OF_WORK_RETRY
 from trigger_engine.db import migrate
 from trigger_engine.db.activity import Activity
@@ -192,6 +193,11 @@ class Database:
         self._file = self._identify_file()
         # SQLite: this file was created now, where an engine had run on another one before
         self.replaced_lost_file = False
+        # Who receives the engine's own events (core/engine_events.py), asked inside the
+        # transaction that writes them: set from the configuration and the node registry
+        # by the daemon or the command (Store.set_subscribers). It must not query the
+        # database. Default: nobody (the events are still stored, without deliveries).
+        self.subscribers: Callable[[], Subscribers] = lambda: NOBODY
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True) -> Database:

@@ -30,18 +30,20 @@ def insert_events(
     now: datetime,
     *,
     held: str | None = None,
+    ids: Sequence[str] | None = None,
 ) -> tuple[int, int]:
     """Events for ``items`` (key, the item's JSON text) and a delivery per sink: pending
     (due now); held by the flood guard (with ``held`` as the reason) until a replay; or
-    held for a paused or disabled sink until it is resumed or enabled. Returns (events,
-    deliveries) created."""
+    held for a paused or disabled sink until it is resumed or enabled. ``ids``: the
+    events' ids, one per item (default: new ones). Returns (events, deliveries) created."""
     holding = holding_sinks(conn)
     created = 0
+    given = None if ids is None else iter(ids)
     for chunk in chunks(items):
         event_rows = []
         delivery_rows = []
         for key, payload in chunk:
-            event_id = new_event_id()
+            event_id = new_event_id() if given is None else next(given)
             event_rows.append(
                 {
                     "id": event_id,

@@ -16,15 +16,20 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, func, or_, select, update
 
+from trigger_engine.clock import isoformat_z
+from trigger_engine.core import engine_events
 from trigger_engine.core.dedupe import KeyedItems, Quarantined, changed, flood_guard, unseen
 from trigger_engine.core.definition import DefinitionPrint, redefined
+from trigger_engine.core.retry import is_failing, should_pause
 from trigger_engine.db import quarantine, seen
 from trigger_engine.db.engine import Database, units_of_work
+from trigger_engine.db.engine_events import emit
 from trigger_engine.db.outbox import Writer, bulk_then_item_by_item, encoded, isolated
 from trigger_engine.db.schema import poll_state
 from trigger_engine.errors import LeaseLost
 from trigger_engine.types import (
     BackfillResult,
+    FailureRecord,
     Fence,
     PollClaim,
     PollOutcome,
@@ -318,6 +323,7 @@ class PollRepository:
                     isolated(conn, moved, write.changed_items, set_aside, item_by_item=item_by_item)
                 )
             newly = quarantine.hold(db, conn, account, trigger, set_aside, now)
+            _report_quarantined(db, conn, account, trigger, newly, now)
             released = quarantine.release(conn, account, trigger, tally.inserted)
             values: dict[str, Any] = {
                 "last_poll_at": now if fence is None else fence.claimed_at,
@@ -326,6 +332,7 @@ class PollRepository:
                 "last_error": None,
                 "consecutive_failures": 0,
                 "failing_since": None,
+                "failing_notified": False,
                 "backoff_until": None,
                 "items_known": poll_state.c.items_known + len(tally.inserted),
             }
@@ -356,12 +363,19 @@ class PollRepository:
         backoff_until: datetime | None,
         now: datetime,
         fence: Fence | None = None,
-    ) -> tuple[int, datetime]:
-        """A failed poll changes nothing but the poll's own state. Returns the number of
-        consecutive failures so far and when this run of failures began."""
+        interval: float | None = None,
+        pause_after: float = 0.0,
+        pause_after_failures: int = 0,
+    ) -> FailureRecord:
+        """A failed poll changes nothing but the poll's own state, in one transaction:
+        the failure count and backoff; with ``interval``, the first failure of a run that
+        has lasted longer than a few intervals writes ``engine.trigger_failing`` (once per
+        run of failures); with ``pause_after_failures``, the sustained-failure rule
+        (:func:`~trigger_engine.core.retry.should_pause`) pauses the trigger and writes
+        ``engine.trigger_paused``."""
         with self.db.tx() as conn:
             self._check_fence(conn, account, trigger, fence)
-            failures, since = conn.execute(
+            failures, since, notified = conn.execute(
                 update(poll_state)
                 .where(*_where(account, trigger))
                 .values(
@@ -372,9 +386,47 @@ class PollRepository:
                     failing_since=func.coalesce(poll_state.c.failing_since, now),
                     backoff_until=backoff_until,
                 )
-                .returning(poll_state.c.consecutive_failures, poll_state.c.failing_since)
+                .returning(
+                    poll_state.c.consecutive_failures,
+                    poll_state.c.failing_since,
+                    poll_state.c.failing_notified,
+                )
             ).one()
-        return int(failures), since
+            failures = int(failures)
+            found: list[engine_events.EngineEvent] = []
+            failing = (
+                interval is not None
+                and not notified
+                and is_failing(failures=failures, failing_since=since, now=now, interval=interval)
+            )
+            values: dict[str, Any] = {}
+            if failing:
+                values["failing_notified"] = True
+                found.append(
+                    engine_events.trigger_failing(
+                        account, trigger, failures=failures, since=since, now=now, error=error
+                    )
+                )
+            paused: str | None = None
+            if should_pause(
+                failures=failures,
+                failing_since=since,
+                now=now,
+                after=pause_after,
+                after_failures=pause_after_failures,
+            ):
+                began = isoformat_z(since)
+                paused = f"{failures} polls in a row failed since {began}; last: {error}"
+                values.update(paused=True, paused_reason=paused, paused_auto=True)
+                found.append(
+                    engine_events.trigger_paused(
+                        account, trigger, failures=failures, since=since, error=error
+                    )
+                )
+            if values:
+                conn.execute(update(poll_state).where(*_where(account, trigger)).values(**values))
+            emit(self.db, conn, found, now)
+        return FailureRecord(failures, since, paused_reason=paused, failing=failing)
 
     def backfill(
         self,
@@ -431,7 +483,8 @@ class PollRepository:
                 set_aside,
                 item_by_item=item_by_item,
             )
-            quarantine.hold(self.db, conn, account, trigger, set_aside, now)
+            newly = quarantine.hold(self.db, conn, account, trigger, set_aside, now)
+            _report_quarantined(self.db, conn, account, trigger, newly, now)
             fired, rows = tally.events, tally.deliveries
         return BackfillResult(fired=fired, deliveries=rows, not_listed=not_listed)
 
@@ -457,7 +510,12 @@ class PollRepository:
                 "paused_auto": paused and auto,
             }
             if not paused:
-                values.update(backoff_until=None, consecutive_failures=0, failing_since=None)
+                values.update(
+                    backoff_until=None,
+                    consecutive_failures=0,
+                    failing_since=None,
+                    failing_notified=False,
+                )
             conn.execute(update(poll_state).where(*_where(account, trigger)).values(**values))
 
     def resume_auto_paused(self) -> list[tuple[str, str]]:
@@ -478,6 +536,23 @@ class PollRepository:
                         backoff_until=None,
                         consecutive_failures=0,
                         failing_since=None,
+                        failing_notified=False,
                     )
                 )
         return [(r.account, r.trigger) for r in rows]
+
+
+def _report_quarantined(
+    db: Database,
+    conn: Connection,
+    account: str,
+    trigger: str,
+    newly: Sequence[Quarantined],
+    now: datetime,
+) -> None:
+    """``engine.item_quarantined`` for each item set aside for the first time (at most
+    ``MAX_PER_WRITE``, then one that counts the rest), in the poll's transaction."""
+    found = [
+        engine_events.item_quarantined(account, trigger, key=q.key, reason=q.reason) for q in newly
+    ]
+    emit(db, conn, engine_events.capped(found), now)

@@ -60,6 +60,8 @@ poll_state = Table(
     # paused by the sustained-failure rule (a restart or reload resumes it), not by hand
     Column("paused_auto", Boolean, nullable=False, server_default=false()),
     Column("failing_since", UTCDateTime, nullable=True),  # first failure of the current run
+    # engine.trigger_failing was written for the current run of failures (once per run)
+    Column("failing_notified", Boolean, nullable=False, server_default=false()),
     Column("items_known", BigInteger, nullable=False, server_default=text("0")),
     Column("lease_owner", String(200), nullable=True),
     Column("lease_expires_at", UTCDateTime, nullable=True),

@@ -18,8 +18,10 @@ from typing import Any
 from sqlalchemy import Connection, case, exists, func, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
+from trigger_engine.core import engine_events
 from trigger_engine.db.codecs import as_utc
 from trigger_engine.db.engine import Database, units_of_work
+from trigger_engine.db.engine_events import emit
 from trigger_engine.db.schema import deliveries, sink_state
 from trigger_engine.types import DUE_STATUSES, DeliveryStatus, HoldKind, SinkChange, SinkStats
 
@@ -113,11 +115,25 @@ def release(conn: Connection, name: str, now: datetime) -> int:
     return int(released)
 
 
-def disable(db: Database, conn: Connection, name: str, reason: str, now: datetime) -> int:
+def disable(
+    db: Database,
+    conn: Connection,
+    name: str,
+    reason: str,
+    now: datetime,
+    *,
+    event_id: str | None = None,
+) -> int:
     """Disable a sink (a 410, or by hand): its due deliveries that are not in flight are
-    held from now on, until ``sinks enable``. Returns how many were held."""
+    held from now on, until ``sinks enable``. Returns how many were held. A sink that was
+    enabled until now gets its ``engine.sink_disabled`` event written in the same
+    transaction (``event_id``: the delivery whose answer disabled it)."""
+    newly = name not in disabled_sinks(conn)
     upsert(db, conn, name, {"disabled": True, "disabled_reason": reason, "disabled_at": now})
-    return hold(conn, {name: "sink disabled"}, now)
+    held = hold(conn, {name: "sink disabled"}, now)
+    if newly:  # after the change: the event's own delivery to this sink is held like the rest
+        emit(db, conn, [engine_events.sink_disabled(name, reason=reason, event_id=event_id)], now)
+    return held
 
 
 def _in_flight(conn: Connection, name: str, now: datetime) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
+from trigger_engine.core.engine_events import Subscribers
 from trigger_engine.db.deliveries import DeliveryRepository
 from trigger_engine.db.engine import Database
 from trigger_engine.db.events import EventRepository
@@ -63,6 +64,12 @@ class Store:
     def dialect(self) -> str:
         """``sqlite`` or ``postgresql``."""
         return self.db.dialect
+
+    def set_subscribers(self, subscribers: Callable[[], Subscribers]) -> None:
+        """Say who receives the engine's own events (``engine.*``): asked each time one is
+        written, inside its transaction, so it must answer from memory (the configuration,
+        the registry as the last heartbeat read it), never from the database."""
+        self.db.subscribers = subscribers
 
     def close(self) -> None:
         """Close every connection and give up the single-node lock."""

@@ -14,7 +14,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
@@ -39,19 +39,23 @@ def _client_timeout(seconds: float) -> aiohttp.ClientTimeout:
 
 
 def body_for(sink: Sink, delivery: DueDelivery) -> bytes:
-    """The body ``sink`` receives: the envelope, or the item alone (``format = "raw"``)."""
-    return events.body(delivery, raw=sink.format == "raw")
+    """The body ``sink`` receives: the envelope, the item alone (``format = "raw"``) or
+    one line of text for a Slack-compatible webhook (``format = "slack"``)."""
+    return events.body(delivery, raw=sink.format == "raw", slack=sink.format == "slack")
 
 
 def headers_for(sink: Sink, delivery: DueDelivery, body: bytes, timestamp: int) -> dict[str, str]:
-    """The headers of one attempt to ``sink``: its own, then the Standard Webhooks ones."""
-    secret = sink.secret
+    """The headers of one attempt to ``sink``: its own, then the Standard Webhooks ones,
+    signed with its secret, and with its previous secret too until
+    ``previous_secret_until`` (by the attempt's ``timestamp``)."""
+    secrets = sink.signing_secrets(datetime.fromtimestamp(timestamp, UTC))
     return events.webhook_headers(
         delivery,
         body,
         timestamp,
-        key=None if secret is None else _secret_key(secret.get_secret_value()),
+        key=_secret_key(secrets[0]) if secrets else None,
         extra={name: value.get_secret_value() for name, value in sink.headers.items()},
+        previous_key=_secret_key(secrets[1]) if len(secrets) > 1 else None,
     )
 
 

@@ -32,12 +32,7 @@ from trigger_engine.core.definition import (
     redefined,
 )
 from trigger_engine.core.registry import fan_out
-from trigger_engine.core.retry import (
-    MAX_POLL_BACKOFF,
-    STORE_BACKOFF_CAP,
-    poll_backoff,
-    should_pause,
-)
+from trigger_engine.core.retry import MAX_POLL_BACKOFF, STORE_BACKOFF_CAP, poll_backoff
 from trigger_engine.db.store import Store
 from trigger_engine.errors import DatabaseError, LeaseLost, SourceError
 from trigger_engine.ops.logs import get_logger
@@ -278,8 +273,9 @@ class Poller:
         fence: Fence | None,
         state: PollState | None,
     ) -> PollReport:
-        """Record a failed poll: backoff, and the sustained-failure pause (never for the
-        store's failures: pausing would not fix our own database)."""
+        """Record a failed poll: backoff, the sustained-failure pause and the operational
+        events ``engine.trigger_failing`` / ``engine.trigger_paused``, written with it (never
+        for the store's failures: pausing would not fix our own database)."""
         at = self.clock()
         failures = (state.consecutive_failures if state else 0) + 1
         delay = poll_backoff(
@@ -297,8 +293,9 @@ class Poller:
             error=error,
             duration=duration,
         )
+        upstream = outcome is not PollOutcome.STORE  # our own database: no pause, no alert
         try:
-            failures, since = self.store.polls.record_failure(
+            record = self.store.polls.record_failure(
                 account.name,
                 trigger.name,
                 outcome=outcome,
@@ -306,6 +303,9 @@ class Poller:
                 backoff_until=at + timedelta(seconds=delay),
                 now=at,
                 fence=fence,
+                interval=trigger.interval if upstream else None,
+                pause_after=trigger.pause_after,
+                pause_after_failures=trigger.pause_after_failures if upstream else 0,
             )
         except DatabaseError as exc:  # not recorded: the report still says it (metrics, health)
             log.error(
@@ -317,18 +317,22 @@ class Poller:
                 not_recorded=str(exc),
             )
             return report
-        if outcome is not PollOutcome.STORE and should_pause(
-            failures=failures,
-            failing_since=since,
-            now=at,
-            after=trigger.pause_after,
-            after_failures=trigger.pause_after_failures,
-        ):
-            reason = f"{failures} polls in a row failed since {isoformat_z(since)}; last: {error}"
-            self.store.polls.set_paused(
-                account.name, trigger.name, paused=True, reason=reason, auto=True
+        failures = record.failures
+        if record.failing:
+            log.error(
+                "poll.failing",
+                account=account.name,
+                trigger=trigger.name,
+                failures=failures,
+                since=isoformat_z(record.since),
             )
-            log.error("poll.paused", account=account.name, trigger=trigger.name, reason=reason)
+        if record.paused_reason is not None:
+            log.error(
+                "poll.paused",
+                account=account.name,
+                trigger=trigger.name,
+                reason=record.paused_reason,
+            )
         log.warning(
             "poll.failed",
             account=account.name,

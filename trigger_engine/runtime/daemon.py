@@ -60,6 +60,7 @@ from trigger_engine.clock import now
 from trigger_engine.config import Account, Config, TriggerSettings
 from trigger_engine.config.shape import config_digest, served_sinks
 from trigger_engine.core import registry
+from trigger_engine.core.engine_events import Subscribers
 from trigger_engine.core.retry import is_failing
 from trigger_engine.db.store import Store
 from trigger_engine.delivery.dispatcher import (
@@ -191,6 +192,7 @@ class Daemon:
         self._probe: asyncio.Future[None] | None = None  # the health check's write
         self._fatal: RuntimeFailure | None = None  # why the daemon stops by itself
         store.db.activity.on_change = self._store_changed
+        store.set_subscribers(self._subscribers)  # who gets the engine's own events
 
     @property
     def grace(self) -> float:
@@ -770,6 +772,11 @@ class Daemon:
 
     def _remote_sinks(self) -> SinkSubscriptions:
         return self._remote
+
+    def _subscribers(self) -> Subscribers:
+        """Who receives the engine's own events: this node's sinks (the configuration
+        now, reloads included) and those other live nodes serve."""
+        return Subscribers(served_sinks(self.config), self._remote)
 
     def _known_sinks(self) -> set[str]:
         """The sinks some live node delivers to: this one's and the registry's."""
