@@ -6,7 +6,13 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from trigger_engine.db.schema import metadata
+from trigger_engine.db.schema import is_search_index, metadata
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Leave the payload search's index (made by 0006, outside the metadata) out of
+    comparisons."""
+    return not is_search_index(name)
 
 
 def _run(connection: Connection) -> None:
@@ -15,6 +21,7 @@ def _run(connection: Connection) -> None:
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -28,6 +28,7 @@ class Answer:
     status: int = 200
     headers: tuple[tuple[str, str], ...] = ()
     delay: float = 0.0
+    body: bytes = b"ok"
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -78,9 +79,9 @@ class Receiver:
                     self.send_response(answer.status)
                     for name, value in answer.headers:
                         self.send_header(name, value)
-                    self.send_header("content-length", "2")
+                    self.send_header("content-length", str(len(answer.body)))
                     self.end_headers()
-                    self.wfile.write(b"ok")
+                    self.wfile.write(answer.body)
                 except ConnectionError:  # the sender went away (killed, or gave up waiting)
                     self.close_connection = True
                 finally:

@@ -63,6 +63,19 @@ QUARANTINED = "quarantined"
 # What ``events --status`` accepts.
 EVENT_STATUSES: tuple[str, ...] = (*DELIVERY_STATUSES, QUARANTINED)
 
+# The types of the events the engine emits about itself (the contract's section 4c).
+ENGINE_EVENT_TYPES: tuple[str, ...] = (
+    "engine.test",
+    "engine.trigger_failing",
+    "engine.trigger_paused",
+    "engine.sink_disabled",
+    "engine.delivery_dead",
+    "engine.item_quarantined",
+)
+
+# How much of a receiver's answer an attempt keeps (``attempts.response_body``): its start.
+RESPONSE_BODY_KEPT = 1024  # bytes
+
 
 class FailureKind(StrEnum):
     """Why a poll failed, which decides what happens next."""
@@ -243,6 +256,7 @@ class AttemptOutcome:
     new_status: DeliveryStatus  # delivered | failed | dead
     next_attempt_at: datetime | None = None
     disable_sink: str | None = None  # a reason, when the attempt disables the sink (410)
+    response_body: str | None = None  # the start of the receiver's answer (RESPONSE_BODY_KEPT)
     early_probe: bool = False  # a failed early probe: counted in ``probes`` as well
 
     @property
@@ -303,6 +317,27 @@ class DeliveryView:
     last_error: str | None
     next_attempt_at: datetime | None
     delivered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    """One recorded attempt of a delivery, as ``events show`` shows it."""
+
+    attempt: int  # 1-based
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    response_body: str | None  # the first RESPONSE_BODY_KEPT bytes of the answer, as text
+
+
+@dataclass(frozen=True)
+class EventDetail:
+    """One event with its payload and every delivery with every attempt (``events show``)."""
+
+    event: EventView
+    payload: str  # the item's JSON text, as stored
+    attempts: Mapping[str, tuple[AttemptView, ...]]  # by sink, oldest first
 
 
 @dataclass(frozen=True)

@@ -474,7 +474,7 @@ def test_replay_resends_with_the_same_webhook_id_and_a_fresh_history(
 
         # dry runs count and change nothing
         assert replay("--event", acme_lead, "--dry-run").startswith(
-            "would queue 1 deliveries (of 1 events)"
+            "would queue 1 delivery (of 1 event)"
         )
         assert "would queue 2 deliveries (of 2 events)" in replay(
             "--since", "1h", "--type", "lead.new", "--dry-run"
@@ -482,7 +482,7 @@ def test_replay_resends_with_the_same_webhook_id_and_a_fresh_history(
         assert "would queue 2 deliveries (of 2 events)" in replay(
             "--since", "1h", "--account", "beta", "--dry-run"
         )
-        assert "would queue 1 deliveries (of 1 events)" in replay(
+        assert "would queue 1 delivery (of 1 event)" in replay(
             "--since", "1h", "--account", "beta", "--type", "connection.new", "--dry-run"
         )
         after_dry = {(e["account"], e["type"]): e for e in events_json(workdir, cli_env)}
@@ -496,7 +496,7 @@ def test_replay_resends_with_the_same_webhook_id_and_a_fresh_history(
         assert len(bad.stderr.strip().splitlines()) == 1 and "'nope'" in bad.stderr
 
         # the real thing: one event by id, and the dead ones by status
-        assert "queued 1 deliveries (of 1 events)" in replay("--event", acme_lead)
+        assert "queued 1 delivery (of 1 event)" in replay("--event", acme_lead)
         assert "queued 2 deliveries (of 2 events)" in replay("--since", "1h", "--status", "dead")
         crm.plan = lambda _r: Answer()
         assert once(workdir, cli_env) == summary(3, 3, 0, 0)

@@ -50,18 +50,18 @@ class _Raising:
     [
         pytest.param(
             _response_error(URL_WITH_TOKEN),
-            "connection failed (ClientResponseError: 400, message='Bad status line', "
-            "url='http://***@127.0.0.1:9/hook?token=***&team=***')",
+            "invalid HTTP answer from 127.0.0.1:9: Bad status line",
             id="aiohttp-quotes-the-url",
         ),
         pytest.param(
             aiohttp.InvalidURL(URL_WITH_TOKEN),
-            "connection failed (InvalidURL: http://***@127.0.0.1:9/hook?token=***&team=***)",
+            "the sink URL is not a valid URL",
             id="invalid-url",
         ),
         pytest.param(
             RuntimeError(f"unexpected at {URL_WITH_TOKEN}"),
-            "failed (RuntimeError: unexpected at http://***@127.0.0.1:9/hook?token=***&team=***)",
+            "request to 127.0.0.1:9 failed: RuntimeError: unexpected at "
+            "http://***@127.0.0.1:9/hook?token=***&team=***",
             id="anything-else",
         ),
     ],

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import difflib
 import logging
 import os
 from collections.abc import Sequence
@@ -20,7 +19,8 @@ from dataclasses import replace
 import orjson
 
 from trigger_engine.cli import render
-from trigger_engine.clock import now
+from trigger_engine.cli.progress import progress
+from trigger_engine.clock import isoformat_z, now
 from trigger_engine.config import Config, find_config_path, load_config
 from trigger_engine.config.shape import served_sinks
 from trigger_engine.core import registry
@@ -28,6 +28,7 @@ from trigger_engine.core.engine_events import Subscribers
 from trigger_engine.core.escape import escape_controls
 from trigger_engine.core.filters import build_filter
 from trigger_engine.core.signing import new_secret
+from trigger_engine.core.words import did_you_mean, plural
 from trigger_engine.db.store import Store
 from trigger_engine.errors import RuntimeFailure, UsageError
 from trigger_engine.ops import logs
@@ -39,6 +40,7 @@ from trigger_engine.runtime.daemon import Daemon
 from trigger_engine.runtime.signals import process_signals
 from trigger_engine.types import (
     DELIVERY_STATUSES,
+    ENGINE_EVENT_TYPES,
     EVENT_STATUSES,
     QUARANTINED,
     EventFilter,
@@ -92,9 +94,34 @@ def _check_names(config: Config, kind: str, given: Sequence[str], known: Sequenc
     for name in given:
         if name not in known:
             raise UsageError(
-                f"no {kind} named '{name}' in {config.path or 'the configuration'} "
-                f"(known: {', '.join(known) or 'none'})"
+                f"no {kind} named '{name}' in {config.path or 'the configuration'}"
+                f"{did_you_mean(name, known)} (known: {', '.join(known) or 'none'})"
             )
+
+
+def _check_types(config: Config, store: Store, given: Sequence[str]) -> None:
+    """Each of ``given`` must be an event type: a configured trigger's, the engine's own
+    (``engine.*``) or one stored (a removed trigger's); else exit 2 with a "did you mean".
+    The stored types are read only when a type is not known otherwise."""
+    known = {t.event for t in config.triggers.values()} | set(ENGINE_EVENT_TYPES)
+    unknown = [t for t in given if t not in known]
+    if not unknown:
+        return
+    known |= set(store.events.types())
+    for name in unknown:
+        if name not in known:
+            raise UsageError(
+                f"--type '{name}' is not an event type of {config.path or 'the configuration'}"
+                f" or the database{did_you_mean(name, known)} (known: {', '.join(sorted(known))})"
+            )
+
+
+def _check_events_exist(store: Store, event_ids: Sequence[str]) -> None:
+    """Each of ``event_ids`` must name a stored event; else exit 1 naming those that do not."""
+    missing = store.events.missing(event_ids)
+    if missing:
+        names = ", ".join(missing)
+        raise RuntimeFailure(f"no event {names}" if len(missing) == 1 else f"no events {names}")
 
 
 def _check_sinks(config: Config, store: Store, given: Sequence[str]) -> dict[str, list[str]]:
@@ -108,8 +135,7 @@ def _check_sinks(config: Config, store: Store, given: Sequence[str]) -> dict[str
         if name in known or store.sinks.stored(name):
             continue
         names = sorted(known | set(store.sinks.stored_names()))
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(name, names)
         raise UsageError(
             f"no sink named '{name}' in {config.path or 'the configuration'}, on a live "
             f"node or in the database{hint} (known: {', '.join(names) or 'none'})"
@@ -146,6 +172,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     The daemon takes the process's signals before anything else (``main`` already did,
     before the imports): a stop before it serves ends the start at the next step, exit 0."""
+    if args.strict and not args.once:
+        raise UsageError("--strict goes with 'run --once' (the daemon has no run to fail)")
     signals = None if args.once else process_signals()
     config = _load(args)
     if signals is not None:
@@ -166,9 +194,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             if signals is not None:
                 asyncio.run(daemon.run(signals=signals))
                 return 0
-            report = asyncio.run(daemon.run_once())
+            with progress() as report_progress:
+                report = asyncio.run(daemon.run_once(progress=report_progress))
     print(render.once_text(report.polls, report.delivery))
-    return 0 if report.ok else 1
+    if not report.ok:
+        return 1
+    failed = report.delivery.failed + report.delivery.dead
+    if args.strict and failed:
+        _say(f"--strict: {plural(failed, 'delivery attempt')} failed: exit 1")
+        return 1
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -216,8 +251,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_events(args: argparse.Namespace) -> int:
     """``events``: events, newest first, with their deliveries; ``--status quarantined``
-    lists the items their polls set aside, with the reason."""
+    lists the items their polls set aside, with the reason; ``--search TEXT`` only those
+    whose payload contains TEXT; ``events show ID``: one event in full."""
     config = _load(args)
+    if args.action == "show":
+        return _show_event(args, config)
+    if args.event_id is not None:
+        raise UsageError(f"say 'events show {args.event_id}' to see one event")
     selection = _filter(
         args,
         config,
@@ -229,13 +269,22 @@ def cmd_events(args: argparse.Namespace) -> int:
     event_types = {name: trigger.event for name, trigger in config.triggers.items()}
     found: list[EventView] = []
     held: list[QuarantineView] = []
+    bounded_at: int | None = None
     with _open(config) as store:
         _check_sinks(config, store, args.sink)
+        _check_types(config, store, args.type)
+        if args.search is not None:  # a quarantined item has no payload stored to search
+            statuses.discard(QUARANTINED)
+            if statuses or not selection.statuses:
+                only = replace(selection, statuses=tuple(statuses & set(selection.statuses)))
+                page = store.events.search(only, args.search, limit=args.limit)
+                found, bounded_at = page.events, page.bounded_at
+            statuses = set()
         if QUARANTINED in statuses:
             if not args.sink:  # an item set aside has no delivery, so no sink
                 held = store.quarantine.list(selection, triggers=event_types, limit=args.limit)
             statuses.discard(QUARANTINED)
-        if statuses or not selection.statuses:
+        if args.search is None and (statuses or not selection.statuses):
             only = replace(
                 selection, statuses=tuple(s for s in selection.statuses if s in statuses)
             )
@@ -252,6 +301,44 @@ def cmd_events(args: argparse.Namespace) -> int:
             print(render.event_line(e))
         if not found and not held:
             _say("no events match")
+    if bounded_at is not None:
+        log.warning(
+            "events.search_bounded",
+            searched=f"the newest {bounded_at} events",
+            why="no index serves this search (a term under 3 characters, or the database "
+            "has no trigram index)",
+        )
+    return 0
+
+
+def _show_event(args: argparse.Namespace, config: Config) -> int:
+    """``events show ID``: the event's payload and every delivery with every attempt."""
+    if args.event_id is None:
+        raise UsageError("'events show' needs an event ID (see 'trigger-engine events')")
+    others = [
+        option
+        for option, given in (
+            ("--search", args.search is not None),
+            ("--type", args.type),
+            ("--account", args.account),
+            ("--since", args.since),
+            ("--until", args.until),
+            ("--status", args.status),
+            ("--sink", args.sink),
+            ("--key", args.key is not None),
+        )
+        if given
+    ]
+    if others:
+        raise UsageError(f"'events show ID' takes no filter ({', '.join(others)})")
+    with _open(config) as store:
+        detail = store.events.detail(args.event_id)
+    if detail is None:
+        raise RuntimeFailure(f"no event {args.event_id}")
+    if args.json:
+        print(render.exact_json(render.event_detail_dict(detail)))  # big integers too
+    else:
+        print(render.event_detail_text(detail))
     return 0
 
 
@@ -270,11 +357,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
     selection = _filter(args, config, event_ids=tuple(args.event), sinks=tuple(args.sink))
     with _open(config) as store:
         serving = _check_sinks(config, store, args.sink)
+        _check_types(config, store, args.type)
+        _check_events_exist(store, args.event)
         # a sink that another live node serves is known: that node sends what is queued
         known = {s.name for s in config.sinks} | set(serving)
-        result = store.deliveries.replay(
-            selection, known_sinks=known, now=now(), dry_run=args.dry_run
-        )
+        with progress() as report_progress:
+            report_progress("replay", 0, None)  # one transaction: a spinner while it runs
+            result = store.deliveries.replay(
+                selection, known_sinks=known, now=now(), dry_run=args.dry_run
+            )
+            report_progress("replay", 1, 1)
     print(render.replay_text(result, dry_run=args.dry_run, by_event=bool(args.event)))
     return 0
 
@@ -395,6 +487,8 @@ def cmd_triggers(args: argparse.Namespace) -> int:
         if args.action:
             _check_names(config, "account", [args.account], [a.name for a in config.accounts])
             _check_names(config, "trigger", [args.trigger], list(config.triggers))
+            if args.action == "retry":
+                return _retry_trigger(store, args.account, args.trigger)
             paused = args.action == "pause"
             store.polls.set_paused(
                 args.account, args.trigger, paused=paused, reason="paused by hand"
@@ -411,13 +505,40 @@ def cmd_triggers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retry_trigger(store: Store, account: str, trigger: str) -> int:
+    """``triggers retry ACCOUNT TRIGGER``: clear its backoff so it is polled at once."""
+    before = store.polls.clear_backoff(account, trigger)
+    where = f"{account}/{trigger}"
+    if before is not None and before.paused:
+        _say(
+            f"{where} is paused ({before.paused_reason or 'by hand'}): resume it with "
+            f"'trigger-engine triggers resume {account} {trigger}'"
+        )
+        return 1
+    if before is None or before.backoff_until is None or before.backoff_until <= now():
+        _say(f"{where} is not backing off: it is polled at its next turn")
+        return 0
+    _say(
+        f"{where}: backoff cleared (it was backing off until "
+        f"{isoformat_z(before.backoff_until)} after "
+        f"{plural(before.consecutive_failures, 'failed poll')}); a running daemon polls it "
+        "within seconds, 'trigger-engine run --once' polls it now"
+    )
+    return 0
+
+
 def cmd_backfill(args: argparse.Namespace) -> int:
     """``backfill``: fire, once, what a seeding first poll only remembered."""
     config = _load(args)
     _check_names(config, "trigger", args.trigger, list(config.triggers))
     _check_names(config, "account", args.account, [a.name for a in config.accounts])
     failed = False
-    with _open(config) as store, Source(config.source) as source:
+    total = len(args.account or config.accounts) * len(
+        [t for name, t in config.triggers.items() if not args.trigger or name in args.trigger]
+    )
+    done = 0
+    with _open(config) as store, Source(config.source) as source, progress() as report_progress:
+        report_progress("triggers backfilled", done, total)
         for step in backfill(
             config,
             store,
@@ -429,6 +550,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         ):
             failed = failed or step.error is not None
             print(render.backfill_line(step, dry_run=args.dry_run))
+            done += 1
+            report_progress("triggers backfilled", done, max(total, done))
     if not args.dry_run:
         _say("deliveries are sent by the running daemon, or by 'trigger-engine run --once'")
     return 1 if failed else 0

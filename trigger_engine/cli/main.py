@@ -13,6 +13,8 @@ command line is parsed, before the commands, and with them the whole engine, are
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -37,6 +39,7 @@ PROG = "trigger-engine"
 # The ranges of the options (the README's "Commands" section gives them too). Names are
 # bounded by what the database can hold (types.py); a longer one cannot name anything.
 LIMIT_MAX = 1_000_000  # events --limit
+SEARCH_MAX = 1000  # events --search: characters
 SIMULATOR_INTERVAL = DurationRange(high=30 * DAY)  # simulator --interval (0: never)
 DEMO_DURATION = DurationRange(high=30 * DAY)  # demo --duration
 
@@ -49,13 +52,32 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", metavar="FILE", help="configuration file (TOML)")
+    """The global options, also after the command name (``status -c FILE --debug``): given
+    there they win; not given, the values before the command name (or the defaults) stay."""
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="configuration file (TOML)",
+    )
+    _debug(parser)
+
+
+def _debug(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="debug logs and tracebacks",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command and option."""
     parser = _Parser(prog=PROG, description="Self-hosted polling triggers for Meet Alfred.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("-c", "--config", metavar="FILE", help="configuration file (TOML)")
     parser.add_argument("--debug", action="store_true", help="debug logs and tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
@@ -64,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run)
     run.add_argument(
         "--once", action="store_true", help="poll every trigger once, deliver what is due, exit"
+    )
+    run.add_argument(
+        "--strict",
+        action="store_true",
+        help="with --once: exit 1 when a delivery attempt failed too (not only a poll)",
     )
 
     check = sub.add_parser(
@@ -77,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="machine-readable output")
 
     db = sub.add_parser("db", help="database maintenance")
+    _common(db)
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", parser_class=_Parser)
     db_sub.required = True
     upgrade = db_sub.add_parser("upgrade", help="apply the database migrations")
@@ -93,13 +121,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="add new items this often (default 5s; 0: never)",
     )
     sim.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    _debug(sim)
 
     status = sub.add_parser("status", help="triggers and sinks: last polls, backlogs")
     _common(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
-    events = sub.add_parser("events", help="list events, newest first, with their deliveries")
+    events = sub.add_parser(
+        "events",
+        help="list events, newest first, with their deliveries; 'events show ID': one event",
+    )
     _common(events)
+    events.add_argument("action", nargs="?", choices=["show"], help="show: one event in full")
+    events.add_argument("event_id", nargs="?", metavar="ID", help="show: the event's id")
+    events.add_argument(
+        "--search",
+        metavar="TEXT",
+        type=_search,
+        help="only events whose payload contains TEXT (ignoring case)",
+    )
     _selection(events)
     events.add_argument(
         "--sink",
@@ -146,9 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--account", action="append", default=[], metavar="A", type=_account)
     backfill.add_argument("--dry-run", action="store_true", help="only count")
 
-    triggers = sub.add_parser("triggers", help="list triggers; pause or resume one")
+    triggers = sub.add_parser(
+        "triggers", help="list triggers; pause or resume one; retry one now (clear its backoff)"
+    )
     _common(triggers)
-    triggers.add_argument("action", nargs="?", choices=["pause", "resume"])
+    triggers.add_argument("action", nargs="?", choices=["pause", "resume", "retry"])
     triggers.add_argument("account", nargs="?", metavar="ACCOUNT", type=_account)
     triggers.add_argument("trigger", nargs="?", metavar="TRIGGER", type=_trigger)
 
@@ -160,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop after this long",
     )
+    _debug(demo)
     return parser
 
 
@@ -198,6 +241,16 @@ def _name(limit: int, what: str) -> Callable[[str], str]:
         return text
 
     return check
+
+
+def _search(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("give some text to search for")
+    if len(text) > SEARCH_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{show(text)} is longer than {SEARCH_MAX} characters, the most a search may have"
+        )
+    return text
 
 
 _account = _name(ACCOUNT_NAME_MAX, "an account name")
@@ -253,6 +306,17 @@ def _error_line(sentence: str) -> None:
     print(f"{PROG}: error: {sentence}", file=sys.stderr, flush=True)
 
 
+def _quiet_after_closed_pipe() -> int:
+    """Our reader closed the pipe (``| head``): it has what it wanted. Whatever is still
+    buffered for it goes nowhere (Python would report a second BrokenPipeError when it
+    flushes at exit); exit 0, quietly."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
@@ -261,6 +325,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run" and not args.once:
             signals.process_signals(say=_error_line)  # first: see the module's docstring
         code = _command(args.command)(args)
+        sys.stdout.flush()  # a closed pipe is found here, not at exit
+    except BrokenPipeError:
+        code = _quiet_after_closed_pipe()
+        signals.finished(code)
+        return code
     except TriggerEngineError as exc:
         if debug:
             traceback.print_exc()

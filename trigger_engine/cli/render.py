@@ -9,6 +9,7 @@ keys, upstream error texts); the JSON-ready dicts hold the exact values. A sink 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,9 +19,11 @@ from trigger_engine.clock import isoformat_z
 from trigger_engine.config import Config
 from trigger_engine.config.shape import config_digest, served_sinks
 from trigger_engine.core.escape import escape_controls
+from trigger_engine.core.exact_json import parse_json
 from trigger_engine.core.redact import origin_only, redact_url
 from trigger_engine.core.registry import differences
 from trigger_engine.core.retry import is_failing
+from trigger_engine.core.words import plural
 from trigger_engine.delivery.dispatcher import DrainReport
 from trigger_engine.polling.backfill import BackfillStep
 from trigger_engine.types import (
@@ -30,6 +33,7 @@ from trigger_engine.types import (
     WAITING_STATUSES,
     CheckReport,
     DeliveryStatus,
+    EventDetail,
     EventView,
     NodeView,
     PollOutcome,
@@ -61,11 +65,6 @@ def _ts(moment: datetime | None) -> str | None:
 def safe_url(url: str) -> str:
     """A sink URL as shown: no query, no credentials (either may carry a token)."""
     return redact_url(url, drop=True)
-
-
-def plural(n: int, one: str, many: str) -> str:
-    """``n`` and the noun that goes with it: "1 delivery", "3 deliveries"."""
-    return f"{n} {one if n == 1 else many}"
 
 
 def _text(lines: Sequence[str]) -> str:
@@ -124,7 +123,9 @@ class TriggerRow:
     def line(self, now: datetime) -> str:
         """One line of ``triggers``."""
         known = self.state.items_known if self.state else 0
-        return _text([f"{self.account}/{self.trigger}: {self.label(now)} ({known} items known)"])
+        return _text(
+            [f"{self.account}/{self.trigger}: {self.label(now)} ({plural(known, 'item')} known)"]
+        )
 
     def as_dict(self, now: datetime) -> dict[str, Any]:
         """The trigger's row of ``status --json``."""
@@ -152,7 +153,7 @@ class TriggerRow:
 
 
 def _polls(n: int) -> str:
-    return f"{n} poll" if n == 1 else f"{n} polls"
+    return plural(n, "poll")
 
 
 def _live(expires: datetime | None, now: datetime) -> bool:
@@ -357,7 +358,7 @@ def status_text(status: dict[str, Any]) -> str:
         outcome = t["last_outcome"] or "-"
         lines.append(
             f"  {t['account']}/{t['trigger']}: {t['state']}; last poll {last} ({outcome}); "
-            f"{t['items_known']} items known"
+            f"{plural(t['items_known'], 'item')} known"
             + (f"; {t['quarantined']} quarantined" if t.get("quarantined") else "")
         )
         if t["last_error"] and t["last_outcome"] != PollOutcome.OK:
@@ -427,7 +428,7 @@ def event_line(e: EventView) -> str:
     """One event of ``events`` as one line."""
     parts = []
     for d in e.deliveries:
-        detail = f"{d.attempts} attempt{'s' if d.attempts != 1 else ''}"
+        detail = plural(d.attempts, "attempt")
         if d.status != DeliveryStatus.DELIVERED and d.last_error:
             detail += f", last: {d.last_error}"
         if d.status in DUE_STATUSES and d.next_attempt_at is not None:
@@ -440,6 +441,78 @@ def event_line(e: EventView) -> str:
             f"key={e.item_key}  {where}"
         ]
     )
+
+
+def payload_value(text: str) -> Any:
+    """An event's stored payload (JSON text) as a value, exactly (integers of any size, a
+    lone surrogate kept); the text itself if it does not parse."""
+    try:
+        return parse_json(text.encode("utf-8", "surrogatepass"))
+    except ValueError:
+        return text
+
+
+def exact_json(value: Any) -> str:
+    """``value`` as indented JSON that keeps every value exact (the standard library's
+    writer: integers of any size), non-ASCII as it is, a lone surrogate as its ``\\uXXXX``
+    escape (it could not be printed otherwise)."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def event_detail_dict(d: EventDetail) -> dict[str, Any]:
+    """``events show ID --json``: the event as in ``events --json``, with its ``payload``
+    (the item, exactly) and, per delivery, ``attempt_log``: every attempt, oldest first,
+    with its time, status code, latency, error and the start of the receiver's answer."""
+    doc = event_dict(d.event)
+    doc["payload"] = payload_value(d.payload)
+    for delivery in doc["deliveries"]:
+        delivery["attempt_log"] = [
+            {
+                "attempt": a.attempt,
+                "started_at": isoformat_z(a.started_at),
+                "status_code": a.status_code,
+                "latency_ms": a.duration_ms,
+                "error": a.error,
+                "response_body": a.response_body,
+            }
+            for a in d.attempts.get(delivery["sink"], ())
+        ]
+    return doc
+
+
+def event_detail_text(d: EventDetail) -> str:
+    """``events show ID``: the event, its payload as indented JSON, then each delivery with
+    each attempt (time, status code, latency, error, the start of the answer)."""
+    e = d.event
+    lines = [
+        f"event {e.id}",
+        f"  type {e.type}, account {e.account}, trigger {e.trigger}, key {e.item_key}",
+        f"  created {isoformat_z(e.created_at)}",
+        "payload:",
+        *("  " + line for line in exact_json(payload_value(d.payload)).splitlines()),
+        "deliveries:" if e.deliveries else "deliveries: none (no sink subscribed)",
+    ]
+    for v in e.deliveries:
+        state = f"{v.status}, {plural(v.attempts, 'attempt')}"
+        if v.delivered_at is not None:
+            state += f", delivered {isoformat_z(v.delivered_at)}"
+        elif v.status in DUE_STATUSES and v.next_attempt_at is not None:
+            state += f", next attempt {isoformat_z(v.next_attempt_at)}"
+        elif v.last_error and not d.attempts.get(v.sink):
+            state += f", {v.last_error}"
+        if v.in_flight:
+            state += ", being attempted now"
+        lines.append(f"  {v.sink}: {state}")
+        for a in d.attempts.get(v.sink, ()):
+            code = "-" if a.status_code is None else str(a.status_code)
+            lines.append(
+                f"    #{a.attempt}  {isoformat_z(a.started_at)}  status {code}  "
+                f"{a.duration_ms} ms  {a.error or 'ok'}"
+            )
+            if a.response_body:
+                lines.append(f"        answer: {a.response_body}")
+    return _text(lines)
 
 
 def quarantined_dict(q: QuarantineView, event_type: str) -> dict[str, Any]:
@@ -465,7 +538,7 @@ def quarantined_line(q: QuarantineView, event_type: str) -> str:
     return _text(
         [
             f"{QUARANTINED}  {isoformat_z(q.first_seen_at)}  {event_type}  {q.account}  "
-            f"key={q.key}  {q.reason} (seen by {q.polls} poll{'s' if q.polls != 1 else ''}, "
+            f"key={q.key}  {q.reason} (seen by {plural(q.polls, 'poll')}, "
             f"last {isoformat_z(q.last_seen_at)}; tried again at every poll)"
         ]
     )
@@ -504,7 +577,7 @@ def once_text(polls: Sequence[PollReport], delivery: DrainReport) -> str:
                 what = what.replace("first poll", "first poll again (its definition changed)")
             if poll.quarantined:
                 what += f", {poll.quarantined} quarantined (events --status quarantined)"
-            lines.append(f"{where}: {poll.items} items, {what}")
+            lines.append(f"{where}: {plural(poll.items, 'item')}, {what}")
         else:
             lines.append(f"{where}: failed: {poll.error}")
     d = delivery
@@ -518,7 +591,7 @@ def once_text(polls: Sequence[PollReport], delivery: DrainReport) -> str:
 def replay_text(result: ReplayResult, *, dry_run: bool, by_event: bool) -> str:
     """What ``replay`` queued, and what it skipped and why."""
     verb = "would queue" if dry_run else "queued"
-    lines = [f"{verb} {result.queued} deliveries (of {result.events} events)"]
+    lines = [f"{verb} {plural(result.queued, 'delivery')} (of {plural(result.events, 'event')})"]
     if result.held:
         lines.append(
             f"{result.held} of them to paused sinks: held, sent in order when the sink is "
@@ -526,16 +599,19 @@ def replay_text(result: ReplayResult, *, dry_run: bool, by_event: bool) -> str:
         )
     if result.skipped_disabled:
         lines.append(
-            f"skipped {result.skipped_disabled} deliveries to disabled sinks "
+            f"skipped {plural(result.skipped_disabled, 'delivery')} to disabled sinks "
             "(re-enable with 'trigger-engine sinks enable NAME', then replay)"
         )
     if result.skipped_unknown:
         lines.append(
-            f"skipped {result.skipped_unknown} deliveries to sinks no longer configured (send "
-            "them to a configured sink with 'trigger-engine sinks drop NAME --to OTHER')"
+            f"skipped {plural(result.skipped_unknown, 'delivery')} to sinks no longer "
+            "configured (send them to a configured sink with 'trigger-engine sinks drop "
+            "NAME --to OTHER')"
         )
     if result.skipped_in_flight:
-        lines.append(f"skipped {result.skipped_in_flight} deliveries being attempted right now")
+        lines.append(
+            f"skipped {plural(result.skipped_in_flight, 'delivery')} being attempted right now"
+        )
     if by_event and result.events == 0 and not result.skipped_disabled:
         lines.append("no delivery matched those event ids")
     return _text(lines)
@@ -595,7 +671,7 @@ def backfill_line(step: BackfillStep, *, dry_run: bool) -> str:
     if step.result is None:
         return _text([f"{where}: failed: {step.error}"])
     verb = "would fire" if dry_run else "fired"
-    line = f"{where}: {verb} {step.result.fired} remembered items"
+    line = f"{where}: {verb} {plural(step.result.fired, 'remembered item')}"
     if step.result.not_listed:
         line += f" ({step.result.not_listed} no longer listed by the API)"
     return _text([line])

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from trigger_engine.core.durations import parse_duration
 from trigger_engine.core.keys import lookup_key
+from trigger_engine.core.words import did_you_mean
 from trigger_engine.errors import UsageError
 from trigger_engine.types import DELIVERY_STATUSES, EventFilter
 
@@ -74,7 +75,10 @@ def build_filter(
     ``item_key`` is the key as the user typed it: it is looked up as the store holds it."""
     for status in statuses:
         if status not in allowed_statuses:
-            raise UsageError(f"--status '{status}' is not one of {', '.join(allowed_statuses)}")
+            raise UsageError(
+                f"--status '{status}' is not one of {', '.join(allowed_statuses)}"
+                + did_you_mean(status, allowed_statuses)
+            )
     start = parse_time(since, now, option="--since") if since else None
     end = parse_time(until, now, option="--until") if until else None
     if start is not None and end is not None and start >= end:

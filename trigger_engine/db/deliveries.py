@@ -246,7 +246,15 @@ class DeliveryRepository:
             conn.exec_driver_sql(
                 self.db.queries.insert_attempt,
                 [
-                    (o.delivery_id, o.attempt, at, o.duration_ms, o.status_code, o.error)
+                    (
+                        o.delivery_id,
+                        o.attempt,
+                        at,
+                        o.duration_ms,
+                        o.status_code,
+                        o.error,
+                        o.response_body,
+                    )
                     for o, at in zip(outcomes, started, strict=True)
                 ],
             )

@@ -7,17 +7,67 @@ all. The repository reads them back (``events``) and prunes what is fully delive
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, delete, exists, insert, select
+from sqlalchemy import (
+    Connection,
+    Select,
+    column,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
 from trigger_engine.core.events import new_event_id
 from trigger_engine.db.engine import CHUNK, Database, chunks, units_of_work
-from trigger_engine.db.schema import attempts, deliveries, events
+from trigger_engine.db.schema import (
+    SEARCH_INDEX,
+    SEARCH_TABLE,
+    attempts,
+    deliveries,
+    events,
+)
 from trigger_engine.db.sinks import holding_sinks
-from trigger_engine.types import DeliveryStatus, DeliveryView, EventFilter, EventView, HoldKind
+from trigger_engine.types import (
+    AttemptView,
+    DeliveryStatus,
+    DeliveryView,
+    EventDetail,
+    EventFilter,
+    EventView,
+    HoldKind,
+)
+
+# events --search: the newest events a search reads at most when no index can serve it
+# (a term under 3 characters, which trigrams cannot index; SQLite without FTS5; PostgreSQL
+# without pg_trgm). The answer says when older events were left unsearched.
+SEARCH_SCAN_BOUND = 200_000
+SEARCH_INDEXED_FROM = 3  # characters: the shortest term a trigram index serves
+# The newest events read before the index is asked, in turn: a common term fills its page
+# there (the index would list every event holding it: a second at a million on SQLite).
+SEARCH_WINDOWS = (5_000, 50_000)
+
+_search_table = table(SEARCH_TABLE, column("rowid"))
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """The events a payload search found, newest first, and, when it read only the newest
+    ``SEARCH_SCAN_BOUND`` events (no index could serve it) and older ones exist, that bound."""
+
+    events: list[EventView]
+    bounded_at: int | None = None
+    indexed: bool = True
 
 
 def insert_events(
@@ -117,54 +167,121 @@ class EventRepository:
 
     def list(self, f: EventFilter, *, limit: int) -> list[EventView]:
         """Events matching ``f``, newest first, each with all its deliveries."""
-        query = select(
-            events.c.id,
-            events.c.type,
-            events.c.account,
-            events.c.trigger,
-            events.c.item_key,
-            events.c.created_at,
-        ).where(*event_conditions(f))
-        delivery_conds = delivery_conditions(f)
-        if delivery_conds:
-            query = query.where(
-                exists().where(deliveries.c.event_id == events.c.id, *delivery_conds)
-            )
-        query = query.order_by(events.c.seq.desc()).limit(limit)
+        query = _filtered(_SUMMARY, f).order_by(events.c.seq.desc()).limit(limit)
         with self.db.tx() as conn:
-            rows = conn.execute(query).all()
-            by_event: dict[str, list[DeliveryView]] = {r.id: [] for r in rows}
-            for chunk in chunks(list(by_event)):
-                for d in conn.execute(
-                    select(deliveries)
-                    .where(deliveries.c.event_id.in_(chunk))
-                    .order_by(deliveries.c.sink)
-                ):
-                    by_event[d.event_id].append(
-                        DeliveryView(
-                            sink=d.sink,
-                            status=d.status,
-                            attempts=d.attempts,
-                            in_flight=d.lease_owner is not None,
-                            last_attempt_at=d.last_attempt_at,
-                            last_status_code=d.last_status_code,
-                            last_error=d.last_error,
-                            next_attempt_at=d.next_attempt_at,
-                            delivered_at=d.delivered_at,
-                        )
+            return _views(conn, conn.execute(query).all())
+
+    def search(self, f: EventFilter, term: str, *, limit: int) -> SearchPage:
+        """Events matching ``f`` whose payload (its JSON text) contains ``term``, ignoring
+        case, newest first, each with all its deliveries.
+
+        First the newest :data:`SEARCH_WINDOWS` events are read in turn (a term most events
+        hold fills the page there, in milliseconds, where the index would list every event
+        holding it); when they do not fill the page, the trigram index answers (SQLite: the
+        FTS5 table; PostgreSQL: the pg_trgm GIN index under ``ILIKE``), fast for a term
+        few events hold. Without an index (a term under 3 characters, or none made) only
+        the newest :data:`SEARCH_SCAN_BOUND` events are read, and the page says so when
+        older ones were left out."""
+        with self.db.tx() as conn:
+            index = self._search_index(conn)
+            indexed = index is not None and len(term) >= SEARCH_INDEXED_FROM
+            # two statements: SQLite reads max() or min() from the index, not both at once
+            top = conn.execute(select(func.max(events.c.seq))).scalar_one_or_none()
+            first = conn.execute(select(func.min(events.c.seq))).scalar_one_or_none()
+            if top is None or first is None:
+                return SearchPage([], indexed=indexed)
+            base = _filtered(_SUMMARY, f).order_by(events.c.seq.desc()).limit(limit)
+            contains = events.c.payload.icontains(term, autoescape=True)
+            # SQLite's lower() folds ASCII only: a window scan could miss "Émilie" for
+            # "ÉMILIE", which the FTS5 index (Unicode case folding) finds
+            windows: tuple[int, ...] = ()
+            if index == SEARCH_INDEX or term.isascii():
+                windows = SEARCH_WINDOWS
+            if not indexed:
+                windows = (SEARCH_SCAN_BOUND,)
+            rows: Sequence[Any] = []
+            for window in windows:
+                rows = conn.execute(base.where(events.c.seq > top - window, contains)).all()
+                if len(rows) >= limit or top - window < first:  # full, or it read them all
+                    return SearchPage(_views(conn, rows), indexed=indexed)
+            if not indexed:  # the newest SEARCH_SCAN_BOUND read, older ones left out
+                return SearchPage(_views(conn, rows), bounded_at=SEARCH_SCAN_BOUND, indexed=indexed)
+            if index == SEARCH_TABLE:
+                phrase = '"' + term.replace('"', '""') + '"'
+                query = base.join(_search_table, _search_table.c.rowid == events.c.seq).where(
+                    literal_column(SEARCH_TABLE).op("MATCH")(phrase)
+                )
+            else:
+                query = base.where(events.c.payload.ilike(_like(term), escape="\\"))
+            return SearchPage(_views(conn, conn.execute(query).all()), indexed=indexed)
+
+    def _search_index(self, conn: Connection) -> str | None:
+        """The payload search's index in this database (migration 0006 made it where it
+        could): ``SEARCH_TABLE`` (SQLite FTS5), ``SEARCH_INDEX`` (PostgreSQL pg_trgm), or
+        None."""
+        if self.db.dialect == "sqlite":
+            found = conn.execute(
+                text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"),
+                {"name": SEARCH_TABLE},
+            ).first()
+            return SEARCH_TABLE if found else None
+        found = conn.execute(
+            text(
+                "SELECT 1 FROM pg_indexes WHERE indexname = :name "
+                "AND schemaname = ANY (current_schemas(false))"
+            ),
+            {"name": SEARCH_INDEX},
+        ).first()
+        return SEARCH_INDEX if found else None
+
+    def detail(self, event_id: str) -> EventDetail | None:
+        """One event with its payload and every delivery with every attempt (oldest
+        first); None when there is no such event."""
+        with self.db.tx() as conn:
+            row = conn.execute(
+                select(*_SUMMARY, events.c.payload).where(events.c.id == event_id)
+            ).first()
+            if row is None:
+                return None
+            (view,) = _views(conn, [row])
+            by_sink: dict[str, list[AttemptView]] = {d.sink: [] for d in view.deliveries}
+            for a in conn.execute(
+                select(deliveries.c.sink, attempts)
+                .join(deliveries, deliveries.c.id == attempts.c.delivery_id)
+                .where(deliveries.c.event_id == event_id)
+                .order_by(deliveries.c.sink, attempts.c.attempt, attempts.c.id)
+            ):
+                by_sink.setdefault(a.sink, []).append(
+                    AttemptView(
+                        attempt=a.attempt,
+                        started_at=a.started_at,
+                        duration_ms=a.duration_ms,
+                        status_code=a.status_code,
+                        error=a.error,
+                        response_body=a.response_body,
                     )
-        return [
-            EventView(
-                id=r.id,
-                type=r.type,
-                account=r.account,
-                trigger=r.trigger,
-                item_key=r.item_key,
-                created_at=r.created_at,
-                deliveries=tuple(by_event[r.id]),
-            )
-            for r in rows
-        ]
+                )
+        return EventDetail(
+            event=view,
+            payload=row.payload,
+            attempts={sink: tuple(found) for sink, found in by_sink.items()},
+        )
+
+    def missing(self, event_ids: Sequence[str]) -> builtins.list[str]:
+        """Those of ``event_ids`` that name no stored event, in the order given."""
+        known: set[str] = set()
+        with self.db.tx() as conn:
+            for chunk in chunks(list(dict.fromkeys(event_ids))):
+                known.update(
+                    conn.execute(select(events.c.id).where(events.c.id.in_(chunk))).scalars()
+                )
+        return [i for i in dict.fromkeys(event_ids) if i not in known]
+
+    def types(self) -> builtins.list[str]:
+        """The event types stored (for a "did you mean"; reads every event, so a command
+        asks only when a type it was given is not configured)."""
+        with self.db.tx() as conn:
+            return sorted(conn.execute(select(events.c.type).distinct()).scalars())
 
     def prune(self, cutoff: datetime) -> int:
         """Delete events older than ``cutoff`` whose every delivery is delivered (and
@@ -192,3 +309,64 @@ class EventRepository:
                 conn.execute(delete(deliveries).where(deliveries.c.event_id.in_(ids)))
                 conn.execute(delete(events).where(events.c.id.in_(ids)))
                 deleted += len(ids)
+
+
+# What ``events`` shows of an event (its payload is read only by ``events show``).
+_SUMMARY = (
+    events.c.id,
+    events.c.type,
+    events.c.account,
+    events.c.trigger,
+    events.c.item_key,
+    events.c.created_at,
+)
+
+
+def _filtered(columns: Sequence[Any], f: EventFilter) -> Select[Any]:
+    """SELECT ``columns`` of the events matching ``f`` (an event matches the delivery part
+    of ``f`` when one of its deliveries does)."""
+    query = select(*columns).where(*event_conditions(f))
+    delivery_conds = delivery_conditions(f)
+    if delivery_conds:
+        query = query.where(exists().where(deliveries.c.event_id == events.c.id, *delivery_conds))
+    return query
+
+
+def _like(term: str) -> str:
+    """An ``ILIKE`` pattern for "contains ``term``", its wildcards escaped."""
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _views(conn: Connection, rows: Sequence[Any]) -> list[EventView]:
+    """The events of ``rows`` (the ``_SUMMARY`` columns), each with all its deliveries."""
+    by_event: dict[str, list[DeliveryView]] = {r.id: [] for r in rows}
+    for chunk in chunks(list(by_event)):
+        for d in conn.execute(
+            select(deliveries).where(deliveries.c.event_id.in_(chunk)).order_by(deliveries.c.sink)
+        ):
+            by_event[d.event_id].append(
+                DeliveryView(
+                    sink=d.sink,
+                    status=d.status,
+                    attempts=d.attempts,
+                    in_flight=d.lease_owner is not None,
+                    last_attempt_at=d.last_attempt_at,
+                    last_status_code=d.last_status_code,
+                    last_error=d.last_error,
+                    next_attempt_at=d.next_attempt_at,
+                    delivered_at=d.delivered_at,
+                )
+            )
+    return [
+        EventView(
+            id=r.id,
+            type=r.type,
+            account=r.account,
+            trigger=r.trigger,
+            item_key=r.item_key,
+            created_at=r.created_at,
+            deliveries=tuple(by_event[r.id]),
+        )
+        for r in rows
+    ]

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, and_, delete, or_, select
 
 from trigger_engine.db.engine import Database, units_of_work
 from trigger_engine.db.schema import nodes, poll_state
@@ -123,3 +123,17 @@ class NodeRepository:
             ):
                 leases[r.lease_owner].append(f"{r.account}/{r.trigger}")
         return [_view(r, tuple(leases.get(r.name, ()))) for r in rows]
+
+    def prune(self, before: datetime) -> list[str]:
+        """Forget the nodes that stopped before ``before``, and those that vanished (no
+        heartbeat since ``before``, never said they stopped): ``status`` lists only the
+        recent ones. Returns their names."""
+        gone = or_(
+            nodes.c.stopped_at < before,
+            and_(nodes.c.stopped_at.is_(None), nodes.c.heartbeat_at < before),
+        )
+        with self.db.tx() as conn:
+            names = list(conn.execute(select(nodes.c.name).where(gone)).scalars())
+            if names:
+                conn.execute(delete(nodes).where(gone))
+        return sorted(names)

@@ -518,6 +518,19 @@ class PollRepository:
                 )
             conn.execute(update(poll_state).where(*_where(account, trigger)).values(**values))
 
+    def clear_backoff(self, account: str, trigger: str) -> PollState | None:
+        """Clear one trigger's backoff so that its next turn polls it (``triggers retry``);
+        its failure count stays (it is still failing until a poll succeeds). Returns its
+        state before, None when it was never polled."""
+        with self.db.tx() as conn:
+            row = self._row(conn, account, trigger)
+            if row is None:
+                return None
+            conn.execute(
+                update(poll_state).where(*_where(account, trigger)).values(backoff_until=None)
+            )
+            return _state(row)
+
     def resume_auto_paused(self) -> list[tuple[str, str]]:
         """Resume the triggers the sustained-failure rule paused (at start and reload:
         the operator may have fixed the cause). Paused-by-hand ones stay paused."""

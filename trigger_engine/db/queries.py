@@ -28,10 +28,12 @@ _SKIP_LOCKED = "FOR UPDATE OF d SKIP LOCKED"
 # Take the lease on the claimed deliveries: (owner, expires, *ids).
 _LEASE = "UPDATE deliveries SET lease_owner = {p}, lease_expires_at = {p} WHERE id IN ({ids})"
 
-# One attempt: (delivery id, attempt, started_at, duration_ms, status code, error).
+# One attempt: (delivery id, attempt, started_at, duration_ms, status code, error, the
+# start of the response body).
 _INSERT_ATTEMPT = """
-INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code, error)
-VALUES ({p}, {p}, {p}, {p}, {p}, {p})
+INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, status_code, error,
+  response_body)
+VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})
 """
 
 # The delivery moves on after an attempt, only while its lease is still ours: (status,

@@ -42,6 +42,21 @@ metadata = MetaData(
     }
 )
 
+# The payload search's index (``events --search``), made by migration 0006 outside this
+# metadata because neither form is a plain table or index: on SQLite an FTS5 table with the
+# trigram tokenizer (and its shadow tables), kept in sync with ``events`` by triggers; on
+# PostgreSQL a pg_trgm GIN index on ``events.payload``. Either may be missing (SQLite without
+# FTS5, PostgreSQL without the extension): the search then scans a bounded number of rows.
+SEARCH_TABLE = "events_search"  # SQLite
+SEARCH_INDEX = "ix_events_payload_trgm"  # PostgreSQL
+
+
+def is_search_index(name: str | None) -> bool:
+    """Whether a table, trigger or index named ``name`` belongs to the payload search (the
+    migration tests and Alembic's comparison leave those out)."""
+    return name is not None and (name.startswith(SEARCH_TABLE) or name == SEARCH_INDEX)
+
+
 # Per (account, trigger): the poll's state machine.
 poll_state = Table(
     "poll_state",
@@ -140,6 +155,8 @@ attempts = Table(
     Column("duration_ms", Integer, nullable=False),
     Column("status_code", Integer, nullable=True),
     Column("error", Text, nullable=True),
+    # the start of the receiver's answer (types.RESPONSE_BODY_KEPT bytes), decoded leniently
+    Column("response_body", Text, nullable=True),
     Index(None, "delivery_id"),
 )
 

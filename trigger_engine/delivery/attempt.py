@@ -20,15 +20,18 @@ import aiohttp
 
 from trigger_engine.config import Sink
 from trigger_engine.core import events
-from trigger_engine.core.redact import scrub_url
 from trigger_engine.core.retry import RetryPolicy, Verdict, decide, parse_retry_after
 from trigger_engine.core.signing import secret_key
+from trigger_engine.delivery.failures import describe, http_error
 from trigger_engine.ops.logs import get_logger
-from trigger_engine.types import AttemptOutcome, DeliveryStatus, DueDelivery
+from trigger_engine.types import RESPONSE_BODY_KEPT, AttemptOutcome, DeliveryStatus, DueDelivery
 
 log = get_logger("trigger_engine.delivery")
 
-MAX_RESPONSE = 1024 * 1024  # bytes of a receiver's answer we read (and ignore)
+# Bytes of a receiver's answer read at most (one read: what has arrived, usually all of a
+# short answer, which lets the connection be reused); the first RESPONSE_BODY_KEPT of them
+# are kept with the attempt (``events show``).
+MAX_RESPONSE = 1024 * 1024
 
 _secret_key = functools.lru_cache(maxsize=256)(secret_key)  # decoded once per sink secret
 
@@ -68,6 +71,7 @@ class Sent:
     status: int | None
     error: str | None  # None: a 2xx came back
     retry_after: float | None
+    answer: str | None = None  # the start of the receiver's answer (RESPONSE_BODY_KEPT)
 
 
 async def send(
@@ -85,6 +89,7 @@ async def send(
     status: int | None = None
     error: str | None = None
     retry_after: float | None = None
+    answer: str | None = None
     t0 = time.perf_counter()
     try:
         async with session.post(
@@ -96,19 +101,14 @@ async def send(
         ) as response:
             status = response.status
             retry_after = parse_retry_after(response.headers.get("retry-after"), started_at)
-            await response.content.read(MAX_RESPONSE)
-    except TimeoutError:
-        error = f"timed out after {sink.timeout:g}s"
-    except aiohttp.ClientError as exc:
-        error = f"connection failed ({type(exc).__name__}: {exc})".replace(" ()", "")
-    except Exception as exc:  # anything else still ends as a recorded, retried attempt
-        error = f"failed ({type(exc).__name__}: {exc})".replace(" ()", "")
-    if error is not None:  # aiohttp's texts quote the URL, and a sink URL may carry a token
-        error = scrub_url(error, sink.url)
+            answer = response_text(await response.content.read(MAX_RESPONSE))
+    except Exception as exc:  # anything still ends as a recorded, retried attempt
+        # one sentence by host and port (a sink URL may carry a token: never quoted)
+        error = describe(exc, sink.url, sink.timeout)
     duration_ms = int((time.perf_counter() - t0) * 1000)
     if status is not None and not 200 <= status < 300:
-        error = f"HTTP {status}"
-    return Sent(started_at, duration_ms, status, error, retry_after)
+        error = http_error(status)
+    return Sent(started_at, duration_ms, status, error, retry_after, answer)
 
 
 async def attempt(
@@ -131,7 +131,16 @@ async def attempt(
         retry_after=sent.retry_after,
         clock=clock,
         rand=rand,
+        response_body=sent.answer,
     )
+
+
+def response_text(data: bytes) -> str:
+    """The start of a receiver's answer as it is kept: its first ``RESPONSE_BODY_KEPT``
+    bytes as UTF-8, an undecodable byte (or a character cut at the end) replaced by U+FFFD
+    and NUL too (PostgreSQL's text refuses it). Control characters stay: they are escaped
+    where the text is printed."""
+    return data[:RESPONSE_BODY_KEPT].decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 
 def outcome(
@@ -145,6 +154,7 @@ def outcome(
     retry_after: float | None,
     clock: Callable[[], datetime],
     rand: Callable[[], float],
+    response_body: str | None = None,
 ) -> AttemptOutcome:
     """What an attempt's result means for its delivery (:func:`core.retry.decide`), logged."""
     number = delivery.attempts + 1
@@ -204,4 +214,5 @@ def outcome(
         next_attempt_at=next_at,
         disable_sink=disable,
         early_probe=early_probe,
+        response_body=response_body,
     )

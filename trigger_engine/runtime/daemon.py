@@ -191,6 +191,8 @@ class Daemon:
         self._store_failed_polls: dict[str, str] = {}
         self._probe: asyncio.Future[None] | None = None  # the health check's write
         self._fatal: RuntimeFailure | None = None  # why the daemon stops by itself
+        # (account, trigger) -> until when it was backing off, as the last heartbeat read it
+        self._backing_off: dict[tuple[str, str], datetime] = {}
         store.db.activity.on_change = self._store_changed
         store.set_subscribers(self._subscribers)  # who gets the engine's own events
 
@@ -201,15 +203,21 @@ class Daemon:
 
     # ---------------------------------------------------------------- run --once
 
-    async def run_once(self) -> OnceReport:
+    async def run_once(
+        self, progress: Callable[[str, int, int | None], None] | None = None
+    ) -> OnceReport:
         """Poll every enabled trigger now (whatever backoff an earlier failure set),
-        then deliver everything that is due now."""
+        then deliver everything that is due now. ``progress(work, done, total)``: told of
+        each poll (work ``polls``) and each delivery attempt (``deliveries``) as they end."""
         if self.store.dialect == "sqlite":  # one process (locked): leftovers of a killed one
             await in_daemon_thread(self._release_leftovers)
         self._warn_if_created_anew()
         await in_daemon_thread(self._read_registry)
         reports = []
-        for account, trigger in jobs.poll_jobs(self.config):
+        polls = jobs.poll_jobs(self.config)
+        for done, (account, trigger) in enumerate(polls):
+            if progress is not None:
+                progress("polls", done, len(polls))
             claim = await in_daemon_thread(self._claim, account, trigger, min_gap=None)
             if claim.refused is PollRefusal.PAUSED:
                 log.info("poll.skipped_paused", account=account.name, trigger=trigger.name)
@@ -231,7 +239,22 @@ class Daemon:
                 )
             )
         await in_daemon_thread(self.store.polls.release_leases, self.owner)
-        async with Dispatcher(self.config, self.store, owner=self.owner) as dispatcher:
+        attempted = 0
+        due = 0
+        if progress is not None:
+            progress("polls", len(polls), len(polls))
+            sinks = [s.name for s in self.config.sinks]
+            due = await in_daemon_thread(self.store.deliveries.count_due, sinks, now())
+
+        def _attempted(_outcome: AttemptOutcome) -> None:
+            nonlocal attempted
+            attempted += 1
+            if progress is not None:
+                progress("deliveries", attempted, max(due, attempted))
+
+        async with Dispatcher(
+            self.config, self.store, owner=self.owner, on_attempt=_attempted
+        ) as dispatcher:
             delivery = await dispatcher.drain()
         await in_daemon_thread(self._prune)
         return OnceReport(reports, delivery)
@@ -269,6 +292,9 @@ class Daemon:
         cutoff = now() - timedelta(seconds=self.config.engine.retention)
         pruned = self.store.events.prune(cutoff)
         forgotten = self.store.quarantine.prune(cutoff)
+        gone = self.store.nodes.prune(now() - timedelta(seconds=jobs.NODES_KEPT_FOR))
+        if gone:
+            log.info("node.pruned", nodes=", ".join(gone), why="stopped or vanished a day ago")
         if pruned or forgotten:
             log.info(
                 "retention.pruned",
@@ -410,6 +436,7 @@ class Daemon:
             await self._step(in_daemon_thread(self._release_leftovers))
         self._warn_if_created_anew()
         await self._step(self._resume_auto_paused(why="start"))
+        await self._step(in_daemon_thread(self._carried_over_backoff))
 
         async with Dispatcher(
             self.config, self.store, owner=self.owner, on_attempt=self._attempted
@@ -496,9 +523,12 @@ class Daemon:
 
     # ---------------------------------------------------------------- jobs
 
-    def _poll_job(self, account: Account, trigger: TriggerSettings) -> None:
+    def _poll_job(
+        self, account: Account, trigger: TriggerSettings, *, retried: bool = False
+    ) -> None:
         """APScheduler's job, on the loop: queue the poll on a worker and return at once;
-        one per (account, trigger) queued or running."""
+        one per (account, trigger) queued or running. ``retried``: asked for by ``triggers
+        retry``, so polled even if a poll of it started less than an interval ago."""
         serving = self._serving
         key = (account.name, trigger.name)
         if serving is None or serving.stop.is_set() or serving.workers.stopped:
@@ -506,22 +536,23 @@ class Daemon:
         if key in serving.polls:
             return
         poller = self.poller  # this poll uses its source until it ends, whatever a reload does
-        future = serving.workers.submit(self._poll_if_due, poller, account, trigger)
+        future = serving.workers.submit(
+            self._poll_if_due, poller, account, trigger, retried=retried
+        )
         serving.polls[key] = future
         self._source_users[poller.source] += 1
         future.add_done_callback(lambda _done: self._source_released(poller.source))
         future.add_done_callback(lambda done: self._polled(serving, key, done))
 
     def _poll_if_due(
-        self, poller: Poller, account: Account, trigger: TriggerSettings
+        self, poller: Poller, account: Account, trigger: TriggerSettings, *, retried: bool = False
     ) -> PollReport | None:
         """One scheduled poll, on a poll worker; None when the claim is refused: paused,
         backing off, or (several nodes schedule every trigger) another node holds the
         lease or started a poll of it less than 90% of an interval ago. The claim checks
         all of that in its one transaction."""
-        claim = self._claim(
-            account, trigger, min_gap=jobs.MIN_GAP * trigger.interval, honour_backoff=True
-        )
+        min_gap = None if retried else jobs.MIN_GAP * trigger.interval
+        claim = self._claim(account, trigger, min_gap=min_gap, honour_backoff=True)
         if claim.fence is None:
             log.debug("poll.skipped", account=account.name, trigger=trigger.name, why=claim.refused)
             return None
@@ -618,6 +649,13 @@ class Daemon:
             self._stop_by_itself(exc)
             return
         await self._in_thread(self._heartbeat, failed="node.heartbeat_failed")
+        retried: list[tuple[Account, TriggerSettings]] = []
+        await self._in_thread(
+            lambda: retried.extend(self._retried_triggers()), failed="poll.retry_check_failed"
+        )
+        for account, trigger in retried:  # on the loop, as the scheduler's own runs
+            log.info("poll.retry_requested", account=account.name, trigger=trigger.name)
+            self._poll_job(account, trigger, retried=True)
 
     def _stop_by_itself(self, reason: RuntimeFailure) -> None:
         """Stop as after a first signal, then exit 1 with ``reason``'s sentence."""
@@ -734,6 +772,57 @@ class Daemon:
         resumed = await in_daemon_thread(self.store.polls.resume_auto_paused)
         for account_name, trigger_name in resumed:
             log.info("poll.resumed", account=account_name, trigger=trigger_name, why=why)
+
+    def _carried_over_backoff(self) -> None:
+        """At start: say which triggers are still backing off after failures before the
+        start (a restart keeps a backoff: the cause may not be fixed), and how to retry now."""
+        moment = now()
+        current, _paused = self._backoffs(moment)
+        self._backing_off = current
+        for account, trigger in ((a.name, t.name) for a, t in jobs.poll_jobs(self.config)):
+            until = current.get((account, trigger))
+            if until is None:
+                continue
+            log.warning(
+                "poll.backoff_carried_over",
+                account=account,
+                trigger=trigger,
+                until=until.isoformat(),
+                hint=f"'trigger-engine triggers retry {account} {trigger}' polls it now",
+            )
+
+    def _backoffs(
+        self, moment: datetime
+    ) -> tuple[dict[tuple[str, str], datetime], set[tuple[str, str]]]:
+        """The configured, unpaused triggers backing off at ``moment`` (until when), and
+        the paused ones."""
+        backing_off: dict[tuple[str, str], datetime] = {}
+        paused: set[tuple[str, str]] = set()
+        for st in self.store.polls.states():
+            key = (st.account, st.trigger)
+            if st.paused:
+                paused.add(key)
+            elif st.backoff_until is not None and st.backoff_until > moment:
+                backing_off[key] = st.backoff_until
+        return backing_off, paused
+
+    def _retried_triggers(self) -> list[tuple[Account, TriggerSettings]]:
+        """With each heartbeat: the triggers whose backoff someone cleared since the last
+        one (``triggers retry``), which are then polled at once rather than at their next
+        scheduled run. Reads one small table."""
+        moment = now()
+        current, paused = self._backoffs(moment)
+        cleared = {
+            key
+            for key, until in self._backing_off.items()
+            if until > moment and key not in current and key not in paused
+        }
+        self._backing_off = current
+        return [
+            (account, trigger)
+            for account, trigger in jobs.poll_jobs(self.config)
+            if (account.name, trigger.name) in cleared
+        ]
 
     def _heartbeat(self) -> None:
         """Say this node is alive, with the sinks it serves and its config's digest (the

@@ -29,6 +29,7 @@ from trigger_engine.config import Account, Config, TriggerSettings
 PRUNE_EVERY = 3600.0  # seconds between retention sweeps
 FIRST_PRUNE_AFTER = 60.0  # seconds from the start to the first retention sweep
 HEARTBEAT_EVERY = 10.0  # seconds between a node's heartbeats
+NODES_KEPT_FOR = 24 * 3600.0  # seconds a stopped (or vanished) node stays listed in status
 MIN_GAP = 0.9  # a trigger is not polled again before this fraction of its interval
 START_RATE = 20.0  # polls per second at least, when the first runs are spread out
 # Default [engine] poll_workers: SQLite has one connection (its transactions queue up

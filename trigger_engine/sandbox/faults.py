@@ -63,7 +63,8 @@ def fault_from_json(data: object) -> Fault:
         raise ValueError("the fault must be a JSON object")
     unknown = sorted(set(data) - _FAULT_FIELDS)
     if unknown:
-        raise ValueError(f"unknown fault field(s) {', '.join(unknown)}")
+        noun = "field" if len(unknown) == 1 else "fields"
+        raise ValueError(f"unknown fault {noun} {', '.join(unknown)}")
     kwargs: dict[str, Any] = {}
     for name in ("status", "count"):
         if name in data:

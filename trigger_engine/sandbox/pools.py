@@ -203,8 +203,8 @@ TAG_SETS: Final = ((), (), (), (), ("hot",), ("vip", "Q3"), ("follow-up",), ("ev
 CAMPAIGN_TYPES: Final = ("linkedin search", "sales navigator", "csv upload", "post engagement")
 CAMPAIGN_NAMES: Final = (
     "Viewing Profiles of 2nd degree {company} Employees",
-    "Connect with {title}s in {location}",
-    "Q{quarter} outreach: {title}s",
+    "Connect with {title} profiles in {location}",
+    "Q{quarter} outreach: {title} leads",
     "Follow-up « {company} » event attendees",
     "Réseau {location}",
 )
