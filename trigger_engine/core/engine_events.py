@@ -36,9 +36,9 @@ from typing import Any
 
 from trigger_engine.clock import isoformat_z
 from trigger_engine.core.registry import fan_out, is_engine_event, matches
-from trigger_engine.types import ENGINE_EVENT_PREFIX, SinkSubscriptions
+from trigger_engine.types import ENGINE_EVENT_PREFIX, ENGINE_EVENT_TYPES, SinkSubscriptions
 
-__all__ = ["ENGINE_EVENT_PREFIX", "is_engine_event", "matches"]
+__all__ = ["ENGINE_EVENT_PREFIX", "ENGINE_EVENT_TYPES", "is_engine_event", "matches"]
 
 TEST = "engine.test"
 TRIGGER_FAILING = "engine.trigger_failing"
@@ -47,14 +47,9 @@ SINK_DISABLED = "engine.sink_disabled"
 DELIVERY_DEAD = "engine.delivery_dead"
 ITEM_QUARANTINED = "engine.item_quarantined"
 
-# Every operational event type, in the contract's order.
-ENGINE_EVENT_TYPES: tuple[str, ...] = (
-    TEST,
-    TRIGGER_FAILING,
-    TRIGGER_PAUSED,
-    SINK_DISABLED,
-    DELIVERY_DEAD,
-    ITEM_QUARANTINED,
+# Every operational event type, in the contract's order (the vocabulary's list).
+assert (TEST, TRIGGER_FAILING, TRIGGER_PAUSED, SINK_DISABLED, DELIVERY_DEAD, ITEM_QUARANTINED) == (
+    ENGINE_EVENT_TYPES
 )
 ALL_PATTERN = "engine.*"
 
