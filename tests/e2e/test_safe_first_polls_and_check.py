@@ -207,7 +207,7 @@ interval = "5m"
         assert "acme/campaigns: ok: 3 items" in out
         assert "account 'acme': failed (2 of 4 triggers)" in out
         assert "sink 'crm': ok: HTTP 200" in out
-        assert "sink 'gone': failed: connection failed" in out
+        assert "sink 'gone': failed: connection refused by 127.0.0.1:" in out
         assert out.splitlines()[-1] == "3 of 6 checks failed"
         assert len(crm.requests) == 1
         assert cli_env["ALFRED_API_KEY"] not in out + done.stderr
@@ -251,7 +251,7 @@ interval = "5m"
         None,
     )
     assert (sinks["gone"]["ok"], sinks["gone"]["status_code"]) == (False, None)
-    assert "connection failed" in sinks["gone"]["error"]
+    assert "connection refused by 127.0.0.1:" in sinks["gone"]["error"]
     print("\n" + done.stdout)
 
 
@@ -272,7 +272,7 @@ def test_check_no_sinks_sends_nothing_and_a_failing_sink_fails_alone(
 
         loud = run_cli("check", cwd=workdir, env=cli_env)
         assert loud.returncode == 1
-        assert "sink 'broken': failed: HTTP 500 after " in loud.stdout
+        assert "sink 'broken': failed: HTTP 500 Internal Server Error after " in loud.stdout
         assert "sink 'crm': ok: HTTP 200" in loud.stdout
         assert (len(crm.requests), len(broken.requests)) == (1, 1)  # one try, no retries
 
