@@ -1092,3 +1092,53 @@ def test_line_index() -> None:
     assert index.line_of(("triggers", "leads", "interval")) == 17
     assert index.line_of(("triggers", "campaigns", "interval")) == 18
     assert index.line_of(("accounts",)) is None
+
+
+# --- [console]
+
+CONSOLE_TOKEN = "console-token-0123456789abcdef"
+
+
+def test_console_token_from_the_environment_is_a_secret(tmp_path: Path) -> None:
+    config = load_text(
+        tmp_path,
+        "[engine]\nlisten = '127.0.0.1:9464'\n[console]\ntoken = '${CONSOLE_TOKEN}'\n" + MINIMAL,
+        {**ENV, "CONSOLE_TOKEN": CONSOLE_TOKEN},
+    )
+    assert config.console is not None
+    assert config.console.token.get_secret_value() == CONSOLE_TOKEN
+    assert CONSOLE_TOKEN not in repr(config)
+    assert CONSOLE_TOKEN in config.secrets()  # redacted from every log line
+
+
+def test_no_console_section_means_no_console(tmp_path: Path) -> None:
+    assert load_text(tmp_path, "[engine]\nlisten = '0.0.0.0:9464'\n" + MINIMAL).console is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[engine]\nlisten = '0.0.0.0:9464'\n[console]\n" + MINIMAL,
+            "line 3: console.token: is required: the engine serves no console without one",
+        ),
+        (
+            "[engine]\nlisten = '127.0.0.1:9464'\n[console]\ntoken = ' '\n" + MINIMAL,
+            "console.token: must not be empty",
+        ),
+        (
+            "[engine]\nlisten = '127.0.0.1:9464'\n[console]\ntoken = 'a b'\n" + MINIMAL,
+            "console.token: must be printable ASCII without spaces",
+        ),
+        (
+            "[console]\ntoken = 'long-enough-token'\n" + MINIMAL,
+            "[console] needs [engine] listen",
+        ),
+        (
+            "[engine]\nlisten = '127.0.0.1:9464'\n[console]\ntoken = 'x'\npath = '/'\n" + MINIMAL,
+            "console.path",
+        ),
+    ],
+)
+def test_console_errors(tmp_path: Path, text: str, expected: str) -> None:
+    assert expected in load_error(tmp_path, text)

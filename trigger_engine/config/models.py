@@ -147,6 +147,41 @@ class EngineSettings(_Model):
         return value
 
 
+class ConsoleSettings(_Model):
+    """``[console]``: the web console and the admin API on ``[engine] listen``, behind a
+    token every page and API call must carry (never echoed, redacted from logs)."""
+
+    token: SecretStr
+
+    @model_validator(mode="before")
+    @classmethod
+    def _needs_token(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "token" not in data:
+            raise LocatedError(
+                ("console", "token"),
+                "is required: the engine serves no console without one; set token = "
+                '"${TRIGGER_ENGINE_CONSOLE_TOKEN}" and put a long random value in that '
+                "variable",
+            )
+        return data
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr) -> SecretStr:
+        raw = value.get_secret_value()
+        if not raw.strip():
+            raise ValueError(
+                "must not be empty: every page and API call needs it (e.g. token = "
+                '"${TRIGGER_ENGINE_CONSOLE_TOKEN}")'
+            )
+        if any(ord(c) < 0x21 or ord(c) > 0x7E for c in raw):
+            raise ValueError(
+                "must be printable ASCII without spaces: it travels in an HTTP header "
+                "(the value is not shown)"
+            )
+        return value
+
+
 class SourceSettings(_Model):
     """``[source]``: the Meet Alfred API."""
 
@@ -350,6 +385,7 @@ class Config(_Model):
     accounts: tuple[Account, ...]
     triggers: dict[str, TriggerSettings]
     sinks: tuple[Sink, ...] = ()
+    console: ConsoleSettings | None = None
     path: Path | None = None
 
     @model_validator(mode="before")
@@ -392,6 +428,13 @@ class Config(_Model):
             raise LocatedError(("accounts",), NO_ACCOUNTS, with_path=False)
         if not self.triggers:
             raise LocatedError(("triggers",), NO_TRIGGERS, with_path=False)
+        if self.console is not None and self.engine.listen is None:
+            raise LocatedError(
+                ("console",),
+                '[console] needs [engine] listen (HOST:PORT, e.g. "127.0.0.1:9464"): the '
+                "console and the admin API are served there",
+                with_path=False,
+            )
         _no_duplicates("account", [a.name for a in self.accounts])
         _no_duplicates("sink", [s.name for s in self.sinks])
         for name, trigger in self.triggers.items():
@@ -463,6 +506,8 @@ class Config(_Model):
             found += url_secrets(sink.url)
             if sink.format == "slack" and (path := path_secret(sink.url)):
                 found.append(path)  # a Slack webhook's token is its path
+        if self.console is not None:
+            found.append(self.console.token.get_secret_value())
         return list(dict.fromkeys(s for s in found if s))
 
     def sink(self, name: str) -> Sink:
