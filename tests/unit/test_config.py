@@ -28,6 +28,7 @@ from trigger_engine.config import (
     parse_duration,
 )
 from trigger_engine.config.diagnostics import _LineIndex
+from trigger_engine.config.models import ConsoleSettings
 from trigger_engine.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -551,6 +552,7 @@ def test_example_file_documents_every_key() -> None:
         Sink,
         RetrySettings,
         PaginationSettings,
+        ConsoleSettings,
     ]
     for model in models:
         for field in model.model_fields:
