@@ -5,16 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from trigger_engine.cli.render import (
-    drop_text,
-    node_dicts,
-    sink_dicts,
-    sink_line,
-    status_dict,
-    status_text,
-)
+from trigger_engine.cli.render import drop_text, sink_line, status_text
 from trigger_engine.config import Config, config_from_dict
 from trigger_engine.config.shape import config_digest
+from trigger_engine.runtime.views import node_dicts, sink_dicts, status_dict
 from trigger_engine.types import NodeView, SinkDrop, SinkStats, SinkSubscriptions
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)

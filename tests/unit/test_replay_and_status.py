@@ -6,17 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from trigger_engine.cli.render import (
-    TriggerRow,
-    event_dict,
-    event_line,
-    safe_url,
-    status_text,
-    trigger_rows,
-)
+from trigger_engine.cli.render import event_line, status_text
 from trigger_engine.config import config_from_dict
 from trigger_engine.core.filters import build_filter, parse_time
 from trigger_engine.errors import UsageError
+from trigger_engine.runtime.views import TriggerRow, event_dict, safe_url, trigger_rows
 from trigger_engine.types import DeliveryView, EventView, PollState
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

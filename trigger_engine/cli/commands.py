@@ -35,6 +35,7 @@ from trigger_engine.ops import logs
 from trigger_engine.ops.logs import get_logger
 from trigger_engine.polling.backfill import backfill
 from trigger_engine.polling.source import Source
+from trigger_engine.runtime import views as json_views
 from trigger_engine.runtime.check import run_check
 from trigger_engine.runtime.daemon import Daemon
 from trigger_engine.runtime.signals import process_signals
@@ -233,7 +234,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     with _open(config) as store:
         moment = now()
         views = store.nodes.views(moment)
-        doc = render.status_dict(
+        doc = json_views.status_dict(
             config,
             store.polls.states(),
             store.sinks.stats(),
@@ -241,7 +242,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             quarantined=store.quarantine.counts(),
             serving=registry.serving(views, moment),
         )
-        doc["nodes"] = render.node_dicts(views, moment, config)
+        doc["nodes"] = json_views.node_dicts(views, moment, config)
     if args.json:
         _print_json(doc)
     else:
@@ -292,7 +293,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(
             [render.quarantined_dict(q, event_types.get(q.trigger, q.trigger)) for q in held]
-            + [render.event_dict(e) for e in found]
+            + [json_views.event_dict(e) for e in found]
         )
     else:
         for q in held:
@@ -336,7 +337,7 @@ def _show_event(args: argparse.Namespace, config: Config) -> int:
     if detail is None:
         raise RuntimeFailure(f"no event {args.event_id}")
     if args.json:
-        print(render.exact_json(render.event_detail_dict(detail)))  # big integers too
+        print(json_views.exact_json(json_views.event_detail_dict(detail)))  # big integers too
     else:
         print(render.event_detail_text(detail))
     return 0
@@ -432,7 +433,7 @@ def cmd_sinks(args: argparse.Namespace) -> int:
             return 0
         moment = now()
         serving = registry.serving(store.nodes.live(moment), moment)
-        rows = render.sink_dicts(config, store.sinks.stats(), moment, serving)
+        rows = json_views.sink_dicts(config, store.sinks.stats(), moment, serving)
     for s in rows:
         print(render.sink_line(s))
     if not rows:
@@ -498,7 +499,7 @@ def cmd_triggers(args: argparse.Namespace) -> int:
                 + ("; what it has seen is kept" if paused else "")
             )
             return 0
-        rows = render.trigger_rows(config, store.polls.states())
+        rows = json_views.trigger_rows(config, store.polls.states())
     moment = now()
     for row in rows:
         print(row.line(moment))
