@@ -402,6 +402,8 @@ class EventFilter:
     # delivery-level: an event matches when one of its deliveries does
     sinks: tuple[str, ...] = ()
     statuses: tuple[str, ...] = ()
+    # keyset pagination (the admin API's cursor): only events older than this event's
+    before: str | None = None
 
 
 @dataclass(frozen=True)

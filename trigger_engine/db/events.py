@@ -145,6 +145,9 @@ def event_conditions(f: EventFilter) -> list[ColumnElement[bool]]:
         conds.append(events.c.account.in_(f.accounts))
     if f.item_key is not None:
         conds.append(events.c.item_key == f.item_key)
+    if f.before is not None:  # keyset on seq: as fast on page 1,000 as on page 1
+        cursor = select(events.c.seq).where(events.c.id == f.before).scalar_subquery()
+        conds.append(events.c.seq < cursor)
     return conds
 
 

@@ -23,9 +23,11 @@ def make_app(
     *,
     readiness: Callable[[], Awaitable[Health]],
     liveness: Callable[[], Health],
+    mount: Callable[[web.Application], None] | None = None,
 ) -> web.Application:
     """The aiohttp application serving /healthz (readiness), /livez and /metrics (see
-    :mod:`trigger_engine.ops.health` for what each checks)."""
+    :mod:`trigger_engine.ops.health` for what each checks); ``mount`` adds more (the
+    console and the admin API, when ``[console]`` is configured)."""
 
     def answer(health: Health, ok: bool) -> web.Response:
         return web.json_response(health.body(), status=200 if ok else 503)
@@ -46,6 +48,8 @@ def make_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/livez", livez)
     app.router.add_get("/metrics", metrics_page)
+    if mount is not None:
+        mount(app)
     return app
 
 

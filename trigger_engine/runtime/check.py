@@ -83,23 +83,27 @@ def check_trigger(source: Source, account: Account, trigger: TriggerSettings) ->
     )
 
 
+async def send_test_event(
+    session: aiohttp.ClientSession, sink: Sink, clock: Callable[[], datetime]
+) -> SinkCheck:
+    """One signed ``engine.test`` event POSTed to ``sink`` (``check``, and the admin API's
+    ``POST /api/v1/sinks/{name}/test``)."""
+    event = events.engine_test_event(sink.name, clock())
+    sent = await send(session, sink, event, clock=clock)
+    return SinkCheck(
+        sink=sink.name,
+        ok=sent.error is None,
+        webhook_id=event.event_id,
+        status_code=sent.status,
+        latency_ms=sent.duration_ms,
+        error=sent.error,
+    )
+
+
 async def _check_sinks(sinks: tuple[Sink, ...], clock: Callable[[], datetime]) -> list[SinkCheck]:
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
-
-        async def one(sink: Sink) -> SinkCheck:
-            event = events.engine_test_event(sink.name, clock())
-            sent = await send(session, sink, event, clock=clock)
-            return SinkCheck(
-                sink=sink.name,
-                ok=sent.error is None,
-                webhook_id=event.event_id,
-                status_code=sent.status,
-                latency_ms=sent.duration_ms,
-                error=sent.error,
-            )
-
-        return list(await asyncio.gather(*(one(sink) for sink in sinks)))
+        return list(await asyncio.gather(*(send_test_event(session, s, clock) for s in sinks)))
 
 
 def check_sinks(config: Config, *, clock: Callable[[], datetime] = clock_now) -> list[SinkCheck]:

@@ -77,7 +77,7 @@ from trigger_engine.ops.logs import get_logger
 from trigger_engine.ops.metrics import Metrics
 from trigger_engine.polling.poller import Poller
 from trigger_engine.polling.source import Source
-from trigger_engine.runtime import jobs
+from trigger_engine.runtime import console, jobs
 from trigger_engine.runtime.signals import ProcessSignals, StoppedAtOnce, installed
 from trigger_engine.threads import WorkerPool, in_daemon_thread
 from trigger_engine.types import (
@@ -752,7 +752,15 @@ class Daemon:
             return None
         for name, trigger in self.config.triggers.items():
             self.metrics.event_type_of(name, trigger.event)
-        app = make_app(self.metrics, readiness=self._readiness, liveness=self._liveness)
+        mount = None
+        if self.config.console is not None:  # the console and the admin API (issue 15)
+
+            def mount(app: web.Application) -> None:
+                console.mount(app, lambda: self.config, self.store, clock=now)
+
+        app = make_app(
+            self.metrics, readiness=self._readiness, liveness=self._liveness, mount=mount
+        )
         try:
             return await serve(app, listen)
         except OSError as exc:

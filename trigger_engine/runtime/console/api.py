@@ -1,0 +1,355 @@
+"""The admin API under ``/api/v1/``: what the CLI offers (status, events with the same
+filters and search, one event with its attempts, replay, sinks pause/resume/enable,
+triggers pause/resume/retry, a test event), as JSON, on the daemon's own aiohttp server.
+
+Every handler calls the store's repositories (the CLI's functions) in a thread
+(:func:`~trigger_engine.threads.in_daemon_thread`), never on the event loop. The JSON is
+:mod:`trigger_engine.runtime.views`' (the CLI's ``--json``), so no API key, sink secret or
+header value can appear in it: sink URLs are shown without query or credentials. Access
+(token, session, CSRF, headers) is :mod:`trigger_engine.runtime.console.security`'s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from trigger_engine.clock import isoformat_z
+from trigger_engine.config import Config
+from trigger_engine.core import registry
+from trigger_engine.core.filters import build_filter
+from trigger_engine.core.words import did_you_mean
+from trigger_engine.db.store import Store
+from trigger_engine.errors import UsageError
+from trigger_engine.ops.logs import get_logger
+from trigger_engine.runtime import views
+from trigger_engine.runtime.check import send_test_event
+from trigger_engine.threads import in_daemon_thread
+from trigger_engine.types import DELIVERY_STATUSES, ENGINE_EVENT_TYPES, EventFilter, EventView
+
+log = get_logger("trigger_engine.console")
+
+PREFIX = "/api/v1"
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+# The query parameters of GET /api/v1/events that may repeat (the CLI's repeatable options).
+_LISTS = ("type", "account", "status", "sink")
+
+
+class ApiError(Exception):
+    """A request the API refuses: the HTTP status and one sentence."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def error_response(status: int, message: str) -> web.Response:
+    """``{"error": "..."}`` with ``status``."""
+    return web.json_response({"error": message}, status=status)
+
+
+class AdminApi:
+    """The handlers, bound to the daemon's (current) configuration and store."""
+
+    def __init__(
+        self,
+        config: Callable[[], Config],
+        store: Store,
+        *,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._config = config
+        self.store = store
+        self.clock = clock
+
+    def add_routes(self, app: web.Application) -> None:
+        """Mount every route of the API on ``app`` (see :mod:`.openapi`)."""
+        r = app.router
+        r.add_get(f"{PREFIX}/status", self.status)
+        r.add_get(f"{PREFIX}/events", self.events)
+        r.add_get(f"{PREFIX}/events/{{event_id}}", self.event)
+        r.add_post(f"{PREFIX}/replay", self.replay)
+        for action in ("pause", "resume", "enable"):
+            r.add_post(f"{PREFIX}/sinks/{{name}}/{action}", self.sink_action)
+        r.add_post(f"{PREFIX}/sinks/{{name}}/test", self.sink_test)
+        for action in ("pause", "resume", "retry"):
+            r.add_post(f"{PREFIX}/triggers/{{account}}/{{trigger}}/{action}", self.trigger_action)
+
+    # ------------------------------------------------------------------ reading
+
+    def status_doc(self) -> dict[str, Any]:
+        """``status --json``: triggers, sinks and nodes (in a thread: it reads the store)."""
+        config = self._config()
+        moment = self.clock()
+        node_views = self.store.nodes.views(moment)
+        doc = views.status_dict(
+            config,
+            self.store.polls.states(),
+            self.store.sinks.stats(),
+            moment,
+            quarantined=self.store.quarantine.counts(),
+            serving=registry.serving(node_views, moment),
+        )
+        doc["nodes"] = views.node_dicts(node_views, moment, config)
+        return doc
+
+    async def status(self, _request: web.Request) -> web.Response:
+        """GET /status."""
+        return web.json_response(await in_daemon_thread(self.status_doc))
+
+    def event_filter(self, query: Mapping[str, str], lists: Mapping[str, list[str]]) -> EventFilter:
+        """The CLI's filter from query parameters (same checks, same sentences)."""
+        config = self._config()
+        known_accounts = [a.name for a in config.accounts]
+        for name in lists["account"]:
+            if name not in known_accounts:
+                raise ApiError(
+                    400, f"no account named '{name}'{did_you_mean(name, known_accounts)}"
+                )
+        try:
+            return build_filter(
+                now=self.clock(),
+                since=query.get("since") or None,
+                until=query.get("until") or None,
+                types=tuple(lists["type"]),
+                accounts=tuple(lists["account"]),
+                statuses=tuple(lists["status"]),
+                sinks=tuple(lists["sink"]),
+                item_key=query.get("key") or None,
+                allowed_statuses=DELIVERY_STATUSES,
+            )
+        except UsageError as exc:
+            raise ApiError(400, str(exc).replace("--", "")) from None
+
+    def _check_types(self, given: list[str]) -> None:
+        config = self._config()
+        known = {t.event for t in config.triggers.values()} | set(ENGINE_EVENT_TYPES)
+        if all(t in known for t in given):
+            return
+        known |= set(self.store.events.types())
+        for name in given:
+            if name not in known:
+                raise ApiError(
+                    400, f"'{name}' is not an event type{did_you_mean(name, sorted(known))}"
+                )
+
+    def events_page(
+        self, query: Mapping[str, str], lists: Mapping[str, list[str]]
+    ) -> dict[str, Any]:
+        """One page of events, newest first, and the cursor of the next (in a thread)."""
+        limit = _int(query.get("limit"), "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        selection = self.event_filter(query, lists)
+        self._check_types(lists["type"])
+        cursor = query.get("cursor") or None
+        if cursor is not None:
+            if self.store.events.missing([cursor]):
+                raise ApiError(400, f"cursor '{cursor}' is not an event id")
+            selection = dataclasses.replace(selection, before=cursor)
+        search = query.get("search")
+        bounded_at = None
+        found: list[EventView]
+        if search:
+            page = self.store.events.search(selection, search, limit=limit + 1)
+            found, bounded_at = page.events, page.bounded_at
+        else:
+            found = self.store.events.list(selection, limit=limit + 1)
+        more = len(found) > limit
+        found = found[:limit]
+        return {
+            "events": [views.event_dict(e) for e in found],
+            "next_cursor": found[-1].id if more else None,
+            "search_bounded_at": bounded_at,
+        }
+
+    async def events(self, request: web.Request) -> web.Response:
+        """GET /events."""
+        query = request.query
+        for name in query:
+            if name not in {*_LISTS, "since", "until", "search", "key", "limit", "cursor"}:
+                raise ApiError(400, f"unknown query parameter '{name}'")
+        lists = {name: [v for v in query.getall(name, []) if v] for name in _LISTS}
+        single = {k: query[k] for k in query if k not in _LISTS}
+        return web.json_response(await in_daemon_thread(self.events_page, single, lists))
+
+    async def event(self, request: web.Request) -> web.Response:
+        """GET /events/{id}: ``events show ID --json``."""
+        event_id = request.match_info["event_id"]
+        detail = await in_daemon_thread(self.store.events.detail, event_id)
+        if detail is None:
+            raise ApiError(404, f"no event {event_id}")
+        return web.Response(
+            text=views.exact_json(views.event_detail_dict(detail)),  # big integers too
+            content_type="application/json",
+        )
+
+    # ------------------------------------------------------------------ changing
+
+    def replay_doc(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``replay`` with the CLI's selection (in a thread)."""
+        allowed = {"event", "since", "until", "type", "account", "status", "sink", "dry_run"}
+        for name in body:
+            if name not in allowed:
+                raise ApiError(400, f"unknown field '{name}' (known: {', '.join(sorted(allowed))})")
+        lists = {name: _strings(body, name) for name in (*_LISTS, "event")}
+        dry_run = body.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise ApiError(400, "dry_run must be true or false")
+        single = {k: body[k] for k in ("since", "until") if body.get(k) is not None}
+        for k, v in single.items():
+            if not isinstance(v, str):
+                raise ApiError(400, f"{k} must be a string (a duration like '2h' or a time)")
+        if not lists["event"] and not single.get("since"):
+            raise ApiError(400, "replay needs event (a list of event ids) or since")
+        selection = dataclasses.replace(
+            self.event_filter(single, lists),
+            event_ids=tuple(lists["event"]),
+        )
+        self._check_types(lists["type"])
+        missing = self.store.events.missing(lists["event"])
+        if missing:
+            raise ApiError(404, f"no event {', '.join(missing)}")
+        config = self._config()
+        moment = self.clock()
+        serving = registry.serving(self.store.nodes.live(moment), moment)
+        known = {s.name for s in config.sinks} | set(serving)
+        for name in lists["sink"]:
+            if name not in known and not self.store.sinks.stored(name):
+                raise ApiError(404, f"no sink named '{name}'{did_you_mean(name, sorted(known))}")
+        result = self.store.deliveries.replay(
+            selection, known_sinks=known, now=moment, dry_run=dry_run
+        )
+        if not dry_run and result.queued:
+            log.info("replay.queued", events=result.events, deliveries=result.queued, by="api")
+        return {"dry_run": dry_run, **dataclasses.asdict(result)}
+
+    async def replay(self, request: web.Request) -> web.Response:
+        """POST /replay."""
+        body = await _json_body(request)
+        return web.json_response(await in_daemon_thread(self.replay_doc, body))
+
+    def _sink(self, name: str) -> None:
+        known = [s.name for s in self._config().sinks]
+        if name not in known:
+            raise ApiError(404, f"no sink named '{name}'{did_you_mean(name, known)}")
+
+    async def sink_action(self, request: web.Request) -> web.Response:
+        """POST /sinks/{name}/pause|resume|enable."""
+        name, action = request.match_info["name"], _last_segment(request)
+        self._sink(name)
+        moment = self.clock()
+
+        def change() -> dict[str, Any]:
+            if action == "enable":
+                done = self.store.sinks.set_enabled(name, True, reason="", now=moment)
+            else:
+                done = self.store.sinks.set_paused(
+                    name, action == "pause", reason="paused by hand", now=moment
+                )
+            log.info(
+                f"sink.{action}d" if action != "pause" else "sink.paused",
+                sink=name,
+                held=done.held,
+                released=done.released,
+                reason="by hand (admin API)",
+            )
+            return {"action": action, **dataclasses.asdict(done)}
+
+        return web.json_response(await in_daemon_thread(change))
+
+    async def sink_test(self, request: web.Request) -> web.Response:
+        """POST /sinks/{name}/test: one signed ``engine.test`` event, as ``check`` sends."""
+        name = request.match_info["name"]
+        self._sink(name)
+        sink = self._config().sink(name)
+        connector = aiohttp.TCPConnector(limit=1)
+        async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+            sent = await send_test_event(session, sink, self.clock)
+        return web.json_response(dataclasses.asdict(sent))
+
+    async def trigger_action(self, request: web.Request) -> web.Response:
+        """POST /triggers/{account}/{trigger}/pause|resume|retry."""
+        account = request.match_info["account"]
+        trigger = request.match_info["trigger"]
+        action = _last_segment(request)
+        config = self._config()
+        accounts = [a.name for a in config.accounts]
+        if account not in accounts:
+            raise ApiError(404, f"no account named '{account}'{did_you_mean(account, accounts)}")
+        if trigger not in config.triggers:
+            raise ApiError(
+                404, f"no trigger named '{trigger}'{did_you_mean(trigger, list(config.triggers))}"
+            )
+
+        def change() -> dict[str, Any]:
+            doc: dict[str, Any] = {"account": account, "trigger": trigger, "action": action}
+            if action != "retry":
+                self.store.polls.set_paused(
+                    account, trigger, paused=action == "pause", reason="paused by hand"
+                )
+                doc["paused"] = action == "pause"
+                return doc
+            before = self.store.polls.clear_backoff(account, trigger)
+            if before is not None and before.paused:
+                raise ApiError(
+                    409,
+                    f"{account}/{trigger} is paused ({before.paused_reason or 'by hand'}): "
+                    "resume it first",
+                )
+            backing_off = (
+                before is not None
+                and before.backoff_until is not None
+                and before.backoff_until > self.clock()
+            )
+            doc["cleared"] = backing_off
+            doc["backoff_until"] = (
+                isoformat_z(before.backoff_until)
+                if backing_off and before is not None and before.backoff_until
+                else None
+            )
+            return doc
+
+        return web.json_response(await in_daemon_thread(change))
+
+
+def _last_segment(request: web.Request) -> str:
+    """The action a route names last (``/sinks/{name}/pause``: ``pause``)."""
+    return request.path.rsplit("/", 1)[1]
+
+
+def _int(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ApiError(400, f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
+def _strings(body: Mapping[str, Any], name: str) -> list[str]:
+    value = body.get(name)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ApiError(400, f"{name} must be a string or a list of strings")
+
+
+async def _json_body(request: web.Request) -> Mapping[str, Any]:
+    if not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
