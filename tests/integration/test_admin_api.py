@@ -191,6 +191,8 @@ def test_status_events_and_one_event(store: Store) -> None:
             ({"cursor": "nope"}, "cursor"),
             ({"colour": "red"}, "colour"),
             ({"account": "acne"}, "did you mean 'acme'"),
+            ({"search": "a\x00b"}, "NUL"),  # PostgreSQL would refuse it: a 400, not a 500
+            ({"type": "lead\x00"}, "NUL"),
         ):
             status, body, _ = await api.call("GET", "/api/v1/events", params=bad)
             assert status == 400 and word in body["error"], (bad, body)
@@ -202,6 +204,8 @@ def test_status_events_and_one_event(store: Store) -> None:
         assert all(d["attempt_log"] == [] for d in one["deliveries"])
         status, body, _ = await api.call("GET", "/api/v1/events/no-such-event")
         assert status == 404 and body == {"error": "no event no-such-event"}
+        status, body, _ = await api.call("GET", "/api/v1/events/a%00b")
+        assert status == 400 and "NUL" in body["error"]
 
     run(config, store, test)
 
@@ -257,6 +261,8 @@ def test_replay_selects_like_the_cli(store: Store) -> None:
         assert status == 200 and body["queued"] == 1 and body["events"] == 1
         status, body, _ = await api.call("POST", "/api/v1/replay", json={"event": "nope"})
         assert status == 404 and body["error"] == "no event nope"
+        status, body, _ = await api.call("POST", "/api/v1/replay", json={"event": ["a\x00"]})
+        assert status == 400 and "NUL" in body["error"]
         status, body, _ = await api.call("POST", "/api/v1/replay", data=b"[1")
         assert status == 400 and "JSON object" in body["error"]
         status, body, _ = await api.call("POST", "/api/v1/replay", json={"evnt": ["x"]})

@@ -51,6 +51,12 @@ class ApiError(Exception):
         self.message = message
 
 
+def refuse_nul(name: str, value: str) -> None:
+    """A NUL character is no name, id, time or search text (and PostgreSQL refuses it)."""
+    if "\x00" in value:
+        raise ApiError(400, f"{name} contains a NUL character")
+
+
 def error_response(status: int, message: str) -> web.Response:
     """``{"error": "..."}`` with ``status``."""
     return web.json_response({"error": message}, status=status)
@@ -172,6 +178,8 @@ class AdminApi:
     async def events(self, request: web.Request) -> web.Response:
         """GET /events."""
         query = request.query
+        for name, value in query.items():
+            refuse_nul(name, value)
         for name in query:
             if name not in {*_LISTS, "since", "until", "search", "key", "limit", "cursor"}:
                 raise ApiError(400, f"unknown query parameter '{name}'")
@@ -182,6 +190,7 @@ class AdminApi:
     async def event(self, request: web.Request) -> web.Response:
         """GET /events/{id}: ``events show ID --json``."""
         event_id = request.match_info["event_id"]
+        refuse_nul("the event id", event_id)
         detail = await in_daemon_thread(self.store.events.detail, event_id)
         if detail is None:
             raise ApiError(404, f"no event {event_id}")
@@ -206,6 +215,7 @@ class AdminApi:
         for k, v in single.items():
             if not isinstance(v, str):
                 raise ApiError(400, f"{k} must be a string (a duration like '2h' or a time)")
+            refuse_nul(k, v)
         if not lists["event"] and not single.get("since"):
             raise ApiError(400, "replay needs event (a list of event ids) or since")
         selection = dataclasses.replace(
@@ -325,7 +335,7 @@ def _last_segment(request: web.Request) -> str:
 
 
 def _int(raw: str | None, name: str, default: int, low: int, high: int) -> int:
-    if raw is None or raw == "":
+    if raw is None:
         return default
     if not raw.isdigit() or not low <= int(raw) <= high:
         raise ApiError(400, f"{name} must be an integer from {low} to {high}")
@@ -337,8 +347,10 @@ def _strings(body: Mapping[str, Any], name: str) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
-        return [value]
+        value = [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        for v in value:
+            refuse_nul(name, v)
         return list(value)
     raise ApiError(400, f"{name} must be a string or a list of strings")
 

@@ -58,6 +58,12 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
     return {"name": name, "in": "query", "description": description, "schema": schema}
 
 
+_IDS = {
+    "oneOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
+    ]
+}
 _STRINGS = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
 
 _EVENTS_PARAMS = [
@@ -69,7 +75,11 @@ _EVENTS_PARAMS = [
     _query("until", "a duration back from now or an ISO 8601 time", {"type": "string"}),
     _query("search", "text the payload contains (ignoring case)", {"type": "string"}),
     _query("key", "the item's key", {"type": "string"}),
-    _query("limit", "events per page (1-500, default 50)", {"type": "integer"}),
+    _query(
+        "limit",
+        "events per page (1-500, default 50)",
+        {"type": "integer", "minimum": 1, "maximum": 500},
+    ),
     _query("cursor", "next_cursor of the previous page", {"type": "string"}),
 ]
 
@@ -154,9 +164,13 @@ def document() -> dict[str, Any]:
                                 "schema": {
                                     "type": "object",
                                     "additionalProperties": False,
+                                    "anyOf": [
+                                        {"required": ["event"]},
+                                        {"required": ["since"]},
+                                    ],
                                     "properties": {
-                                        "event": _STRINGS,
-                                        "since": {"type": "string"},
+                                        "event": _IDS,
+                                        "since": {"type": "string", "minLength": 1},
                                         "until": {"type": "string"},
                                         "type": _STRINGS,
                                         "account": _STRINGS,
