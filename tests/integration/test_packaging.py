@@ -45,6 +45,12 @@ def test_the_wheel_carries_the_migrations(wheel: Path) -> None:
     assert versions, sorted(names)
 
 
+def test_the_wheel_carries_the_console_s_static_files(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "trigger_engine/runtime/console/static/console.css" in names
+    assert "trigger_engine/runtime/console/static/console.js" in names
+
+
 def test_the_installed_wheel_migrates_from_another_directory(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     subprocess.run(

@@ -3,6 +3,7 @@ application beside /healthz and /metrics: :func:`mount`.
 
 - ``api``: the JSON admin API under ``/api/v1/``;
 - ``openapi``: its OpenAPI document, served at ``/api/v1/openapi.json``;
+- ``pages``: the console's server-rendered pages (``/``, ``/events``, ``/login``...);
 - ``security``: the token, the session cookie, CSRF and the security headers.
 """
 
@@ -17,11 +18,14 @@ from trigger_engine.config import Config
 from trigger_engine.db.store import Store
 from trigger_engine.runtime.console.api import PREFIX, AdminApi, ApiError, error_response
 from trigger_engine.runtime.console.openapi import document
+from trigger_engine.runtime.console.pages import Pages, is_public, refused
 from trigger_engine.runtime.console.security import Access, Handler, security_middleware
 
 
-def _refuse(_request: web.Request, status: int, message: str) -> web.StreamResponse:
-    return error_response(status, message)
+def _refuse(request: web.Request, status: int, message: str) -> web.StreamResponse:
+    if request.path.startswith(PREFIX):
+        return error_response(status, message)
+    return refused(status, message)
 
 
 @web.middleware
@@ -47,7 +51,7 @@ def mount(
     *,
     clock: Callable[[], datetime],
 ) -> None:
-    """Serve the admin API (and, later, the console) on ``app``: needs ``[console]``."""
+    """Serve the admin API and the console's pages on ``app``: needs ``[console]``."""
 
     def token() -> str:
         console = config().console
@@ -55,9 +59,11 @@ def mount(
         return console.token.get_secret_value()
 
     access = Access(token)
-    app.middlewares.append(security_middleware(access, public=lambda _r: False, refuse=_refuse))
+    app.middlewares.append(security_middleware(access, public=is_public, refuse=_refuse))
     app.middlewares.append(_errors)
-    AdminApi(config, store, clock=clock).add_routes(app)
+    api = AdminApi(config, store, clock=clock)
+    api.add_routes(app)
+    Pages(api, access).add_routes(app)
 
     async def openapi(_request: web.Request) -> web.Response:
         return web.json_response(document())
