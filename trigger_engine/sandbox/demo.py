@@ -12,6 +12,7 @@ import base64
 import hmac
 import os
 import secrets
+import socket
 import sys
 import tempfile
 import threading
@@ -141,11 +142,17 @@ async def _main(duration: float | None, interval: float, view: _View, workdir: P
     await site.start()
     port = runner.addresses[0][1]
     sim = Simulator(api_key=DEMO_KEY, seed=secrets.randbelow(10**6), initial=5)
+    console_port = _free_port()
+    console_token = secrets.token_urlsafe(16)  # this run's only: printed for the user
     try:
         with SimulatorThread(sim, new_item_interval=interval) as api:
             config = config_from_dict(
                 {
-                    "engine": {"database": f"sqlite:///{workdir / 'demo.db'}"},
+                    "engine": {
+                        "database": f"sqlite:///{workdir / 'demo.db'}",
+                        "listen": f"127.0.0.1:{console_port}",
+                    },
+                    "console": {"token": console_token},
                     "source": {"base_url": api.base_url, "timeout": "5s"},
                     "accounts": [{"name": "demo", "api_key": DEMO_KEY}],
                     "triggers": {
@@ -165,6 +172,10 @@ async def _main(duration: float | None, interval: float, view: _View, workdir: P
             view.line(f"Meet Alfred simulator: {api.base_url} (api_key={DEMO_KEY})")
             view.line(f"webhook receiver:      http://127.0.0.1:{port}/hook (signed, verified)")
             view.line(f"database:              {workdir / 'demo.db'} (temporary)")
+            view.line(
+                f"console:               http://127.0.0.1:{console_port}/ "
+                f"(token {console_token}, this run's only)"
+            )
             view.line("new items appear every few seconds; Ctrl-C to stop\n")
             store = await in_daemon_thread(Store.open, config.database_url())
             try:
@@ -177,6 +188,13 @@ async def _main(duration: float | None, interval: float, view: _View, workdir: P
                 store.close()
     finally:
         await runner.cleanup()
+
+
+def _free_port() -> int:
+    """A port on 127.0.0.1 that is free now (the console's, for this run)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def run_demo(duration: float | None, *, interval: float = 2.0, out: TextIO = sys.stdout) -> int:
