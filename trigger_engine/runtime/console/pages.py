@@ -45,7 +45,8 @@ def page(title: str, body: str, *, status: int = 200, flash: str | None = None) 
         f"<title>{e(title)} · trigger-engine</title>"
         '<link rel="stylesheet" href="/static/console.css">'
         '<script src="/static/console.js" defer></script></head><body>'
-        '<header><a href="/">overview</a> <a href="/events">events</a>'
+        '<header><a href="/">overview</a> <a href="/events">events</a> '
+        '<a href="/deliveries">dead and held</a>'
         '<span id="reachability" hidden>daemon unreachable</span></header>'
         f"<main><h1>{e(title)}</h1>{message}{body}</main></body></html>"
     )
@@ -82,6 +83,8 @@ class Pages:
         r.add_get("/events", self.events)
         r.add_get("/events/{event_id}", self.event)
         r.add_post("/events/{event_id}/replay", self.replay)
+        r.add_get("/deliveries", self.deliveries)
+        r.add_post("/deliveries/replay", self.deliveries_replay)
         for action in ("pause", "resume", "enable"):
             r.add_post(f"/sinks/{{name}}/{action}", self.sink_action)
         r.add_post("/sinks/{name}/test", self.sink_test)
@@ -153,7 +156,7 @@ class Pages:
             buttons = "".join(
                 self._button(f"{base}/{a}", a) for a in ("pause", "resume", "enable", "test")
             )
-            counts = "".join(f'<td data-field="{c}">{e(s.get(c, 0))}</td>' for c in _SINK_COLUMNS)
+            counts = "".join(_count_cell(s["name"], c, s.get(c, 0)) for c in _SINK_COLUMNS)
             why = s.get("disabled_reason") or s.get("paused_reason") or s.get("hint")
             sinks.append(
                 f'<tr data-sink="{e(s["name"])}"><td>{e(s["name"])}</td><td>{e(s["url"])}</td>'
@@ -191,7 +194,8 @@ class Pages:
             + "<h2>Nodes</h2>"
             + _table(("node", "state", "version", "heartbeat", "leases", "config"), nodes)
             + (
-                "<h2>Replay</h2><p>Replay from an event's page, or with "
+                "<h2>Replay</h2><p>Replay from an event's page, the "
+                '<a href="/deliveries">dead and held deliveries</a> in bulk, or with '
                 "<code>trigger-engine replay</code>.</p></section>"
             )
         )
@@ -281,6 +285,136 @@ class Pages:
             )
         return page(f"Event {event_id}", "".join(parts), flash=request.query.get("flash"))
 
+    # ------------------------------------------------------------------ dead and held
+
+    async def deliveries(self, request: web.Request) -> web.Response:
+        """GET /deliveries: the dead and held deliveries (``status``, ``sink``, ``type``,
+        ``since`` filters), newest event first, and a form replaying all that match."""
+        query = request.query
+        try:
+            chosen = _chosen(query)
+            single = {"limit": "200"}
+            for name in ("since", "cursor"):
+                if query.get(name):
+                    single[name] = query[name]
+            lists = {
+                "status": chosen["status"],
+                "sink": chosen["sink"],
+                "type": chosen["type"],
+                "account": [],
+            }
+            found = await in_daemon_thread(self.api.events_page, single, lists)
+        except ApiError as exc:
+            body = f'<p class="error">{e(exc.message)}</p>{self._deliveries_form(query)}'
+            return page("Dead and held deliveries", body, status=exc.status)
+        rows = []
+        for ev in found["events"]:
+            for d in ev["deliveries"]:
+                if d["status"] not in chosen["status"]:
+                    continue
+                if chosen["sink"] and d["sink"] not in chosen["sink"]:
+                    continue
+                error = d["last_error"] or (
+                    f"HTTP {d['last_status_code']}" if d["last_status_code"] else None
+                )
+                rows.append(
+                    f'<tr data-delivery="{e(ev["id"])}/{e(d["sink"])}">'
+                    f'<td><a href="/events/{_seg(ev["id"])}">{e(ev["id"])}</a></td>'
+                    f"<td>{e(d['sink'])}</td><td>{e(d['status'])}</td><td>{e(ev['type'])}</td>"
+                    f"<td>{e(ev['account'])}</td><td>{e(d['attempts'])}</td>"
+                    f"<td>{e(error)}</td><td>{e(ev['created_at'])}</td></tr>"
+                )
+        older = ""
+        if found["next_cursor"]:
+            params = [(k, v) for k, v in query.items() if k not in ("cursor", "flash") and v]
+            params.append(("cursor", found["next_cursor"]))
+            older = f'<p><a rel="next" href="/deliveries?{e(urlencode(params))}">older</a></p>'
+        table = _table(
+            ("event", "sink", "status", "type", "account", "attempts", "last error", "created"),
+            rows,
+        )
+        empty = "" if rows else "<p>No dead or held deliveries match.</p>"
+        replay = (
+            self._selection_form("/deliveries/replay", chosen, "Replay all that match…")
+            if rows
+            else ""
+        )
+        return page(
+            "Dead and held deliveries",
+            self._deliveries_form(query) + table + empty + older + replay,
+            flash=query.get("flash"),
+        )
+
+    def _deliveries_form(self, query: Mapping[str, str]) -> str:
+        statuses = set(query.getall("status", [])) if hasattr(query, "getall") else set()
+        boxes = "".join(
+            f'<label><input type="checkbox" name="status" value="{s}"'
+            f"{' checked' if s in statuses or not statuses else ''}> {s}</label> "
+            for s in _REPLAYABLE
+        )
+        fields = "".join(
+            f'<label>{name} <input name="{name}" value="{e(query.get(name, ""))}"></label> '
+            for name in ("sink", "type", "since")
+        )
+        return (
+            f'<form method="get" action="/deliveries" class="filters">{boxes}{fields}'
+            "<button>filter</button></form>"
+        )
+
+    def _selection_form(
+        self, action: str, chosen: Mapping[str, list[str]], label: str, *, confirm: bool = False
+    ) -> str:
+        hidden = "".join(
+            f'<input type="hidden" name="{name}" value="{e(v)}">'
+            for name, values in chosen.items()
+            for v in values
+        )
+        if confirm:
+            hidden += '<input type="hidden" name="confirm" value="yes">'
+        return (
+            f'<form method="post" action="{e(action)}" class="replay">{hidden}'
+            f'<input type="hidden" name="{CSRF_FIELD}" value="{e(self.access.csrf_value())}">'
+            f"<button>{e(label)}</button></form>"
+        )
+
+    async def deliveries_replay(self, request: web.Request) -> web.StreamResponse:
+        """POST /deliveries/replay: without ``confirm``, the count a replay of the selection
+        would queue (the API's dry run) and a form to confirm; with it, the replay."""
+        form = await request.post()
+        fields = {k: v for k, v in form.items() if isinstance(v, str)}
+        multi = _Multi(form)
+        back = "/deliveries"
+        try:
+            chosen = _chosen(multi)
+        except ApiError as exc:
+            return _back(back, exc.message)
+        params = [(k, v) for k, values in chosen.items() for v in values]
+        back = f"/deliveries?{urlencode(params)}" if params else back
+        body: dict[str, Any] = {k: v for k, v in chosen.items() if k != "since"}
+        body["since"] = chosen["since"][0] if chosen["since"] else "1970-01-01"
+        confirm = fields.get("confirm") == "yes"
+        body["dry_run"] = not confirm
+        try:
+            done = await in_daemon_thread(self.api.replay_doc, body)
+        except ApiError as exc:
+            return _back(back, exc.message)
+        if confirm:
+            return _see_other(f"{back}{'&' if params else '?'}{urlencode({'flash': _did(done)})}")
+        count = done["queued"]
+        noun = "delivery" if count == 1 else "deliveries"
+        skipped = _skipped(done)
+        text = (
+            f'<p class="confirm">Replay {count} {noun}?</p>'
+            f"<p>{e(_selection_words(chosen))}{e(skipped)}</p>"
+            + (
+                self._selection_form("/deliveries/replay", chosen, "Replay", confirm=True)
+                if count
+                else ""
+            )
+            + f'<p><a href="{e(back)}">Cancel</a></p>'
+        )
+        return page("Replay dead and held deliveries", text)
+
     # ------------------------------------------------------------------ changing
 
     async def replay(self, request: web.Request) -> web.StreamResponse:
@@ -311,6 +445,82 @@ class Pages:
         except ApiError as exc:
             return _back("/", exc.message)
         return _back("/", say(request, json.loads(response.text)))
+
+
+_REPLAYABLE = ("dead", "held")
+
+
+class _Multi:
+    """A posted form read like a query (``get`` and ``getall``)."""
+
+    def __init__(self, form: Any) -> None:
+        self.form = form
+
+    def get(self, name: str, default: str = "") -> str:
+        value = self.form.get(name, default)
+        return value if isinstance(value, str) else default
+
+    def getall(self, name: str, default: list[str]) -> list[str]:
+        return [v for v in self.form.getall(name, default) if isinstance(v, str)]
+
+
+def _chosen(query: Any) -> dict[str, list[str]]:
+    """The dead/held page's selection: ``status`` (dead, held; both when none), ``sink``,
+    ``type``, ``since``."""
+    for name in ("status", "sink", "type", "since"):
+        for value in query.getall(name, []):
+            if "\x00" in value:
+                raise ApiError(400, f"{name} contains a NUL character")
+    statuses = [v for v in query.getall("status", []) if v]
+    for value in statuses:
+        if value not in _REPLAYABLE:
+            raise ApiError(400, f"status must be dead or held, not '{value}'")
+    return {
+        "status": statuses or list(_REPLAYABLE),
+        "sink": [v for v in query.getall("sink", []) if v],
+        "type": [v for v in query.getall("type", []) if v],
+        "since": [v for v in query.getall("since", []) if v][:1],
+    }
+
+
+def _selection_words(chosen: Mapping[str, list[str]]) -> str:
+    parts = [f"status {' or '.join(chosen['status'])}"]
+    for name in ("sink", "type"):
+        if chosen[name]:
+            parts.append(f"{name} {' or '.join(chosen[name])}")
+    if chosen["since"]:
+        parts.append(f"since {chosen['since'][0]}")
+    return "Deliveries with " + ", ".join(parts) + "."
+
+
+def _skipped(done: Mapping[str, Any]) -> str:
+    notes = []
+    if done.get("held"):
+        notes.append(f"{done['held']} to a paused sink stay held until it is resumed")
+    for field, why in (
+        ("skipped_disabled", "to a disabled sink"),
+        ("skipped_unknown", "to a sink no longer configured"),
+        ("skipped_in_flight", "being attempted right now"),
+    ):
+        if done.get(field):
+            notes.append(f"{done[field]} left alone ({why})")
+    return (" " + "; ".join(notes) + ".") if notes else ""
+
+
+def _did(done: Mapping[str, Any]) -> str:
+    count = done["queued"]
+    noun = "delivery" if count == 1 else "deliveries"
+    events = done["events"]
+    return f"replayed {count} {noun} of {events} event{'' if events == 1 else 's'}." + _skipped(
+        done
+    )
+
+
+def _count_cell(sink: str, column: str, value: Any) -> str:
+    if column in _REPLAYABLE:
+        link = f"/deliveries?{urlencode({'status': column, 'sink': sink})}"
+        return f'<td><a data-field="{column}" href="{e(link)}">{e(value)}</a></td>'
+    return f'<td data-field="{column}">{e(value)}</td>'
 
 
 def _seg(value: str) -> str:
