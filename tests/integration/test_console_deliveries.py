@@ -149,3 +149,30 @@ def test_bulk_replay_shows_the_count_then_replays_on_confirm(store: Store) -> No
         assert "3 to a paused sink stay held until it is resumed." in text
 
     run(config, store, test)
+
+
+def test_a_form_post_with_origin_null_is_judged_by_sec_fetch_site(store: Store) -> None:
+    """Chromium sends ``Origin: null`` with a form under ``Referrer-Policy: no-referrer``."""
+    _setup(store)
+    config = make_config(str(store.db.engine.url), "http://127.0.0.1:9")
+
+    async def test(b: Browser) -> None:
+        await b.login()
+        _, text, _ = await b.get("/deliveries")
+        form = {"status": "dead", "csrf_token": csrf_of(text)}
+        status, _, _ = await b.post("/deliveries/replay", form, headers={"Origin": "null"})
+        assert status == 403
+        status, _, _ = await b.post(
+            "/deliveries/replay",
+            form,
+            headers={"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+        )
+        assert status == 403
+        status, text, _ = await b.post(
+            "/deliveries/replay",
+            form,
+            headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"},
+        )
+        assert status == 200 and "Replay 2 deliveries?" in text
+
+    run(config, store, test)

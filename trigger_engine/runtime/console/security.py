@@ -76,7 +76,9 @@ class Access:
         if site is not None and site not in ("same-origin", "none"):
             return False
         origin = request.headers.get("Origin")
-        if origin is None:
+        if origin is None or origin == "null":
+            # "null": what Chromium sends with a form under Referrer-Policy: no-referrer;
+            # then Sec-Fetch-Site (same-origin, checked above) is the browser's word
             return site is not None
         parts = urlsplit(origin)
         return parts.netloc == request.host and parts.scheme == request.scheme
