@@ -47,7 +47,8 @@ def redact_url(url: str, *, drop: bool = False) -> str:
 
 def path_secret(url: str) -> str | None:
     """The path of ``url`` when it is long enough to be a credential (a Slack-compatible
-    incoming webhook's URL carries its token in the path: ``/services/T0/B0/XXXX``)."""
+    incoming webhook's URL carries its token in the path:
+    ``/services/T01ABCDEF/B02GHIJKL/<token>``)."""
     try:
         path = urlsplit(url).path
     except ValueError:

@@ -355,8 +355,8 @@ def payload_value(text: str) -> Any:
 
 def exact_json(value: Any) -> str:
     """``value`` as indented JSON that keeps every value exact (the standard library's
-    writer: integers of any size), non-ASCII as it is, a lone surrogate as its ``\\uXXXX``
-    escape (it could not be printed otherwise)."""
+    writer: integers of any size), non-ASCII as it is, a lone surrogate as its ``\\u`` escape
+    (``\\udc80``) (it could not be printed otherwise)."""
     text = json.dumps(value, indent=2, ensure_ascii=False)
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
