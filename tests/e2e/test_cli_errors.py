@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import API_KEY, ConfigWriter, run_cli
+from tests.waiting import free_port
 from trigger_engine.sandbox import SimulatorThread
 
 
@@ -19,12 +19,6 @@ def one_sentence(stderr: str) -> str:
     assert len(lines) == 1, stderr
     assert "Traceback" not in stderr
     return lines[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_missing_config_file_names_it(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ import orjson
 
 from tests.e2e.conftest import ConfigWriter, run_cli
 from tests.receiver import Answer, Received, Receiver
+from tests.waiting import wait_until
 from trigger_engine.sandbox import Fault, SimulatorThread
 
 Env = dict[str, str]
@@ -84,14 +85,6 @@ class Daemon:
             raise AssertionError(
                 f"the daemon did not exit within {timeout}s; its log:\n{self.stderr}"
             ) from None
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout}s for {what}")
-        time.sleep(0.05)
 
 
 @contextlib.contextmanager

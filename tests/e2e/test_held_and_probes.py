@@ -15,7 +15,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import orjson
 from tests.e2e.conftest import ConfigWriter, run_cli, spawn_cli
 from tests.e2e.test_delivery_failures import ids, sink, verify
 from tests.receiver import Answer, Received, Receiver
+from tests.waiting import wait_until
 from trigger_engine.sandbox import SimulatorThread
 
 Env = dict[str, str]
@@ -40,13 +40,6 @@ def crm_row(cwd: Path, env: Env) -> dict[str, Any]:
     (row,) = [s for s in doc["sinks"] if s["name"] == "crm"]
     assert isinstance(row, dict)
     return row
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def event_ids(cwd: Path, env: Env) -> list[str]:
@@ -80,7 +73,7 @@ def test_pause_holds_new_events_and_resume_sends_them_once_in_order(
         try:
             for _ in range(4):
                 simulator.sim.add_lead()
-            wait_until("4 held deliveries", lambda: crm_row(workdir, cli_env)["held"] == 4)
+            wait_until(lambda: crm_row(workdir, cli_env)["held"] == 4, what="4 held deliveries")
             assert crm.requests == []  # nothing sent while paused
             held_ids = event_ids(workdir, cli_env)
             assert len(held_ids) == 4
@@ -88,7 +81,7 @@ def test_pause_holds_new_events_and_resume_sends_them_once_in_order(
             resumed = cli("sinks", "resume", "crm", cwd=workdir, env=cli_env)
             assert "4 held deliveries due now" in resumed
             crm.wait_for(4, timeout=30)
-            wait_until("all delivered", lambda: crm_row(workdir, cli_env)["delivered"] == 4)
+            wait_until(lambda: crm_row(workdir, cli_env)["delivered"] == 4, what="all delivered")
         finally:
             err = stop(daemon)
         assert ids(crm.requests) == held_ids  # once each, in order, original webhook-ids
@@ -139,7 +132,7 @@ def test_a_receiver_back_after_an_outage_gets_its_backlog_within_10s(
         daemon = spawn_cli("run", cwd=workdir, env=cli_env)
         try:
             simulator.sim.add_lead()
-            wait_until("the first lead", lambda: len(plan.delivered) == 1)
+            wait_until(lambda: len(plan.delivered) == 1, what="the first lead")
 
             plan.down = True
             went_down = time.monotonic()
@@ -152,11 +145,7 @@ def test_a_receiver_back_after_an_outage_gets_its_backlog_within_10s(
             requests_while_down = plan.while_down
             plan.down = False
             back = time.monotonic()
-            wait_until(
-                "the backlog",
-                lambda: len(plan.delivered) == 1 + added,
-                timeout=60,
-            )
+            wait_until(lambda: len(plan.delivered) == 1 + added, timeout=60, what="the backlog")
             backlog_after = time.monotonic() - back
         finally:
             err = stop(daemon)

@@ -3,37 +3,15 @@
 from __future__ import annotations
 
 import signal
-import socket
 import threading
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.e2e.conftest import ConfigWriter, run_cli, spawn_cli
 from tests.receiver import Receiver
+from tests.waiting import free_port, wait_until
 from trigger_engine.sandbox import SimulatorThread
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(check, timeout: float = 20.0):  # type: ignore[no-untyped-def]
-    """Poll ``check`` until it returns something truthy (a condition, not a sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = check()
-        except httpx.TransportError:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.05)
 
 
 def metric(text: str, line_start: str) -> float:

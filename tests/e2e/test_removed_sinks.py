@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from tests.e2e.conftest import ConfigWriter, run_cli, spawn_cli
 from tests.receiver import Answer, Receiver
+from tests.waiting import free_port, wait_until
 from trigger_engine.sandbox import SimulatorThread
 
 Env = dict[str, str]
@@ -32,31 +29,10 @@ def sink(name: str, url: str, extra: str = "") -> str:
 OLD_RETRY = 'retry = { schedule = ["1h"] }'
 
 
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Poll ``check`` until it returns something truthy (a condition, not a sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = check()
-        except httpx.TransportError:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout}s for {what}")
-        time.sleep(0.05)
-
-
 def cli(workdir: Path, env: Env, *args: str, code: int = 0) -> str:
     done = run_cli(*args, cwd=workdir, env=env)
     assert done.returncode == code, (args, done.stdout, done.stderr)
     return done.stdout if code == 0 else done.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_removed_sinks_backlog_is_listed_moved_to_another_sink_and_its_alert_clears(
@@ -93,7 +69,7 @@ def test_a_removed_sinks_backlog_is_listed_moved_to_another_sink_and_its_alert_c
                     in (text := httpx.get(metrics_url, timeout=5).text)
                     else None
                 ),
-                "old's failed backlog in the metrics",
+                what="old's failed backlog in the metrics",
             )
             assert 'trigger_engine_oldest_pending_seconds{sink="old"}' in page
 
@@ -104,7 +80,9 @@ def test_a_removed_sinks_backlog_is_listed_moved_to_another_sink_and_its_alert_c
                 )
             )
             daemon.send_signal(signal.SIGHUP)
-            wait_until(lambda: any("config.reloaded" in line for line in log_lines), "the reload")
+            wait_until(
+                lambda: any("config.reloaded" in line for line in log_lines), what="the reload"
+            )
             page = httpx.get(metrics_url, timeout=5).text
             # the backlog gauges of the removed sink are gone, so the alert on its age clears
             # (the counters of attempts made to it stay, as counters do, until a restart)

@@ -14,7 +14,6 @@ simulator and real local receivers (issue 14, part A).
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,10 @@ from standardwebhooks.webhooks import Webhook
 
 from tests.e2e.conftest import SECRET, run_cli
 from tests.receiver import Receiver
+from tests.waiting import free_port
 from trigger_engine.sandbox import SimulatorThread
 
 Env = dict[str, str]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write(workdir: Path, base_url: str, *, leads: str = "", triggers: str = "", sinks: str = ""):  # type: ignore[no-untyped-def]

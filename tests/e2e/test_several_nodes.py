@@ -25,9 +25,8 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +39,7 @@ from sqlalchemy.exc import ProgrammingError
 
 from tests.e2e.conftest import run_cli, spawn_cli
 from tests.receiver import Answer, Received, Receiver
+from tests.waiting import wait_until
 from trigger_engine.sandbox import Fault, SimulatorThread
 
 pytestmark = pytest.mark.postgres
@@ -159,14 +159,6 @@ class Cluster:
             if node.running():
                 node.proc.kill()
             node.proc.communicate(timeout=30)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout}s for {what}")
-        time.sleep(0.05)
 
 
 class Db:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -39,13 +38,8 @@ from tests.e2e.test_several_nodes import (
     wait_until,
 )
 from tests.receiver import Receiver
+from tests.waiting import free_port
 from trigger_engine.sandbox import SimulatorThread
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.postgres
