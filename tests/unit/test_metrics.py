@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.factories import sink_stats, with_fields
 from trigger_engine.ops.health import Health
 from trigger_engine.ops.http_api import make_app
 from trigger_engine.ops.metrics import Metrics
@@ -18,18 +19,8 @@ NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
 def stats() -> dict[str, SinkStats]:
-    return {
-        "crm": SinkStats(
-            name="crm",
-            counts={"pending": 3, "failed": 1, "delivered": 9, "dead": 2, "held": 0},
-            in_flight=1,
-            oldest_due_created_at=NOW - timedelta(seconds=90),
-            disabled=False,
-            disabled_reason=None,
-            disabled_at=None,
-            last_success_at=NOW,
-        )
-    }
+    crm = sink_stats("crm", NOW - timedelta(seconds=90), pending=3, failed=1, delivered=9, dead=2)
+    return {"crm": with_fields(crm, in_flight=1, last_success_at=NOW)}
 
 
 def test_reports_become_counters_and_the_backlog_is_read_at_scrape_time() -> None:
@@ -125,16 +116,7 @@ def test_metrics_page_is_prometheus_text(path: str) -> None:
 
 
 def backlog(name: str, **counts: int) -> SinkStats:
-    return SinkStats(
-        name=name,
-        counts={"pending": 0, "failed": 0, "dead": 0, "held": 0, "delivered": 0, **counts},
-        in_flight=0,
-        oldest_due_created_at=NOW - timedelta(hours=2),
-        disabled=False,
-        disabled_reason=None,
-        disabled_at=None,
-        last_success_at=None,
-    )
+    return sink_stats(name, NOW - timedelta(hours=2), **counts)
 
 
 def test_a_removed_sink_has_no_backlog_series() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from tests.factories import sink_stats
 from trigger_engine.cli.render import drop_text, sink_line, status_text
 from trigger_engine.config import Config, config_from_dict
 from trigger_engine.config.shape import config_digest
@@ -91,16 +92,7 @@ def test_status_shows_the_nodes_whose_configuration_differs() -> None:
 
 
 def stats(name: str, **counts: int) -> SinkStats:
-    return SinkStats(
-        name=name,
-        counts={"pending": 0, "failed": 0, "dead": 0, "held": 0, "delivered": 0, **counts},
-        in_flight=0,
-        oldest_due_created_at=NOW - timedelta(hours=2),
-        disabled=False,
-        disabled_reason=None,
-        disabled_at=None,
-        last_success_at=None,
-    )
+    return sink_stats(name, NOW - timedelta(hours=2), **counts)
 
 
 def test_status_and_sinks_report_a_removed_sink_and_one_served_elsewhere() -> None:
