@@ -97,7 +97,8 @@ def _quarantined_table(items: list[dict[str, Any]]) -> str:
         return ""
     rows = [
         f"<tr><td>{e(q['account'])}/{e(q['trigger'])}</td><td>{e(q['key'])}</td>"
-        f"<td>{e(q['reason'])}</td><td>{e(q['created_at'])}</td><td>{e(q['last_seen_at'])}</td>"
+        f'<td class="wrap">{e(q["reason"])}</td><td>{e(q["created_at"])}</td>'
+        f"<td>{e(q['last_seen_at'])}</td>"
         f"<td>{e(q['polls'])}</td></tr>"
         for q in items
     ]
@@ -203,7 +204,8 @@ class Pages:
                 f'<td data-field="last_poll_at">{e(t["last_poll_at"])}</td>'
                 f'<td data-field="last_outcome">{e(t["last_outcome"])}</td>'
                 f'<td data-field="items_known">{e(t["items_known"])}</td>'
-                f'<td data-field="last_error">{e(t["last_error"])}</td><td>{buttons}</td></tr>'
+                f'<td data-field="last_error" class="wrap">{e(t["last_error"])}</td>'
+                f"<td>{buttons}</td></tr>"
             )
         sinks = []
         for s in doc["sinks"]:
@@ -215,7 +217,7 @@ class Pages:
             why = s.get("disabled_reason") or s.get("paused_reason") or s.get("hint")
             sinks.append(
                 f'<tr data-sink="{e(s["name"])}"><td>{e(s["name"])}</td><td>{e(s["url"])}</td>'
-                f'<td data-field="state">{e(s["state"])}</td><td>{e(why)}</td>{counts}'
+                f'<td data-field="state">{e(s["state"])}</td><td class="wrap">{e(why)}</td>{counts}'
                 f'<td data-field="last_success_at">{e(s.get("last_success_at"))}</td>'
                 f'<td data-field="oldest_pending_seconds">{e(s.get("oldest_pending_seconds"))}'
                 f"</td><td>{buttons}</td></tr>"
@@ -285,8 +287,8 @@ class Pages:
                 f'value="{e(ev["id"])}" form="replay-selected" aria-label="select"></td>'
                 f'<td><a href="/events/{_seg(ev["id"])}">{e(ev["id"])}</a></td>'
                 f"<td>{e(ev['created_at'])}</td><td>{e(ev['type'])}</td>"
-                f"<td>{e(ev['account'])}</td><td>{e(ev['key'])}</td>"
-                f'<td data-field="deliveries">{e(deliveries)}</td></tr>'
+                f'<td>{e(ev["account"])}</td><td class="wrap">{e(ev["key"])}</td>'
+                f'<td data-field="deliveries" class="wrap">{e(deliveries)}</td></tr>'
             )
         filters = [(k, v) for k, v in query.items() if k not in ("cursor", "flash") and v]
         older = ""
@@ -340,14 +342,14 @@ class Pages:
             self._button(f"/events/{_seg(event_id)}/replay", "Replay"),
             # static/console.js keeps the deliveries below current from this address
             f'<div id="event" data-live="/api/v1/events/{e(_seg(event_id))}"></div>',
-            f"<h2>Payload</h2><pre>{e(views.exact_json(doc['payload']))}</pre>",
             "<h2>Deliveries</h2>",
         ]
         for d in doc["deliveries"]:
             attempts = [
                 f"<tr><td>{e(a['attempt'])}</td><td>{e(a['started_at'])}</td>"
                 f"<td>{e(a['status_code'])}</td><td>{e(a['latency_ms'])}</td>"
-                f"<td>{e(a['error'])}</td><td><pre>{e((a['response_body'] or '')[:1024])}</pre>"
+                f'<td class="wrap">{e(a["error"])}</td>'
+                f"<td><pre>{e((a['response_body'] or '')[:1024])}</pre>"
                 "</td></tr>"
                 for a in d["attempt_log"]
             ]
@@ -362,6 +364,8 @@ class Pages:
                 )
                 + "</section>"
             )
+        payload = e(views.exact_json(doc["payload"]))
+        parts.append(f'<h2>Payload</h2><pre id="payload">{payload}</pre>')
         return self.page(f"Event {event_id}", "".join(parts), flash=request.query.get("flash"))
 
     # ------------------------------------------------------------------ dead and held
@@ -401,7 +405,7 @@ class Pages:
                     f'<td><a href="/events/{_seg(ev["id"])}">{e(ev["id"])}</a></td>'
                     f"<td>{e(d['sink'])}</td><td>{e(d['status'])}</td><td>{e(ev['type'])}</td>"
                     f"<td>{e(ev['account'])}</td><td>{e(d['attempts'])}</td>"
-                    f"<td>{e(error)}</td><td>{e(ev['created_at'])}</td></tr>"
+                    f'<td class="wrap">{e(error)}</td><td>{e(ev["created_at"])}</td></tr>'
                 )
         older = ""
         if found["next_cursor"]:
