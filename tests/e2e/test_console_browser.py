@@ -118,6 +118,13 @@ def test_the_console_in_a_browser(
 
         return check
 
+    def event_rows() -> list[Any]:
+        return list(driver.find_elements(By.CSS_SELECTOR, "#events tbody tr[data-event]"))
+
+    def top_row_new(shown: list[str]) -> bool:
+        rows = event_rows()
+        return bool(rows) and rows[0].get_attribute("data-event") not in shown
+
     def overview_cell(sink_name: str, field: str) -> str:
         cell = driver.find_element(
             By.CSS_SELECTOR, f'tr[data-sink="{sink_name}"] [data-field="{field}"]'
@@ -163,6 +170,13 @@ def test_the_console_in_a_browser(
             driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
             until("the overview", lambda d: d.title.startswith("Overview"))
             assert driver.find_elements(By.CSS_SELECTOR, 'tr[data-sink="crm"]')
+
+            # the events list, left open: a new lead's event appears at the top, no reload
+            driver.get(f"{base}/events")
+            shown = [r.get_attribute("data-event") for r in event_rows()]
+            simulator.sim.add_lead()
+            until("a new event at the top without a reload", lambda d: top_row_new(shown))
+            assert driver.find_elements(By.CSS_SELECTOR, "#events tbody tr.new")
 
             # find the lead by name through the events search, open it
             driver.get(f"{base}/events")
@@ -219,12 +233,8 @@ def test_the_console_in_a_browser(
             held_before = int(overview_cell("crm", "held"))
             count_before = len(crm.requests)
             simulator.sim.add_lead()
-            until(
-                "the new lead held",
-                lambda d: (
-                    (d.get(f"{base}/") or True)
-                    and int(overview_cell("crm", "held")) == held_before + 1
-                ),
+            until(  # the counts follow without a reload
+                "the new lead held", lambda d: int(overview_cell("crm", "held")) == held_before + 1
             )
             # the held count links to the dead and held page, which lists it
             driver.find_element(By.CSS_SELECTOR, 'tr[data-sink="crm"] a[data-field="held"]').click()
@@ -233,10 +243,25 @@ def test_the_console_in_a_browser(
             assert len(held_rows) == held_before + 1
             held_id = held_rows[0].find_element(By.CSS_SELECTOR, "a").text
             assert not sent(crm, held_id)
+            # its page stays open in a tab while crm is resumed from another
+            driver.get(f"{base}/events/{held_id}")
+            assert driver.find_element(By.CSS_SELECTOR, "span.status").text == "held"
+            held_tab = driver.current_window_handle
+            driver.switch_to.new_window("tab")
             driver.get(f"{base}/")
             driver.find_element(By.XPATH, "//tr[@data-sink='crm']//button[text()='resume']").click()
             until("the resume's message", lambda d: "sink crm resumed" in d.page_source)
             wait_until("the held lead delivered", lambda: bool(sent(crm, held_id)))
+            driver.close()
+            driver.switch_to.window(held_tab)
+            until(  # the event's page follows: delivered, its attempt listed, no reload
+                "the held lead delivered on its page",
+                lambda d: d.find_element(By.CSS_SELECTOR, "span.status").text == "delivered",
+            )
+            attempts = driver.find_elements(
+                By.CSS_SELECTOR, 'section[data-delivery="crm"] tbody tr'
+            )
+            assert len(attempts) == 1 and "200" in attempts[0].text
             assert len(crm.requests) > count_before
             until(
                 "nothing held",
@@ -252,14 +277,33 @@ def test_the_console_in_a_browser(
             links = until("the hostile lead's event", rows_after_refresh(search, "tbody a"))
             links[0].click()
             until("its page", lambda d: d.title.startswith("Event "))
-            payload = driver.find_element(By.TAG_NAME, "pre").text
+            payload = driver.find_element(By.ID, "payload").text
             assert SCRIPT in payload
             scripts = driver.find_elements(By.TAG_NAME, "script")
             assert [s.get_attribute("src") for s in scripts] == [f"{base}/static/console.js"]
             with pytest.raises(NoAlertPresentException):
                 driver.switch_to.alert.text  # noqa: B018
-        finally:
-            if daemon.poll() is None:
-                daemon.send_signal(signal.SIGTERM)
+
+            # log out: the session ends; log in again
+            driver.find_element(By.XPATH, "//button[text()='Log out']").click()
+            until("the logout", lambda d: "Logged out." in d.page_source)
+            driver.get(f"{base}/events")
+            assert driver.title.startswith("Unauthorized")
+            driver.get(f"{base}/login")
+            driver.find_element(By.NAME, "token").send_keys(TOKEN)
+            driver.find_element(By.CSS_SELECTOR, "form[action='/login'] button").click()
+            until("the overview again", lambda d: d.title.startswith("Overview"))
+
+            # the daemon stops: the open page says so
+            banner = driver.find_element(By.ID, "reachability")
+            assert not banner.is_displayed()
+            daemon.send_signal(signal.SIGTERM)
             _out, err = daemon.communicate(timeout=30)
             assert daemon.returncode == 0, err
+            until("the unreachable banner", lambda d: banner.is_displayed())
+            assert banner.text == "daemon unreachable"
+        finally:
+            if daemon.returncode is None:
+                daemon.send_signal(signal.SIGTERM)
+                _out, err = daemon.communicate(timeout=30)
+                assert daemon.returncode == 0, err

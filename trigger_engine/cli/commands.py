@@ -292,7 +292,7 @@ def cmd_events(args: argparse.Namespace) -> int:
             found = store.events.list(only, limit=args.limit)
     if args.json:
         _print_json(
-            [render.quarantined_dict(q, event_types.get(q.trigger, q.trigger)) for q in held]
+            [json_views.quarantined_dict(q, event_types.get(q.trigger, q.trigger)) for q in held]
             + [json_views.event_dict(e) for e in found]
         )
     else:

@@ -18,7 +18,12 @@ from trigger_engine.core.escape import escape_controls
 from trigger_engine.core.words import plural
 from trigger_engine.delivery.dispatcher import DrainReport
 from trigger_engine.polling.backfill import BackfillStep
-from trigger_engine.runtime.views import ELSEWHERE, REMOVED, exact_json, payload_value
+from trigger_engine.runtime.views import (
+    ELSEWHERE,
+    REMOVED,
+    exact_json,
+    payload_value,
+)
 from trigger_engine.types import (
     DUE_STATUSES,
     QUARANTINED,
@@ -158,24 +163,6 @@ def event_detail_text(d: EventDetail) -> str:
             if a.response_body:
                 lines.append(f"        answer: {a.response_body}")
     return _text(lines)
-
-
-def quarantined_dict(q: QuarantineView, event_type: str) -> dict[str, Any]:
-    """One quarantined item in ``events --json``: no event id (it has no event yet), the
-    status ``quarantined``, the reason and the key."""
-    return {
-        "id": None,
-        "type": event_type,
-        "account": q.account,
-        "trigger": q.trigger,
-        "key": q.key,
-        "created_at": isoformat_z(q.first_seen_at),
-        "status": QUARANTINED,
-        "reason": q.reason,
-        "last_seen_at": isoformat_z(q.last_seen_at),
-        "polls": q.polls,
-        "deliveries": [],
-    }
 
 
 def quarantined_line(q: QuarantineView, event_type: str) -> str:

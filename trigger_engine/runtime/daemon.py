@@ -752,11 +752,12 @@ class Daemon:
             return None
         for name, trigger in self.config.triggers.items():
             self.metrics.event_type_of(name, trigger.event)
-        mount = None
-        if self.config.console is not None:  # the console and the admin API (issue 15)
 
-            def mount(app: web.Application) -> None:
-                console.mount(app, lambda: self.config, self.store, clock=now)
+        def mount(app: web.Application) -> None:
+            # the console and the admin API (issue 15): served while the current
+            # configuration has [console], so a reload turns it on or off, or changes its
+            # token, without a restart (404 while off)
+            console.mount(app, lambda: self.config, self.store, clock=now)
 
         app = make_app(
             self.metrics, readiness=self._readiness, liveness=self._liveness, mount=mount

@@ -22,6 +22,7 @@ from trigger_engine.core.retry import is_failing
 from trigger_engine.core.words import plural
 from trigger_engine.types import (
     NODE_ALIVE_WITHIN,
+    QUARANTINED,
     WAITING_STATUSES,
     DeliveryStatus,
     EventDetail,
@@ -29,6 +30,7 @@ from trigger_engine.types import (
     NodeView,
     PollOutcome,
     PollState,
+    QuarantineView,
     SinkStats,
 )
 
@@ -380,3 +382,21 @@ def event_detail_dict(d: EventDetail) -> dict[str, Any]:
             for a in d.attempts.get(delivery["sink"], ())
         ]
     return doc
+
+
+def quarantined_dict(q: QuarantineView, event_type: str) -> dict[str, Any]:
+    """One quarantined item in ``events --json``: no event id (it has no event yet), the
+    status ``quarantined``, the reason and the key."""
+    return {
+        "id": None,
+        "type": event_type,
+        "account": q.account,
+        "trigger": q.trigger,
+        "key": q.key,
+        "created_at": isoformat_z(q.first_seen_at),
+        "status": QUARANTINED,
+        "reason": q.reason,
+        "last_seen_at": isoformat_z(q.last_seen_at),
+        "polls": q.polls,
+        "deliveries": [],
+    }

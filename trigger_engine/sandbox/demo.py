@@ -80,7 +80,7 @@ class LineWriter:
             self.out.flush()
 
 
-class _View:
+class DemoView:
     """One line per happening: polls, deliveries and what the receiver got."""
 
     def __init__(self, out: TextIO) -> None:
@@ -93,6 +93,7 @@ class _View:
         self.writer.line(text, style)
 
     def poll(self, report: PollReport) -> None:
+        """One line for a poll that failed, seeded, or found new items."""
         if not report.ok:
             self.line(f"  poll  {report.trigger:<11} failed: {report.error}", "red")
         elif report.first_poll:
@@ -105,6 +106,7 @@ class _View:
             self.line(f"  poll  {report.trigger:<11} {report.new_events} new", "cyan")
 
     def attempt(self, outcome: AttemptOutcome) -> None:
+        """One line per delivery attempt."""
         status = outcome.status_code if outcome.status_code is not None else outcome.error
         self.line(
             f"  send  {outcome.event_id} attempt {outcome.attempt} → {status} "
@@ -113,7 +115,9 @@ class _View:
         )
 
 
-def _receiver(view: _View, key: bytes) -> web.Application:
+def receiver_app(view: DemoView, key: bytes) -> web.Application:
+    """The demo's receiver: verifies each webhook's signature and shows it on ``view``."""
+
     async def hook(request: web.Request) -> web.Response:
         body = await request.read()
         h = request.headers
@@ -134,40 +138,58 @@ def _receiver(view: _View, key: bytes) -> web.Application:
     return app
 
 
-async def _main(duration: float | None, interval: float, view: _View, workdir: Path) -> None:
+def demo_config(
+    *,
+    api_url: str,
+    sink_url: str,
+    secret: str,
+    console_port: int,
+    console_token: str,
+    workdir: Path,
+    interval: float,
+) -> dict[str, Any]:
+    """The demo's configuration (as a dict): the simulator's account, its three triggers
+    on short intervals, one signed sink, the console on 127.0.0.1:``console_port``, a
+    SQLite database in ``workdir`` (``docs/screenshots.py`` adds sinks to it)."""
+    return {
+        "engine": {
+            "database": f"sqlite:///{workdir / 'demo.db'}",
+            "listen": f"127.0.0.1:{console_port}",
+        },
+        "console": {"token": console_token},
+        "source": {"base_url": api_url, "timeout": "5s"},
+        "accounts": [{"name": "demo", "api_key": DEMO_KEY}],
+        "triggers": {
+            "leads": {"interval": interval},
+            "connections": {"interval": interval * 1.5},
+            "campaigns": {"interval": interval * 3},
+        },
+        "sinks": [{"name": "receiver", "url": sink_url, "secret": secret}],
+    }
+
+
+async def _main(duration: float | None, interval: float, view: DemoView, workdir: Path) -> None:
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-    runner = web.AppRunner(_receiver(view, secret_key(secret)), access_log=None)
+    runner = web.AppRunner(receiver_app(view, secret_key(secret)), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = runner.addresses[0][1]
     sim = Simulator(api_key=DEMO_KEY, seed=secrets.randbelow(10**6), initial=5)
-    console_port = _free_port()
+    console_port = free_port()
     console_token = secrets.token_urlsafe(16)  # this run's only: printed for the user
     try:
         with SimulatorThread(sim, new_item_interval=interval) as api:
             config = config_from_dict(
-                {
-                    "engine": {
-                        "database": f"sqlite:///{workdir / 'demo.db'}",
-                        "listen": f"127.0.0.1:{console_port}",
-                    },
-                    "console": {"token": console_token},
-                    "source": {"base_url": api.base_url, "timeout": "5s"},
-                    "accounts": [{"name": "demo", "api_key": DEMO_KEY}],
-                    "triggers": {
-                        "leads": {"interval": interval},
-                        "connections": {"interval": interval * 1.5},
-                        "campaigns": {"interval": interval * 3},
-                    },
-                    "sinks": [
-                        {
-                            "name": "receiver",
-                            "url": f"http://127.0.0.1:{port}/hook",
-                            "secret": secret,
-                        }
-                    ],
-                }
+                demo_config(
+                    api_url=api.base_url,
+                    sink_url=f"http://127.0.0.1:{port}/hook",
+                    secret=secret,
+                    console_port=console_port,
+                    console_token=console_token,
+                    workdir=workdir,
+                    interval=interval,
+                )
             )
             view.line(f"Meet Alfred simulator: {api.base_url} (api_key={DEMO_KEY})")
             view.line(f"webhook receiver:      http://127.0.0.1:{port}/hook (signed, verified)")
@@ -190,7 +212,7 @@ async def _main(duration: float | None, interval: float, view: _View, workdir: P
         await runner.cleanup()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A port on 127.0.0.1 that is free now (the console's, for this run)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -199,7 +221,7 @@ def _free_port() -> int:
 
 def run_demo(duration: float | None, *, interval: float = 2.0, out: TextIO = sys.stdout) -> int:
     """``trigger-engine demo``: run until Ctrl-C or for ``duration`` seconds; returns 0."""
-    view = _View(out)
+    view = DemoView(out)
     with tempfile.TemporaryDirectory(prefix="trigger-engine-demo-") as tmp:
         asyncio.run(_main(duration, interval, view, Path(tmp)))
     view.line(

@@ -30,7 +30,15 @@ from trigger_engine.ops.logs import get_logger
 from trigger_engine.runtime import views
 from trigger_engine.runtime.check import send_test_event
 from trigger_engine.threads import in_daemon_thread
-from trigger_engine.types import DELIVERY_STATUSES, ENGINE_EVENT_TYPES, EventFilter, EventView
+from trigger_engine.types import (
+    DELIVERY_STATUSES,
+    ENGINE_EVENT_TYPES,
+    EVENT_STATUSES,
+    QUARANTINED,
+    EventFilter,
+    EventView,
+    QuarantineView,
+)
 
 log = get_logger("trigger_engine.console")
 
@@ -111,8 +119,15 @@ class AdminApi:
         """GET /status."""
         return web.json_response(await in_daemon_thread(self.status_doc))
 
-    def event_filter(self, query: Mapping[str, str], lists: Mapping[str, list[str]]) -> EventFilter:
-        """The CLI's filter from query parameters (same checks, same sentences)."""
+    def event_filter(
+        self,
+        query: Mapping[str, str],
+        lists: Mapping[str, list[str]],
+        *,
+        quarantined: bool = False,
+    ) -> EventFilter:
+        """The CLI's filter from query parameters (same checks, same sentences);
+        ``quarantined``: the status ``quarantined`` is allowed too (``events``)."""
         config = self._config()
         known_accounts = [a.name for a in config.accounts]
         for name in lists["account"]:
@@ -130,7 +145,7 @@ class AdminApi:
                 statuses=tuple(lists["status"]),
                 sinks=tuple(lists["sink"]),
                 item_key=query.get("key") or None,
-                allowed_statuses=DELIVERY_STATUSES,
+                allowed_statuses=EVENT_STATUSES if quarantined else DELIVERY_STATUSES,
             )
         except UsageError as exc:
             raise ApiError(400, str(exc).replace("--", "")) from None
@@ -150,16 +165,34 @@ class AdminApi:
     def events_page(
         self, query: Mapping[str, str], lists: Mapping[str, list[str]]
     ) -> dict[str, Any]:
-        """One page of events, newest first, and the cursor of the next (in a thread)."""
+        """One page of events, newest first, and the cursor of the next (in a thread).
+
+        The status ``quarantined`` selects as ``events --status quarantined`` does: the
+        items polls set aside, in ``quarantined`` (on the first page only; none with a
+        ``sink`` or a ``search``: they have no delivery and no stored payload); with no
+        other status, no events."""
         limit = _int(query.get("limit"), "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-        selection = self.event_filter(query, lists)
+        selection = self.event_filter(query, lists, quarantined=True)
         self._check_types(lists["type"])
+        statuses = set(selection.statuses)
+        held: list[QuarantineView] = []
         cursor = query.get("cursor") or None
         if cursor is not None:
             if self.store.events.missing([cursor]):
                 raise ApiError(400, f"cursor '{cursor}' is not an event id")
             selection = dataclasses.replace(selection, before=cursor)
         search = query.get("search")
+        if QUARANTINED in statuses:
+            statuses.discard(QUARANTINED)
+            if cursor is None and not search and not lists["sink"]:
+                held = self.store.quarantine.list(
+                    selection, triggers=self._event_types(), limit=limit
+                )
+            if not statuses:  # only quarantined items asked for
+                return _events_doc([], None, None, held, self._event_types())
+            selection = dataclasses.replace(
+                selection, statuses=tuple(s for s in selection.statuses if s in statuses)
+            )
         bounded_at = None
         found: list[EventView]
         if search:
@@ -169,11 +202,11 @@ class AdminApi:
             found = self.store.events.list(selection, limit=limit + 1)
         more = len(found) > limit
         found = found[:limit]
-        return {
-            "events": [views.event_dict(e) for e in found],
-            "next_cursor": found[-1].id if more else None,
-            "search_bounded_at": bounded_at,
-        }
+        next_cursor = found[-1].id if more else None
+        return _events_doc(found, next_cursor, bounded_at, held, self._event_types())
+
+    def _event_types(self) -> dict[str, str]:
+        return {name: t.event for name, t in self._config().triggers.items()}
 
     async def events(self, request: web.Request) -> web.Response:
         """GET /events."""
@@ -250,45 +283,54 @@ class AdminApi:
         if name not in known:
             raise ApiError(404, f"no sink named '{name}'{did_you_mean(name, known)}")
 
+    def sink_change(self, name: str, action: str, *, by: str = "admin API") -> dict[str, Any]:
+        """``sinks pause|resume|enable NAME`` (in a thread): what it held or released."""
+        self._sink(name)
+        moment = self.clock()
+        if action == "enable":
+            done = self.store.sinks.set_enabled(name, True, reason="", now=moment)
+        else:
+            done = self.store.sinks.set_paused(
+                name, action == "pause", reason="paused by hand", now=moment
+            )
+        log.info(
+            f"sink.{action}d" if action != "pause" else "sink.paused",
+            sink=name,
+            held=done.held,
+            released=done.released,
+            reason=f"by hand ({by})",
+        )
+        return {"action": action, **dataclasses.asdict(done)}
+
     async def sink_action(self, request: web.Request) -> web.Response:
         """POST /sinks/{name}/pause|resume|enable."""
         name, action = request.match_info["name"], _last_segment(request)
-        self._sink(name)
-        moment = self.clock()
+        return web.json_response(await in_daemon_thread(self.sink_change, name, action))
 
-        def change() -> dict[str, Any]:
-            if action == "enable":
-                done = self.store.sinks.set_enabled(name, True, reason="", now=moment)
-            else:
-                done = self.store.sinks.set_paused(
-                    name, action == "pause", reason="paused by hand", now=moment
-                )
-            log.info(
-                f"sink.{action}d" if action != "pause" else "sink.paused",
-                sink=name,
-                held=done.held,
-                released=done.released,
-                reason="by hand (admin API)",
-            )
-            return {"action": action, **dataclasses.asdict(done)}
-
-        return web.json_response(await in_daemon_thread(change))
-
-    async def sink_test(self, request: web.Request) -> web.Response:
-        """POST /sinks/{name}/test: one signed ``engine.test`` event, as ``check`` sends."""
-        name = request.match_info["name"]
+    async def sink_test_doc(self, name: str) -> dict[str, Any]:
+        """One signed ``engine.test`` event to sink ``name``, as ``check`` sends."""
         self._sink(name)
         sink = self._config().sink(name)
         connector = aiohttp.TCPConnector(limit=1)
         async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
             sent = await send_test_event(session, sink, self.clock)
-        return web.json_response(dataclasses.asdict(sent))
+        return dataclasses.asdict(sent)
+
+    async def sink_test(self, request: web.Request) -> web.Response:
+        """POST /sinks/{name}/test: one signed ``engine.test`` event, as ``check`` sends."""
+        return web.json_response(await self.sink_test_doc(request.match_info["name"]))
 
     async def trigger_action(self, request: web.Request) -> web.Response:
         """POST /triggers/{account}/{trigger}/pause|resume|retry."""
         account = request.match_info["account"]
         trigger = request.match_info["trigger"]
         action = _last_segment(request)
+        return web.json_response(
+            await in_daemon_thread(self.trigger_change, account, trigger, action)
+        )
+
+    def trigger_change(self, account: str, trigger: str, action: str) -> dict[str, Any]:
+        """``triggers pause|resume|retry ACCOUNT/TRIGGER`` (in a thread)."""
         config = self._config()
         accounts = [a.name for a in config.accounts]
         if account not in accounts:
@@ -298,35 +340,51 @@ class AdminApi:
                 404, f"no trigger named '{trigger}'{did_you_mean(trigger, list(config.triggers))}"
             )
 
-        def change() -> dict[str, Any]:
-            doc: dict[str, Any] = {"account": account, "trigger": trigger, "action": action}
-            if action != "retry":
-                self.store.polls.set_paused(
-                    account, trigger, paused=action == "pause", reason="paused by hand"
-                )
-                doc["paused"] = action == "pause"
-                return doc
-            before = self.store.polls.clear_backoff(account, trigger)
-            if before is not None and before.paused:
-                raise ApiError(
-                    409,
-                    f"{account}/{trigger} is paused ({before.paused_reason or 'by hand'}): "
-                    "resume it first",
-                )
-            backing_off = (
-                before is not None
-                and before.backoff_until is not None
-                and before.backoff_until > self.clock()
+        doc: dict[str, Any] = {"account": account, "trigger": trigger, "action": action}
+        if action != "retry":
+            self.store.polls.set_paused(
+                account, trigger, paused=action == "pause", reason="paused by hand"
             )
-            doc["cleared"] = backing_off
-            doc["backoff_until"] = (
-                isoformat_z(before.backoff_until)
-                if backing_off and before is not None and before.backoff_until
-                else None
-            )
+            doc["paused"] = action == "pause"
             return doc
+        before = self.store.polls.clear_backoff(account, trigger)
+        if before is not None and before.paused:
+            raise ApiError(
+                409,
+                f"{account}/{trigger} is paused ({before.paused_reason or 'by hand'}): "
+                "resume it first",
+            )
+        backing_off = (
+            before is not None
+            and before.backoff_until is not None
+            and before.backoff_until > self.clock()
+        )
+        doc["cleared"] = backing_off
+        doc["backoff_until"] = (
+            isoformat_z(before.backoff_until)
+            if backing_off and before is not None and before.backoff_until
+            else None
+        )
+        return doc
 
-        return web.json_response(await in_daemon_thread(change))
+
+def _events_doc(
+    found: list[EventView],
+    next_cursor: str | None,
+    bounded_at: int | None,
+    held: list[QuarantineView],
+    event_types: Mapping[str, str],
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "events": [views.event_dict(e) for e in found],
+        "next_cursor": next_cursor,
+        "search_bounded_at": bounded_at,
+    }
+    if held:
+        doc["quarantined"] = [
+            views.quarantined_dict(q, event_types.get(q.trigger, q.trigger)) for q in held
+        ]
+    return doc
 
 
 def _last_segment(request: web.Request) -> str:

@@ -69,7 +69,11 @@ _STRINGS = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "s
 _EVENTS_PARAMS = [
     _list_param("type", "event type"),
     _list_param("account", "account name"),
-    _list_param("status", "delivery status (pending, failed, delivered, dead, held)"),
+    _list_param(
+        "status",
+        "delivery status (pending, failed, delivered, dead, held), or quarantined: the "
+        "items polls set aside, in 'quarantined' (first page only)",
+    ),
     _list_param("sink", "sink name"),
     _query("since", "a duration back from now (2h) or an ISO 8601 time", {"type": "string"}),
     _query("until", "a duration back from now or an ISO 8601 time", {"type": "string"}),
@@ -140,6 +144,7 @@ def document() -> dict[str, Any]:
                                     "events": {"type": "array", "items": _OBJECT},
                                     "next_cursor": {"type": ["string", "null"]},
                                     "search_bounded_at": {"type": ["integer", "null"]},
+                                    "quarantined": {"type": "array", "items": _OBJECT},
                                 },
                             },
                         ),

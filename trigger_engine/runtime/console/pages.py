@@ -1,16 +1,18 @@
 """The web console's pages, server-rendered HTML on the daemon's aiohttp server:
-``/login``, ``/`` (overview), ``/events``, ``/events/{id}`` and the actions as POST forms.
+``/login``, ``/logout``, ``/`` (overview), ``/events``, ``/events/{id}``, ``/deliveries``
+and the actions as POST forms.
 
-The pages call the admin API's functions (:class:`~.api.AdminApi`), so they show and do
-exactly what the API (and the CLI) does. Every value is HTML-escaped (:func:`e`); no
-inline script or style (the CSP is ``default-src 'self'``): the CSS and the small script
-that refreshes the overview are files under ``static/``. The pages work without it.
+The pages call the admin API's functions (:class:`~.api.AdminApi`: ``status_doc``,
+``events_page``, ``replay_doc``, ``sink_change``, ``sink_test_doc``, ``trigger_change``),
+never its HTTP handlers, so they show and do exactly what the API (and the CLI) does.
+Every value is HTML-escaped (:func:`e`); no inline script or style (the CSP is
+``default-src 'self'``): the CSS and the small script that keeps the overview, the events
+list and an event's page current are files under ``static/``. The pages work without it.
 """
 
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,9 +39,23 @@ def is_public(request: web.Request) -> bool:
     return request.path == "/login" or request.path.startswith("/static/")
 
 
-def page(title: str, body: str, *, status: int = 200, flash: str | None = None) -> web.Response:
-    """A whole HTML page."""
+def page(
+    title: str,
+    body: str,
+    *,
+    status: int = 200,
+    flash: str | None = None,
+    csrf: str | None = None,
+) -> web.Response:
+    """A whole HTML page; with ``csrf`` (a logged-in page), the Log out button."""
     message = f'<p class="flash" role="status">{e(flash)}</p>' if flash else ""
+    logout = (
+        '<form method="post" action="/logout" class="logout">'
+        f'<input type="hidden" name="{CSRF_FIELD}" value="{e(csrf)}">'
+        "<button>Log out</button></form>"
+        if csrf
+        else ""
+    )
     text = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{e(title)} · trigger-engine</title>"
@@ -47,7 +63,8 @@ def page(title: str, body: str, *, status: int = 200, flash: str | None = None) 
         '<script src="/static/console.js" defer></script></head><body>'
         '<header><a href="/">overview</a> <a href="/events">events</a> '
         '<a href="/deliveries">dead and held</a>'
-        '<span id="reachability" hidden>daemon unreachable</span></header>'
+        '<span id="reachability" role="alert" hidden>daemon unreachable</span>'
+        f"{logout}</header>"
         f"<main><h1>{e(title)}</h1>{message}{body}</main></body></html>"
     )
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
@@ -55,16 +72,39 @@ def page(title: str, body: str, *, status: int = 200, flash: str | None = None) 
 
 def refused(status: int, message: str) -> web.Response:
     """A page turned away: the sentence and a link to log in, nothing else."""
-    return page(
-        "Unauthorized" if status == 401 else "Refused",
-        f'<p>{e(message)}</p><p><a href="/login">Log in</a></p>',
-        status=status,
-    )
+    title = {401: "Unauthorized", 404: "Not found"}.get(status, "Refused")
+    login = "" if status == 404 else '<p><a href="/login">Log in</a></p>'
+    return page(title, f"<p>{e(message)}</p>{login}", status=status)
 
 
-def _table(headers: Iterable[str], rows: Iterable[str]) -> str:
+def _table(headers: Iterable[str], rows: Iterable[str], *, attrs: str = "") -> str:
     head = "".join(f"<th>{e(h)}</th>" for h in headers)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    body = "".join(rows)
+    return f"<table{attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+# What the events page's filter boxes take.
+_HINTS = {
+    "status": ' placeholder="pending, failed, held, dead, delivered or quarantined"',
+    "since": ' placeholder="2h or 2026-12-01T10:00Z"',
+    "until": ' placeholder="a duration or a time"',
+}
+
+
+def _quarantined_table(items: list[dict[str, Any]]) -> str:
+    """The items polls set aside (``status=quarantined``), with the reason."""
+    if not items:
+        return ""
+    rows = [
+        f"<tr><td>{e(q['account'])}/{e(q['trigger'])}</td><td>{e(q['key'])}</td>"
+        f'<td class="wrap">{e(q["reason"])}</td><td>{e(q["created_at"])}</td>'
+        f"<td>{e(q['last_seen_at'])}</td>"
+        f"<td>{e(q['polls'])}</td></tr>"
+        for q in items
+    ]
+    return "<h2>Quarantined items</h2>" + _table(
+        ("trigger", "key", "reason", "first seen", "last seen", "polls"), rows
+    )
 
 
 class Pages:
@@ -79,10 +119,12 @@ class Pages:
         r = app.router
         r.add_get("/login", self.login_form)
         r.add_post("/login", self.login)
+        r.add_post("/logout", self.logout)
         r.add_get("/", self.overview)
         r.add_get("/events", self.events)
         r.add_get("/events/{event_id}", self.event)
         r.add_post("/events/{event_id}/replay", self.replay)
+        r.add_post("/events/replay", self.events_replay)
         r.add_get("/deliveries", self.deliveries)
         r.add_post("/deliveries/replay", self.deliveries_replay)
         for action in ("pause", "resume", "enable"):
@@ -91,6 +133,10 @@ class Pages:
         for action in ("pause", "resume", "retry"):
             r.add_post(f"/triggers/{{account}}/{{trigger}}/{action}", self.trigger_action)
         r.add_static("/static/", STATIC)
+
+    def page(self, title: str, body: str, **kwargs: Any) -> web.Response:
+        """A page for a logged-in user: :func:`page` with the Log out button."""
+        return page(title, body, csrf=self.access.csrf_value(), **kwargs)
 
     def _button(self, action: str, label: str) -> str:
         return (
@@ -101,11 +147,13 @@ class Pages:
 
     # ------------------------------------------------------------------ login
 
-    async def login_form(self, _request: web.Request) -> web.Response:
+    async def login_form(self, request: web.Request) -> web.Response:
         """GET /login: the form asking for the token."""
-        return self._login_page()
+        return self._login_page(flash=request.query.get("flash"))
 
-    def _login_page(self, status: int = 200, message: str = "") -> web.Response:
+    def _login_page(
+        self, status: int = 200, message: str = "", flash: str | None = None
+    ) -> web.Response:
         note = f'<p class="error">{e(message)}</p>' if message else ""
         return page(
             "Log in",
@@ -113,6 +161,7 @@ class Pages:
             '<input type="password" name="token" autocomplete="current-password" required>'
             "</label> <button>Log in</button></form>",
             status=status,
+            flash=flash,
         )
 
     async def login(self, request: web.Request) -> web.StreamResponse:
@@ -132,6 +181,13 @@ class Pages:
         )
         return response
 
+    async def logout(self, _request: web.Request) -> web.StreamResponse:
+        """POST /logout (CSRF-checked like every action): clears the session cookie and
+        goes to the login page."""
+        response = _back("/login", "Logged out.")
+        response.del_cookie(SESSION_COOKIE, path="/")
+        return response
+
     # ------------------------------------------------------------------ reading
 
     async def overview(self, request: web.Request) -> web.Response:
@@ -148,7 +204,8 @@ class Pages:
                 f'<td data-field="last_poll_at">{e(t["last_poll_at"])}</td>'
                 f'<td data-field="last_outcome">{e(t["last_outcome"])}</td>'
                 f'<td data-field="items_known">{e(t["items_known"])}</td>'
-                f'<td data-field="last_error">{e(t["last_error"])}</td><td>{buttons}</td></tr>'
+                f'<td data-field="last_error" class="wrap">{e(t["last_error"])}</td>'
+                f"<td>{buttons}</td></tr>"
             )
         sinks = []
         for s in doc["sinks"]:
@@ -160,7 +217,7 @@ class Pages:
             why = s.get("disabled_reason") or s.get("paused_reason") or s.get("hint")
             sinks.append(
                 f'<tr data-sink="{e(s["name"])}"><td>{e(s["name"])}</td><td>{e(s["url"])}</td>'
-                f'<td data-field="state">{e(s["state"])}</td><td>{e(why)}</td>{counts}'
+                f'<td data-field="state">{e(s["state"])}</td><td class="wrap">{e(why)}</td>{counts}'
                 f'<td data-field="last_success_at">{e(s.get("last_success_at"))}</td>'
                 f'<td data-field="oldest_pending_seconds">{e(s.get("oldest_pending_seconds"))}'
                 f"</td><td>{buttons}</td></tr>"
@@ -199,7 +256,7 @@ class Pages:
                 "<code>trigger-engine replay</code>.</p></section>"
             )
         )
-        return page("Overview", body, flash=request.query.get("flash"))
+        return self.page("Overview", body, flash=request.query.get("flash"))
 
     async def events(self, request: web.Request) -> web.Response:
         """GET /events: newest first, the API's filters, search and cursor."""
@@ -217,31 +274,49 @@ class Pages:
                     raise ApiError(400, f"{name} contains a NUL character")
             found = await in_daemon_thread(self.api.events_page, single, lists)
         except ApiError as exc:
-            return page("Events", f'<p class="error">{e(exc.message)}</p>{form}', status=exc.status)
+            return self.page(
+                "Events", f'<p class="error">{e(exc.message)}</p>{form}', status=exc.status
+            )
         rows = []
         for ev in found["events"]:
             deliveries = ", ".join(
                 f"{d['sink']}: {d['status']} ({d['attempts']})" for d in ev["deliveries"]
             )
             rows.append(
-                f'<tr><td><a href="/events/{_seg(ev["id"])}">{e(ev["id"])}</a></td>'
+                f'<tr data-event="{e(ev["id"])}"><td><input type="checkbox" name="event" '
+                f'value="{e(ev["id"])}" form="replay-selected" aria-label="select"></td>'
+                f'<td><a href="/events/{_seg(ev["id"])}">{e(ev["id"])}</a></td>'
                 f"<td>{e(ev['created_at'])}</td><td>{e(ev['type'])}</td>"
-                f"<td>{e(ev['account'])}</td><td>{e(ev['key'])}</td><td>{e(deliveries)}</td></tr>"
+                f'<td>{e(ev["account"])}</td><td class="wrap">{e(ev["key"])}</td>'
+                f'<td data-field="deliveries" class="wrap">{e(deliveries)}</td></tr>'
             )
+        filters = [(k, v) for k, v in query.items() if k not in ("cursor", "flash") and v]
         older = ""
         if found["next_cursor"]:
-            params = [(k, v) for k, v in query.items() if k != "cursor" and v]
-            params.append(("cursor", found["next_cursor"]))
+            params = [*filters, ("cursor", found["next_cursor"])]
             older = f'<p><a rel="next" href="/events?{e(urlencode(params))}">older</a></p>'
         bounded = found.get("search_bounded_at")
         note = f"<p>The search looked at events back to {e(bounded)}.</p>" if bounded else ""
-        table = _table(("id", "created", "type", "account", "key", "deliveries"), rows)
-        empty = "" if rows else "<p>No events match.</p>"
-        return page("Events", form + note + table + empty + older, flash=query.get("flash"))
+        # the first page follows new events (static/console.js) with the same filters
+        live = "" if query.get("cursor") else f"/api/v1/events?{urlencode(filters)}"
+        table = _table(
+            ("", "id", "created", "type", "account", "key", "deliveries"),
+            rows,
+            attrs=f' id="events" data-live="{e(live)}"',
+        )
+        empty = "" if rows else '<p id="no-events">No events match.</p>'
+        replay = (
+            '<form method="post" action="/events/replay" id="replay-selected" class="replay">'
+            f'<input type="hidden" name="{CSRF_FIELD}" value="{e(self.access.csrf_value())}">'
+            "<button>Replay selected</button></form>"
+        )
+        body = form + note + _quarantined_table(found.get("quarantined", [])) + table + empty
+        return self.page("Events", body + replay + older, flash=query.get("flash"))
 
     def _filter_form(self, query: Mapping[str, str]) -> str:
         fields = "".join(
-            f'<label>{name} <input name="{name}" value="{e(query.get(name, ""))}"></label> '
+            f'<label>{name} <input name="{name}" value="{e(query.get(name, ""))}"'
+            f"{_HINTS.get(name, '')}></label> "
             for name in ("type", "account", "status", "sink", "since", "until", "search")
         )
         return (
@@ -258,32 +333,40 @@ class Pages:
             else await in_daemon_thread(self.api.store.events.detail, event_id)
         )
         if detail is None:
-            return page("No such event", f"<p>No event {e(event_id)}.</p>", status=404)
+            return self.page("No such event", f"<p>No event {e(event_id)}.</p>", status=404)
         doc = views.event_detail_dict(detail)
         parts = [
             f"<dl><dt>type</dt><dd>{e(doc['type'])}</dd><dt>account</dt><dd>{e(doc['account'])}"
             f"</dd><dt>trigger</dt><dd>{e(doc['trigger'])}</dd><dt>key</dt><dd>{e(doc['key'])}"
             f"</dd><dt>created</dt><dd>{e(doc['created_at'])}</dd></dl>",
             self._button(f"/events/{_seg(event_id)}/replay", "Replay"),
-            f"<h2>Payload</h2><pre>{e(views.exact_json(doc['payload']))}</pre>",
+            # static/console.js keeps the deliveries below current from this address
+            f'<div id="event" data-live="/api/v1/events/{e(_seg(event_id))}"></div>',
             "<h2>Deliveries</h2>",
         ]
         for d in doc["deliveries"]:
             attempts = [
                 f"<tr><td>{e(a['attempt'])}</td><td>{e(a['started_at'])}</td>"
                 f"<td>{e(a['status_code'])}</td><td>{e(a['latency_ms'])}</td>"
-                f"<td>{e(a['error'])}</td><td><pre>{e((a['response_body'] or '')[:1024])}</pre>"
+                f'<td class="wrap">{e(a["error"])}</td>'
+                f"<td><pre>{e((a['response_body'] or '')[:1024])}</pre>"
                 "</td></tr>"
                 for a in d["attempt_log"]
             ]
             parts.append(
+                f'<section data-delivery="{e(d["sink"])}">'
                 f'<h3>{e(d["sink"])}: <span class="status">{e(d["status"])}</span></h3>'
-                f"<p>next attempt {e(d['next_attempt_at'])}, delivered {e(d['delivered_at'])}</p>"
+                f'<p>next attempt <span data-field="next_attempt_at">{e(d["next_attempt_at"])}'
+                f'</span>, delivered <span data-field="delivered_at">{e(d["delivered_at"])}'
+                "</span></p>"
                 + _table(
                     ("#", "time", "status code", "latency (ms)", "error", "response"), attempts
                 )
+                + "</section>"
             )
-        return page(f"Event {event_id}", "".join(parts), flash=request.query.get("flash"))
+        payload = e(views.exact_json(doc["payload"]))
+        parts.append(f'<h2>Payload</h2><pre id="payload">{payload}</pre>')
+        return self.page(f"Event {event_id}", "".join(parts), flash=request.query.get("flash"))
 
     # ------------------------------------------------------------------ dead and held
 
@@ -306,7 +389,7 @@ class Pages:
             found = await in_daemon_thread(self.api.events_page, single, lists)
         except ApiError as exc:
             body = f'<p class="error">{e(exc.message)}</p>{self._deliveries_form(query)}'
-            return page("Dead and held deliveries", body, status=exc.status)
+            return self.page("Dead and held deliveries", body, status=exc.status)
         rows = []
         for ev in found["events"]:
             for d in ev["deliveries"]:
@@ -322,7 +405,7 @@ class Pages:
                     f'<td><a href="/events/{_seg(ev["id"])}">{e(ev["id"])}</a></td>'
                     f"<td>{e(d['sink'])}</td><td>{e(d['status'])}</td><td>{e(ev['type'])}</td>"
                     f"<td>{e(ev['account'])}</td><td>{e(d['attempts'])}</td>"
-                    f"<td>{e(error)}</td><td>{e(ev['created_at'])}</td></tr>"
+                    f'<td class="wrap">{e(error)}</td><td>{e(ev["created_at"])}</td></tr>'
                 )
         older = ""
         if found["next_cursor"]:
@@ -339,7 +422,7 @@ class Pages:
             if rows
             else ""
         )
-        return page(
+        return self.page(
             "Dead and held deliveries",
             self._deliveries_form(query) + table + empty + older + replay,
             flash=query.get("flash"),
@@ -413,7 +496,7 @@ class Pages:
             )
             + f'<p><a href="{e(back)}">Cancel</a></p>'
         )
-        return page("Replay dead and held deliveries", text)
+        return self.page("Replay dead and held deliveries", text)
 
     # ------------------------------------------------------------------ changing
 
@@ -427,24 +510,45 @@ class Pages:
             return _back(back, exc.message)
         return _back(back, f"replayed {event_id}: {done['queued']} deliveries queued")
 
-    async def sink_action(self, request: web.Request) -> web.StreamResponse:
-        """POST /sinks/{name}/pause|resume|enable."""
-        return await self._via_api(request, self.api.sink_action, _sink_message)
-
-    async def sink_test(self, request: web.Request) -> web.StreamResponse:
-        """POST /sinks/{name}/test: one signed ``engine.test`` event."""
-        return await self._via_api(request, self.api.sink_test, _test_message)
-
-    async def trigger_action(self, request: web.Request) -> web.StreamResponse:
-        """POST /triggers/{account}/{trigger}/pause|resume|retry."""
-        return await self._via_api(request, self.api.trigger_action, _trigger_message)
-
-    async def _via_api(self, request: web.Request, handler: Any, say: Any) -> web.StreamResponse:
+    async def events_replay(self, request: web.Request) -> web.StreamResponse:
+        """POST /events/replay: the events ticked on the events page (``event``, repeated)."""
+        form = await request.post()
+        ids = [v for v in form.getall("event", []) if isinstance(v, str) and v]
+        if not ids:
+            return _back("/events", "Tick the events to replay first.")
         try:
-            response = await handler(request)
+            done = await in_daemon_thread(self.api.replay_doc, {"event": ids})
+        except ApiError as exc:
+            return _back("/events", exc.message)
+        return _back("/events", _did(done))
+
+    async def sink_action(self, request: web.Request) -> web.StreamResponse:
+        """POST /sinks/{name}/pause|resume|enable: the API's ``sink_change``."""
+        name, action = request.match_info["name"], request.path.rsplit("/", 1)[1]
+        try:
+            done = await in_daemon_thread(self.api.sink_change, name, action, by="console")
         except ApiError as exc:
             return _back("/", exc.message)
-        return _back("/", say(request, json.loads(response.text)))
+        return _back("/", _sink_message(name, done))
+
+    async def sink_test(self, request: web.Request) -> web.StreamResponse:
+        """POST /sinks/{name}/test: one signed ``engine.test`` event (``sink_test_doc``)."""
+        name = request.match_info["name"]
+        try:
+            sent = await self.api.sink_test_doc(name)
+        except ApiError as exc:
+            return _back("/", exc.message)
+        return _back("/", _test_message(name, sent))
+
+    async def trigger_action(self, request: web.Request) -> web.StreamResponse:
+        """POST /triggers/{account}/{trigger}/pause|resume|retry: ``trigger_change``."""
+        account, trigger = request.match_info["account"], request.match_info["trigger"]
+        action = request.path.rsplit("/", 1)[1]
+        try:
+            done = await in_daemon_thread(self.api.trigger_change, account, trigger, action)
+        except ApiError as exc:
+            return _back("/", exc.message)
+        return _back("/", _trigger_message(done))
 
 
 _REPLAYABLE = ("dead", "held")
@@ -539,21 +643,19 @@ def _see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location})
 
 
-def _sink_message(request: web.Request, doc: Mapping[str, Any]) -> str:
-    name = request.match_info["name"]
+def _sink_message(name: str, doc: Mapping[str, Any]) -> str:
     verb = {"pause": "paused", "resume": "resumed", "enable": "enabled"}[doc["action"]]
     return f"sink {name} {verb} ({doc.get('held', 0)} held, {doc.get('released', 0)} released)"
 
 
-def _test_message(request: web.Request, doc: Mapping[str, Any]) -> str:
-    name = request.match_info["name"]
+def _test_message(name: str, doc: Mapping[str, Any]) -> str:
     if doc.get("ok"):
         code, ms = doc.get("status_code"), doc.get("latency_ms")
         return f"test event sent to {name}: HTTP {code} in {ms} ms"
     return f"test event to {name} failed: {doc.get('error') or doc.get('status_code')}"
 
 
-def _trigger_message(request: web.Request, doc: Mapping[str, Any]) -> str:
+def _trigger_message(doc: Mapping[str, Any]) -> str:
     name = f"{doc['account']}/{doc['trigger']}"
     if doc["action"] == "retry":
         return f"{name}: backoff cleared" if doc["cleared"] else f"{name}: was not backing off"

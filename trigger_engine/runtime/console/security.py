@@ -9,6 +9,9 @@
 - The session and CSRF values are derived from the token (HMAC), so every node serving
   the same configuration accepts them, a restart keeps them, and changing the token ends
   every session. Neither reveals the token.
+- The token is the current configuration's at every request: a reload (SIGHUP) that
+  changes it takes effect at once (the old token and its sessions are refused); one that
+  removes ``[console]`` turns the console off (404), one that adds it turns it on.
 """
 
 from __future__ import annotations
@@ -43,22 +46,33 @@ def _derive(token: str, purpose: str) -> str:
 
 
 class Access:
-    """The token's checks (see the module)."""
+    """The token's checks (see the module). ``token``: the current configuration's, or
+    ``None`` when it has no ``[console]`` (the console is off)."""
 
-    def __init__(self, token: Callable[[], str]) -> None:
+    def __init__(self, token: Callable[[], str | None]) -> None:
         self._token = token
+
+    def enabled(self) -> bool:
+        """Whether the current configuration serves the console."""
+        return bool(self._token())
+
+    def _current(self) -> str:
+        token = self._token()
+        if not token:  # turned off by a reload after this request was let in: nothing
+            raise web.HTTPNotFound(text="the console is off")
+        return token
 
     def session_value(self) -> str:
         """The session cookie's value for the current token."""
-        return _derive(self._token(), "trigger-engine console session")
+        return _derive(self._current(), "trigger-engine console session")
 
     def csrf_value(self) -> str:
         """The CSRF token the console's forms and scripts send with each POST."""
-        return _derive(self._token(), "trigger-engine console csrf")
+        return _derive(self._current(), "trigger-engine console csrf")
 
     def token_ok(self, given: str) -> bool:
         """Whether ``given`` is the token (constant time)."""
-        return hmac.compare_digest(given.encode(), self._token().encode())
+        return hmac.compare_digest(given.encode(), self._current().encode())
 
     def bearer(self, request: web.Request) -> bool:
         """Whether the request carries ``Authorization: Bearer TOKEN``."""
@@ -101,15 +115,20 @@ def security_middleware(
 ) -> Middleware:
     """The aiohttp middleware: the security headers on every console and API answer;
     401 without the token; 403 for a cookie POST from elsewhere or without the CSRF
-    token. ``public``: requests let in without the token (the login page and its assets).
-    ``refuse``: the answer to a request turned away (JSON for the API, a page for the
-    console)."""
+    token; 404 for everything while the configuration has no ``[console]``. ``public``:
+    requests let in without the token (the login page and its assets). ``refuse``: the
+    answer to a request turned away (JSON for the API, a page for the console)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not protected(request.path):
             return await handler(request)
-        response = await _checked(request, handler)
+        if not access.enabled():
+            response = refuse(
+                request, 404, "the console is off (no [console] in the configuration)"
+            )
+        else:
+            response = await _checked(request, handler)
         response.headers.update(SECURITY_HEADERS)
         return response
 
