@@ -190,3 +190,35 @@ def test_text_output_escapes_what_others_wrote_and_json_keeps_it_exact() -> None
     assert len(text.splitlines()) == 5  # TRIGGERS, the trigger, its error, SINKS, (none)
     paused = TriggerRow("acme", "leads", True, state(paused=True, paused_reason=HOSTILE))
     assert paused.line(NOW) == f"acme/leads: paused: {HOSTILE_SHOWN} (3 items known)"
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        # active: its last poll plus its interval
+        (TriggerRow("acme", "leads", True, state(), interval=300), NOW + timedelta(minutes=5)),
+        # backing off past that: the end of the backoff
+        (
+            TriggerRow(
+                "acme", "leads", True, state(backoff_until=NOW + timedelta(hours=1)), interval=300
+            ),
+            NOW + timedelta(hours=1),
+        ),
+        # a backoff that ends before the interval does: the interval
+        (
+            TriggerRow(
+                "acme", "leads", True, state(backoff_until=NOW + timedelta(minutes=1)), interval=300
+            ),
+            NOW + timedelta(minutes=5),
+        ),
+        (TriggerRow("acme", "leads", True, state(paused=True), interval=300), None),
+        (TriggerRow("acme", "leads", False, state(), interval=300), None),
+        (TriggerRow("acme", "leads", True, None, interval=300), None),
+    ],
+)
+def test_next_poll_at_is_expected_from_the_last_poll_the_interval_and_the_backoff(
+    row: TriggerRow, expected: datetime | None
+) -> None:
+    assert row.next_poll_at(NOW) == expected
+    shown = row.as_dict(NOW)["next_poll_at"]
+    assert shown == (None if expected is None else expected.strftime("%Y-%m-%dT%H:%M:%SZ"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from trigger_engine.clock import isoformat_z
@@ -107,6 +107,18 @@ class TriggerRow:
             return "not polled yet"
         return "active"
 
+    def next_poll_at(self, now: datetime) -> datetime | None:
+        """When its next poll is expected: the end of its backoff, or its last poll plus
+        its interval (the scheduler may run it a little later: spread, jitter, busy
+        workers); ``None`` while it is disabled, paused or not polled yet."""
+        s = self.state
+        if not self.enabled or s is None or s.paused or s.last_poll_at is None:
+            return None
+        due = s.last_poll_at + timedelta(seconds=self.interval)
+        if s.backoff_until is not None and s.backoff_until > due:
+            return s.backoff_until
+        return due
+
     def line(self, now: datetime) -> str:
         """One line of ``triggers``."""
         known = self.state.items_known if self.state else 0
@@ -133,6 +145,7 @@ class TriggerRow:
             "failing": self.failing(now),
             "failing_since": _ts(s.failing_since) if s else None,
             "backoff_until": _ts(s.backoff_until) if s else None,
+            "next_poll_at": _ts(self.next_poll_at(now)),
             "items_known": s.items_known if s else 0,
             "lease_owner": s.lease_owner if s and _live(s.lease_expires_at, now) else None,
             "quarantined": self.quarantined,

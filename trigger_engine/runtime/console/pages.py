@@ -203,6 +203,7 @@ class Pages:
                 f'<td data-field="state">{e(t["state"])}</td>'
                 f'<td data-field="last_poll_at">{e(t["last_poll_at"])}</td>'
                 f'<td data-field="last_outcome">{e(t["last_outcome"])}</td>'
+                f'<td data-field="next_poll_at">{e(t["next_poll_at"])}</td>'
                 f'<td data-field="items_known">{e(t["items_known"])}</td>'
                 f'<td data-field="last_error" class="wrap">{e(t["last_error"])}</td>'
                 f"<td>{buttons}</td></tr>"
@@ -231,7 +232,16 @@ class Pages:
         body = (
             '<section id="overview"><h2>Triggers</h2>'
             + _table(
-                ("trigger", "state", "last poll", "outcome", "items known", "last error", ""),
+                (
+                    "trigger",
+                    "state",
+                    "last poll",
+                    "outcome",
+                    "next poll",
+                    "items known",
+                    "last error",
+                    "",
+                ),
                 triggers,
             )
             + "<h2>Sinks</h2>"

@@ -41,7 +41,7 @@
       var name = t.account + "/" + t.trigger;
       var row = overview.querySelector('tr[data-trigger="' + CSS.escape(name) + '"]');
       if (!row) { return; }
-      ["state", "last_poll_at", "last_outcome", "items_known", "last_error"].forEach(
+      ["state", "last_poll_at", "last_outcome", "next_poll_at", "items_known", "last_error"].forEach(
         function (f) { set(row, f, t[f]); });
     });
   }
