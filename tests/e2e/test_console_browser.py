@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import pytest
 from tests.e2e.conftest import ConfigWriter, run_cli, spawn_cli
 from tests.e2e.test_delivery_failures import sink
 from tests.receiver import Answer, Received, Receiver
+from tests.waiting import free_port, wait_until
 from trigger_engine.sandbox import SimulatorThread
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -65,21 +64,6 @@ def driver() -> Iterator[Any]:
         yield browser
     finally:
         browser.quit()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        assert isinstance(port, int)
-        return port
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 class Healable:
@@ -155,7 +139,7 @@ def test_the_console_in_a_browser(
                 except httpx.TransportError:
                     return False
 
-            wait_until("the console to answer", serving)
+            wait_until(serving, WAIT, "the console to answer")
 
             # without the token: the 401 page, nothing else
             driver.get(f"{base}/events")
@@ -194,7 +178,7 @@ def test_the_console_in_a_browser(
             until("the event's page", lambda d: d.title.startswith(f"Event {event_id}"))
 
             # its failed attempts: HTTP 500 (two, then dead: a one-step schedule)
-            wait_until("two attempts at crm", lambda: len(sent(crm, event_id)) >= 2)
+            wait_until(lambda: len(sent(crm, event_id)) >= 2, WAIT, "two attempts at crm")
             until(
                 "the attempts on the page",
                 rows_after_refresh(driver.current_url, "span.status"),
@@ -214,7 +198,7 @@ def test_the_console_in_a_browser(
             plan.healed.set()
             driver.find_element(By.XPATH, "//button[text()='Replay']").click()
             until("the replay's message", lambda d: f"replayed {event_id}" in d.page_source)
-            wait_until("the replayed webhook", lambda: len(sent(crm, event_id)) > before)
+            wait_until(lambda: len(sent(crm, event_id)) > before, WAIT, "the replayed webhook")
             replayed = sent(crm, event_id)[-1]
             assert replayed.headers["webhook-id"] == event_id
             until(
@@ -251,7 +235,7 @@ def test_the_console_in_a_browser(
             driver.get(f"{base}/")
             driver.find_element(By.XPATH, "//tr[@data-sink='crm']//button[text()='resume']").click()
             until("the resume's message", lambda d: "sink crm resumed" in d.page_source)
-            wait_until("the held lead delivered", lambda: bool(sent(crm, held_id)))
+            wait_until(lambda: bool(sent(crm, held_id)), WAIT, "the held lead delivered")
             driver.close()
             driver.switch_to.window(held_tab)
             until(  # the event's page follows: delivered, its attempt listed, no reload
