@@ -81,7 +81,8 @@ URN_PREFIX, URN_LENGTH = "ACoAA", 39  # the simulator's lead ids (sandbox/record
 
 
 def urn(rng: random.Random) -> str:
-    """A key shaped like the simulator's lead ids (never equal to one: another seed)."""
+    """A key shaped like the simulator's lead ids, random (one that happened to equal a
+    listed lead's would only be skipped by the insert: the loop counts what went in)."""
     return URN_PREFIX + base64.urlsafe_b64encode(rng.randbytes(26))[: URN_LENGTH - 5].decode()
 
 
