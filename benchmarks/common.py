@@ -624,8 +624,10 @@ def write_config(
     triggers: dict[str, dict[str, Any]] | None = None,
     sinks: Sequence[dict[str, Any]] = (),
     engine: dict[str, Any] | None = None,
+    database_url: str | None = None,
 ) -> Path:
-    """An engine configuration for a run (TOML, written by hand: values are simple)."""
+    """An engine configuration for a run (TOML, written by hand: values are simple);
+    ``database_url`` (e.g. PostgreSQL) instead of the SQLite file ``database``."""
 
     def value(v: Any) -> str:
         if isinstance(v, bool):
@@ -636,7 +638,8 @@ def write_config(
             return "[" + ", ".join(value(x) for x in v) + "]"
         return json.dumps(str(v))
 
-    lines = ["[engine]", f"database = {value('sqlite:///' + str(database))}"]
+    url = database_url or "sqlite:///" + str(database)
+    lines = ["[engine]", f"database = {value(url)}"]
     for k, v in (engine or {}).items():
         lines.append(f"{k} = {value(v)}")
     lines += ["", "[source]", f"base_url = {value(base_url)}", 'timeout = "600s"', ""]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import Connection, create_engine, insert, inspect, select, text
 
+from trigger_engine.core.dedupe import key_items
 from trigger_engine.db.migrate import alembic_config, migrations_dir
-from trigger_engine.db.schema import is_search_index, metadata
+from trigger_engine.db.schema import is_search_index, metadata, poll_state, seen_keys
 from trigger_engine.db.store import Store
 
 
@@ -79,6 +81,78 @@ def test_0005_adds_the_node_registry_to_the_nodes_already_there(db_url: str) -> 
             assert "sinks" not in {c["name"] for c in inspect(conn).get_columns("nodes")}
             names = conn.execute(text("SELECT name FROM nodes")).scalars().all()
             assert names == ["old-node"]
+            command.upgrade(alembic_config(conn), "head")
+    finally:
+        engine.dispose()
+
+
+def _seen_rows(conn: Connection) -> list[tuple[Any, ...]]:
+    return [
+        tuple(row)
+        for row in conn.execute(
+            select(
+                seen_keys.c.account,
+                seen_keys.c.trigger,
+                seen_keys.c.key,
+                seen_keys.c.first_seen_at,
+                seen_keys.c.seeded,
+                seen_keys.c.version,
+            ).order_by(seen_keys.c.account, seen_keys.c.trigger, seen_keys.c.key)
+        )
+    ]
+
+
+def _without_rowid(conn: Connection) -> bool:
+    ddl = conn.execute(
+        text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'seen_keys'")
+    ).scalar_one()
+    return "WITHOUT ROWID" in str(ddl)
+
+
+def test_0010_keeps_the_seen_set_and_stores_it_once_on_sqlite(db_url: str) -> None:
+    """Seen keys written at 0009 come through the upgrade (SQLite: into a WITHOUT ROWID
+    table, the rows stored once) and back through the downgrade unchanged, and a poll
+    after the upgrade still fires only what is new."""
+    at = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    keys = [
+        {"account": "acme", "trigger": "leads", "key": "a", "seeded": True, "version": None},
+        {"account": "acme", "trigger": "leads", "key": "b", "seeded": False, "version": "v1"},
+        {"account": "acme", "trigger": "crm", "key": "a", "seeded": False, "version": None},
+    ]
+    engine = create_engine(db_url)
+    sqlite = engine.dialect.name == "sqlite"
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0009")
+            conn.execute(insert(seen_keys), [{**k, "first_seen_at": at} for k in keys])
+            conn.execute(
+                insert(poll_state).values(
+                    account="acme", trigger="leads", seeded_at=at, items_known=2
+                )
+            )
+            before = _seen_rows(conn)
+        with Store.open(db_url) as store:  # upgrades to head
+            items = [{"id": key} for key in ("a", "b", "c")]
+            result = store.polls.record(
+                "acme",
+                "leads",
+                key_items(items, ["id"]),
+                event_type="lead.new",
+                emit_first=False,
+                sinks=[],
+                now=at,
+            )
+            assert (result.first_poll, result.new_events) == (False, 1)
+        with engine.begin() as conn:
+            after = _seen_rows(conn)
+            assert [r for r in after if r[2] != "c"] == before
+            assert [r[:3] for r in after if r[2] == "c"] == [("acme", "leads", "c")]
+            if sqlite:
+                assert _without_rowid(conn)
+            command.downgrade(alembic_config(conn), "0009")
+            assert _seen_rows(conn) == after
+            if sqlite:
+                assert not _without_rowid(conn)
             command.upgrade(alembic_config(conn), "head")
     finally:
         engine.dispose()
