@@ -14,7 +14,9 @@ Timed, interleaved ``--runs`` times (``wait_quiet()`` before each round), median
   ``json.loads``) (target: engine / floor <= 1.2x).
 
 The engine runs as ``python -m trigger_engine`` (what the ``trigger-engine`` script
-imports), from this checkout or ``BENCH_ENGINE_SRC``. Then, unless ``--no-importtime``,
+imports), from this checkout or ``BENCH_ENGINE_SRC``, its modules compiled to bytecode first
+as an installed package's are (``compileall``: with ``PYTHONDONTWRITEBYTECODE`` set, every
+process would compile a source tree again). Then, unless ``--no-importtime``,
 what each command still imports: ``python -X importtime``, the self time summed by top-level
 package (the import profile of what is left).
 """
@@ -23,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 from common import (
+    ENGINE_SRC,
     PY,
     SECRET,
     ChildResult,
@@ -81,6 +85,8 @@ def main() -> int:
     parser.add_argument("--no-importtime", action="store_true")
     args = parser.parse_args()
     header("startup (issue 16, target 1): whole CLI processes, spawn to exit")
+    subprocess.run([PY, "-m", "compileall", "-q", str(ENGINE_SRC / "trigger_engine")], check=True)
+    print("   engine modules compiled to bytecode first (python -m compileall), as installed")
 
     with (
         tmpdir("startup") as tmp,

@@ -57,7 +57,7 @@ def test_the_migrations_have_one_head_and_no_gaps() -> None:
 def test_head_names_the_newest_migration() -> None:
     """migrate.HEAD spares a current database Alembic: it must be the folder's head (a new
     migration updates it)."""
-    assert migrate.HEAD == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == migrate.HEAD
 
 
 def test_a_current_schema_costs_one_query(db_url: str) -> None:

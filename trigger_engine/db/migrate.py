@@ -20,7 +20,7 @@ from sqlalchemy import Connection, text
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
-# The revision of the newest migration in migrations/versions (tests/integration/test_migrations.py).
+# The newest migration in migrations/versions (checked by tests/integration/test_migrations.py)
 HEAD = "0009"
 
 _PACKAGE = Path(__file__).resolve().parent.parent  # trigger_engine/
