@@ -5,6 +5,9 @@
 Timed, interleaved ``--runs`` times (``wait_quiet()`` before each round), medians:
 
 * ``python -c pass``: the interpreter's own start, the baseline every figure is divided by;
+* ``python -c "import sqlalchemy, sqlalchemy.dialects.sqlite, pydantic"``: the libraries
+  ``status`` and ``events`` cannot do without (the database, the configuration's validation),
+  what is left of them is the engine's own;
 * ``trigger-engine --help`` and ``--version`` (target: --help <= 0.1 s);
 * ``status`` and ``events`` on a small SQLite database made by the engine (a ``run --once``
   whose first poll of the simulator's 5 campaigns emits 5 events, delivered to a receiver)
@@ -53,6 +56,7 @@ from common import (
 HELP_TARGET = 0.1  # seconds
 QUERY_TARGET = 0.25  # seconds: status, events
 RUN_ONCE_TARGET = 1.2  # x the floor
+LIBRARIES = "import sqlalchemy, sqlalchemy.dialects.sqlite, pydantic"
 
 
 def _importtime(cmd: list[str], top: int) -> list[str]:
@@ -114,6 +118,9 @@ def main() -> int:
 
         commands: dict[str, list[str]] = {
             "python -c pass": [PY, "-c", "pass"],
+            # what status and events cannot do without: the database toolkit (and the
+            # SQLite dialect it loads on connecting) and the configuration's validation
+            "libraries: sqlalchemy+pydantic": [PY, "-c", LIBRARIES],
             "--help": engine_cmd("--help"),
             "--version": engine_cmd("--version"),
             "status (small db)": engine_cmd("status", "-c", str(small)),
@@ -167,10 +174,12 @@ def main() -> int:
             f"   --help {fmt_s(wall['--help'])} (target {HELP_TARGET} s), "
             f"{wall['--help'] - base:+.3f} s over python -c pass"
         )
+        libraries = wall["libraries: sqlalchemy+pydantic"]
         for label in ("status (small db)", "events (small db)"):
             print(
                 f"   {label} {fmt_s(wall[label])} (target {QUERY_TARGET} s), "
-                f"{wall[label] - base:+.3f} s over python -c pass"
+                f"{wall[label] - base:+.3f} s over python -c pass, "
+                f"{wall[label] - libraries:+.3f} s over importing its libraries alone"
             )
         print(f"   other load before each round: {', '.join(f'{b:.0%}' for b in busy)} of 2 cores")
 
