@@ -1,6 +1,6 @@
 """startup: the command line as cron and operators run it, whole processes, spawn to exit.
 
-    python benchmarks/startup.py [--runs 7] [--n 20000] [--no-importtime]
+    python benchmarks/startup.py [--runs 7] [--n 20000] [--no-importtime] [--before DIR]
 
 Timed, interleaved ``--runs`` times (``wait_quiet()`` before each round), medians:
 
@@ -22,11 +22,17 @@ as an installed package's are (``compileall``: with ``PYTHONDONTWRITEBYTECODE`` 
 process would compile a source tree again). Then, unless ``--no-importtime``,
 what each command still imports: ``python -X importtime``, the self time summed by top-level
 package (the import profile of what is left).
+
+``--before DIR`` (a snapshot made by ``benchmarks/snapshot.sh``): each engine command is run
+from that tree too, right after this one's in every round, on the same databases, and the
+after/before ratios of wall and CPU time are printed: on a shared machine whose load drifts,
+the comparison made within one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
@@ -87,10 +93,24 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--n", type=int, default=20_000, help="known leads for run --once")
     parser.add_argument("--no-importtime", action="store_true")
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        type=Path,
+        help="another engine source tree (benchmarks/snapshot.sh): its commands are timed "
+        "too, interleaved, and each after/before ratio printed",
+    )
     args = parser.parse_args()
     header("startup (issue 16, target 1): whole CLI processes, spawn to exit")
-    subprocess.run([PY, "-m", "compileall", "-q", str(ENGINE_SRC / "trigger_engine")], check=True)
+    trees = [ENGINE_SRC] + ([args.before.resolve()] if args.before else [])
+    for tree in trees:
+        subprocess.run([PY, "-m", "compileall", "-q", str(tree / "trigger_engine")], check=True)
     print("   engine modules compiled to bytecode first (python -m compileall), as installed")
+    before_env = None
+    if args.before:
+        rev = args.before / ".bench-rev"
+        print(f"   before: {rev.read_text().strip() if rev.is_file() else args.before}")
+        before_env = {**os.environ, "PYTHONPATH": str(args.before.resolve())}
 
     with (
         tmpdir("startup") as tmp,
@@ -128,6 +148,8 @@ def main() -> int:
             "floor: httpx + json.loads": floor_fetch_cmd(sim.leads_url, "json"),
             f"run --once ({args.n:,} known)": engine_cmd("run", "--once", "-c", str(big)),
         }
+        engine_labels = [label for label, cmd in commands.items() if cmd[:3] == engine_cmd()]
+        before: dict[str, list[ChildResult]] = {label: [] for label in engine_labels}
         results: dict[str, list[ChildResult]] = {label: [] for label in commands}
         busy = []
         for r in range(args.runs):
@@ -135,6 +157,8 @@ def main() -> int:
             log(f"round {r + 1}/{args.runs} (machine {busy[-1]:.0%} busy before) ...")
             for label, cmd in commands.items():
                 results[label].append(run_child(cmd).check())
+                if before_env is not None and label in before:
+                    before[label].append(run_child(cmd, env=before_env).check())
         events_out = results["events (small db)"][-1].stdout.strip().splitlines()
         once_out = results[f"run --once ({args.n:,} known)"][-1].stdout.strip().splitlines()[0]
         assert len(events_out) == 5, events_out
@@ -182,6 +206,18 @@ def main() -> int:
                 f"{wall[label] - libraries:+.3f} s over importing its libraries alone"
             )
         print(f"   other load before each round: {', '.join(f'{b:.0%}' for b in busy)} of 2 cores")
+
+        if before_env is not None:
+            print("\n   after / before, the same command interleaved in the same rounds:")
+            print(f"   {'':30} {'before wall':>11} {'after':>8} {'ratio':>6}   CPU ratio")
+            for label in engine_labels:
+                b_wall = median([c.wall for c in before[label]])
+                b_cpu = median([c.cpu for c in before[label]])
+                a_cpu = median([c.cpu for c in results[label]])
+                print(
+                    f"   {label:<30} {fmt_s(b_wall):>11} {fmt_s(wall[label]):>8} "
+                    f"{ratio(wall[label], b_wall):5.2f}x   {ratio(a_cpu, b_cpu):5.2f}x"
+                )
 
         if not args.no_importtime:
             log("import profiles (-X importtime) ...")
