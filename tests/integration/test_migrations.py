@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,9 +11,11 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, create_engine, insert, inspect, select, text
+from sqlalchemy import Connection, create_engine, event, insert, inspect, select, text
 
 from trigger_engine.core.dedupe import key_items
+from trigger_engine.db import migrate
+from trigger_engine.db.engine import Database, make_engine
 from trigger_engine.db.migrate import alembic_config, migrations_dir
 from trigger_engine.db.schema import is_search_index, metadata, poll_state, seen_keys
 from trigger_engine.db.store import Store
@@ -50,6 +54,39 @@ def test_the_migrations_have_one_head_and_no_gaps() -> None:
     assert (migrations_dir() / "env.py").is_file()
     revisions = list(script.walk_revisions())
     assert revisions[-1].down_revision is None
+
+
+def test_head_names_the_newest_migration() -> None:
+    """migrate.HEAD spares a current database Alembic: it must be the folder's head (a new
+    migration updates it)."""
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == migrate.HEAD
+
+
+def test_a_current_schema_costs_one_query(db_url: str) -> None:
+    Store.open(db_url).close()
+    db = Database(make_engine(db_url))
+    statements: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    try:
+        db.upgrade()
+    finally:
+        db.close()
+    assert [s for s in statements if not s.startswith("BEGIN")] == [
+        "SELECT version_num FROM alembic_version"
+    ]
+
+
+def test_opening_a_current_database_does_not_import_alembic(db_url: str) -> None:
+    Store.open(db_url).close()
+    code = (
+        "import sys; from trigger_engine.db.store import Store; "
+        f"Store.open({db_url!r}).close(); print(sorted(m for m in sys.modules if "
+        "m.split('.')[0] in ('alembic', 'mako')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]", result.stderr
 
 
 def test_0005_adds_the_node_registry_to_the_nodes_already_there(db_url: str) -> None:

@@ -5,12 +5,16 @@ raise :class:`~trigger_engine.errors.UsageError` / ``ConfigError`` (exit 2), whi
 :func:`trigger_engine.cli.main.main` turns into one sentence. What is printed is built by
 :mod:`trigger_engine.cli.render` (its text comes escaped); a line composed here is printed by
 :func:`_say`, which escapes it. The work itself lives in the engine's modules.
+
+Start-up is part of every command's cost (cron runs them): this module imports only what the
+commands that read and change the database share (the configuration, the store, the views).
+A command that needs more (the daemon, the HTTP clients, the scheduler, the simulator)
+imports it in its own function, so ``status`` or ``events`` never load aiohttp or httpx.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 from collections.abc import Sequence
@@ -33,12 +37,7 @@ from trigger_engine.db.store import Store
 from trigger_engine.errors import RuntimeFailure, UsageError
 from trigger_engine.ops import logs
 from trigger_engine.ops.logs import get_logger
-from trigger_engine.polling.backfill import backfill
-from trigger_engine.polling.source import Source
 from trigger_engine.runtime import views as json_views
-from trigger_engine.runtime.check import run_check
-from trigger_engine.runtime.daemon import Daemon
-from trigger_engine.runtime.signals import process_signals
 from trigger_engine.types import (
     DELIVERY_STATUSES,
     ENGINE_EVENT_TYPES,
@@ -175,6 +174,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     before the imports): a stop before it serves ends the start at the next step, exit 0."""
     if args.strict and not args.once:
         raise UsageError("--strict goes with 'run --once' (the daemon has no run to fail)")
+    import asyncio
+
+    from trigger_engine.polling.source import Source
+    from trigger_engine.runtime.daemon import Daemon
+    from trigger_engine.runtime.signals import process_signals
+
     signals = None if args.once else process_signals()
     config = _load(args)
     if signals is not None:
@@ -211,6 +216,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     """``check``: the configuration is valid; each account's enabled triggers answer their
     first page with keyed items; each sink (unless ``--no-sinks``) takes a signed
     ``engine.test`` event. Exit 0 only if all pass."""
+    from trigger_engine.runtime.check import run_check
+
     config = _load(args)
     report = run_check(config, sinks=not args.no_sinks)
     if args.json:
@@ -530,6 +537,9 @@ def _retry_trigger(store: Store, account: str, trigger: str) -> int:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     """``backfill``: fire, once, what a seeding first poll only remembered."""
+    from trigger_engine.polling.backfill import backfill
+    from trigger_engine.polling.source import Source
+
     config = _load(args)
     _check_names(config, "trigger", args.trigger, list(config.triggers))
     _check_names(config, "account", args.account, [a.name for a in config.accounts])

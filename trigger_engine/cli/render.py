@@ -11,19 +11,12 @@ are :mod:`trigger_engine.runtime.views`, shared with the admin API."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trigger_engine.clock import isoformat_z
 from trigger_engine.core.escape import escape_controls
 from trigger_engine.core.words import plural
-from trigger_engine.delivery.dispatcher import DrainReport
-from trigger_engine.polling.backfill import BackfillStep
-from trigger_engine.runtime.views import (
-    ELSEWHERE,
-    REMOVED,
-    exact_json,
-    payload_value,
-)
+from trigger_engine.runtime.views import ELSEWHERE, REMOVED, exact_json, payload_value
 from trigger_engine.types import (
     DUE_STATUSES,
     QUARANTINED,
@@ -40,6 +33,10 @@ from trigger_engine.types import (
     SinkDrop,
     TriggerCheck,
 )
+
+if TYPE_CHECKING:  # only named here: importing them would load aiohttp and httpx for `status`
+    from trigger_engine.delivery.dispatcher import DrainReport
+    from trigger_engine.polling.backfill import BackfillStep
 
 
 def _text(lines: Sequence[str]) -> str:

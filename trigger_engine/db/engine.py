@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import importlib
 import os
 import threading
 import time
@@ -35,7 +36,6 @@ from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 from trigger_engine.core.engine_events import NOBODY, Subscribers
@@ -181,6 +181,9 @@ class Database:
         self.engine = engine
         self.dialect = engine.dialect.name
         self.queries = Queries.for_dialect(self.dialect)
+        # the dialect's own INSERT (with on_conflict_*); its module is already loaded by the
+        # engine of this dialect, and only that one (PostgreSQL's takes a while to import)
+        self._insert = importlib.import_module(f"sqlalchemy.dialects.{self.dialect}").insert
         self.times = TimeCodec.for_dialect(self.dialect)
         self._lock_fd: int | None = None
         # SQLite has one connection (pool_size=1); this lock is the queue for it, so that
@@ -226,7 +229,16 @@ class Database:
         return db
 
     def upgrade(self) -> None:
-        """Apply the Alembic migrations shipped in the package."""
+        """Apply the Alembic migrations shipped in the package; when the schema is
+        already current (the usual start), that is one query and Alembic is not loaded."""
+        try:
+            with self.engine.begin() as conn:
+                if migrate.is_current(conn):
+                    return
+        except sa_exc.DBAPIError as exc:
+            if is_transient(exc):  # busy or unreachable: said as the migrations would
+                raise
+            # no version table (a new database): the migrations make it
         with self.engine.begin() as conn:
             migrate.upgrade(conn)
 
@@ -244,7 +256,7 @@ class Database:
 
     def insert(self, table: Table) -> Any:
         """The dialect's INSERT (it has ``on_conflict_do_nothing/update``)."""
-        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+        return self._insert(table)
 
     def lock_single_node(self) -> None:
         """With SQLite, only one engine process may run on a file: hold an exclusive lock

@@ -34,7 +34,6 @@ after ``kill -9``, and done again at the next start.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -47,10 +46,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from trigger_engine.errors import RuntimeFailure
 from trigger_engine.ops.logs import get_logger
+
+if TYPE_CHECKING:  # only named: the command line imports this module before anything else
+    import asyncio
 
 log = get_logger("trigger_engine.signals")
 
