@@ -10,7 +10,8 @@
   sentence, exit 1.
 
 Every wait is a condition with a deadline. ``TE_CHAOS_SECONDS`` (default 6) sets how long
-the terminations go on; the closing note of issue 13 ran it for 60.
+the terminations go on; the closing note of issue 13 ran it for 60, which with the wait for
+the backlog outlasts pytest's default 120 s timeout on a busy machine: add ``--timeout 600``.
 """
 
 from __future__ import annotations
