@@ -19,10 +19,10 @@ Each daemon runs in a process of its own (``Daemon.run(stop_after=...)``, no sin
 by this one, against the simulator in its own process (10 leads, 10 connections, 10
 campaigns, so every poll is small: the first one remembers them, the later ones find
 nothing new). The database: SQLite in a temp dir, or with ``--pg`` a PostgreSQL database of
-the benchmark's own (``sched_bench_PID``, created on the server of ``--pg-db``, migrated
-once, dropped at the end). ``--nodes N`` (PostgreSQL) starts N daemons on it at the same
-instant, each scheduling every trigger as a real deployment does; the claims decide who
-polls.
+the benchmark's own (``PREFIX_PID``, ``--pg-prefix``, default ``sched_bench``: created on
+the server of ``--pg-db``, migrated once, dropped at the end). ``--nodes N`` (PostgreSQL)
+starts N daemons on it at the same instant, each scheduling every trigger as a real
+deployment does; the claims decide who polls.
 
 Lag of one poll = the moment its poll function starts in its thread (``Daemon._poll_if_due``,
 wrapped; with a pool of poll workers, the time a poll waits in the queue counts) - the run
@@ -420,6 +420,7 @@ def run(
     nodes: int = 1,
     trace: bool = False,
     overrides: dict[str, dict[str, Any]] | None = None,
+    pg_prefix: str = "sched_bench",
 ) -> None:
     jobs = accounts * len(TRIGGERS)
     duration = rounds * interval - 1.0 + extra
@@ -431,7 +432,7 @@ def run(
         f"{'PostgreSQL' if pg else 'SQLite'}, {nodes} node{'s' if nodes > 1 else ''}"
         + (f"; overrides {json.dumps(overrides)}" if overrides else "")
     )
-    db_name = f"sched_bench_{os.getpid()}"
+    db_name = f"{pg_prefix}_{os.getpid()}"
     made_db = False
     with tmpdir("schedule") as tmp_name, SimulatorProcess(initial=10) as sim:
         tmp = Path(tmp_name)
@@ -703,6 +704,11 @@ def main() -> int:
         default=os.environ.get("BENCH_PG_URL", PG_DEFAULT),
         help=f"a PostgreSQL URL whose server is used (default {PG_DEFAULT}, or BENCH_PG_URL)",
     )
+    parser.add_argument(
+        "--pg-prefix",
+        default="sched_bench",
+        help="the name of the database made for the run: PREFIX_PID (dropped at the end)",
+    )
     parser.add_argument("--nodes", type=int, default=1, help="daemons sharing the database")
     parser.add_argument("--trace", action="store_true", help="count database round trips")
     parser.add_argument(
@@ -729,6 +735,7 @@ def main() -> int:
         "nodes": args.nodes,
         "trace": args.trace,
         "overrides": parse_overrides(args.set),
+        "pg_prefix": args.pg_prefix,
     }
     if args.full:
         run(10_000, 300.0, 1, args.grace, extra=16.0, **options)
