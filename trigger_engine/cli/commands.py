@@ -63,8 +63,8 @@ def _load(args: argparse.Namespace) -> Config:
     return config
 
 
-def _open(config: Config) -> Store:
-    store = Store.open(config.database_url())
+def _open(config: Config, *, pool_size: int | None = None) -> Store:
+    store = Store.open(config.database_url(), pool_size=pool_size)
     own = Subscribers(served_sinks(config))
     store.set_subscribers(lambda: own)  # the engine events a command causes go to these
     return store
@@ -177,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
     from trigger_engine.polling.source import Source
+    from trigger_engine.runtime import jobs
     from trigger_engine.runtime.daemon import Daemon
     from trigger_engine.runtime.signals import process_signals
 
@@ -187,7 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if signals.stop_requested:  # before the database is even opened
             logs.get_logger("trigger_engine.daemon").info("engine.stopped", before="serving")
             return 0
-    with _open(config) as store:
+    with _open(config, pool_size=jobs.pool_size(config)) as store:
         store.lock_single_node()
         with Source(config.source) as source:
             path = config.path

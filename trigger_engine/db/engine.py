@@ -4,7 +4,11 @@ SQLite runs in WAL mode through one connection (one writer: SQLite 3.7.0 to 3.51
 WAL-reset corruption bug when several connections write), transactions begin
 ``IMMEDIATE``, ``synchronous=FULL``, and the file is created with mode 0600 before SQLite
 would create it with the umask's. With SQLite one engine process owns the file
-(:meth:`Database.lock_single_node`). PostgreSQL uses a pool with ``pool_pre_ping``.
+(:meth:`Database.lock_single_node`). PostgreSQL uses a pool sized by the caller (the daemon:
+a connection for each poll worker and a few more, :func:`make_engine`), and pings a
+connection when it is checked out only if it sat idle in the pool longer than
+:data:`PING_IDLE_AFTER` (a busy pool does not pay a round trip for every checkout, as
+``pool_pre_ping`` would; a connection that died while idle is still replaced before use).
 
 Every repository runs its statements inside :meth:`Database.tx`: one transaction, and
 every database failure turned into one :class:`~trigger_engine.errors.DatabaseError`
@@ -49,6 +53,9 @@ from trigger_engine.errors import AlreadyRunning, DatabaseError, StoreLost
 CHUNK = 5000  # bound parameters per IN (...) or multi-row statement: well under SQLite's 32766
 BUSY_TIMEOUT_MS = 30_000  # SQLite: ms a transaction waits for another process's write lock
 CONNECTION_WAIT = 120.0  # SQLite: seconds a store call waits for the one connection
+PING_IDLE_AFTER = 1.0  # PostgreSQL: seconds idle in the pool after which a checkout pings
+POOL_SIZE = 5  # PostgreSQL: connections kept open when the caller does not say
+POOL_OVERFLOW = 10  # PostgreSQL: more, opened for a burst and closed after it
 
 # PostgreSQL SQLSTATEs after which the same unit of work may simply run again: class 08
 # (connection exception), the server shutting down or not accepting connections yet
@@ -116,11 +123,14 @@ def _create_private_file(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
-def make_engine(url: str) -> Engine:
-    """A SQLAlchemy engine for ``url``, set up as this module's docstring says."""
+def make_engine(url: str, *, pool_size: int | None = None) -> Engine:
+    """A SQLAlchemy engine for ``url``, set up as this module's docstring says.
+    ``pool_size``: connections the pool keeps open (PostgreSQL; SQLite has one)."""
     backend = make_url(url).get_backend_name()
     if backend != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_size=pool_size or POOL_SIZE, max_overflow=POOL_OVERFLOW)
+        _ping_when_idle(engine)
+        return engine
     path = sqlite_path(url)
     if path is not None:
         _create_private_file(path)
@@ -147,6 +157,29 @@ def make_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only when it has been idle for more than
+    :data:`PING_IDLE_AFTER` seconds; a connection that does not answer is replaced (and,
+    as after ``pool_pre_ping``, the pool's older connections with it) before the caller
+    gets one. A connection lost while in use fails its statement instead, and its unit of
+    work runs again on a fresh one (:meth:`Database.unit`)."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since <= PING_IDLE_AFTER:
+            return  # new, or in use a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            raise sa_exc.InvalidatePoolError(f"the idle connection failed a ping: {exc}") from exc
 
 
 class _Busy(Exception):
@@ -203,8 +236,9 @@ class Database:
         self.subscribers: Callable[[], Subscribers] = lambda: NOBODY
 
     @classmethod
-    def open(cls, url: str, *, upgrade: bool = True) -> Database:
-        """Connect, and bring the schema up to date unless told not to."""
+    def open(cls, url: str, *, upgrade: bool = True, pool_size: int | None = None) -> Database:
+        """Connect, and bring the schema up to date unless told not to. ``pool_size``:
+        connections kept open (PostgreSQL), see :func:`make_engine`."""
         path = sqlite_path(url)
         # a SQLite file that is not there but whose lock file is: it was deleted or moved
         # since an engine last ran on it (the lock file outlives every process)
@@ -212,7 +246,7 @@ class Database:
             path is not None and not path.exists() and path.with_name(f"{path.name}.lock").exists()
         )
         try:
-            db = cls(make_engine(url))
+            db = cls(make_engine(url, pool_size=pool_size))
             db.replaced_lost_file = lost
             if upgrade:
                 db.upgrade()
@@ -351,21 +385,41 @@ class Database:
     def tx(self) -> Iterator[Connection]:
         """One transaction (SQLite: once the one connection is free); a database failure
         leaves it as a DatabaseError sentence."""
-        with self._serialized():
-            try:
-                with self.engine.begin() as conn:
-                    yield conn
-            except sa_exc.DBAPIError as exc:
-                if self._no_wait and "locked" in str(exc.orig):
-                    raise _Busy from None
-                transient = is_transient(exc)
-                if not transient and not isinstance(exc, sa_exc.OperationalError):
-                    raise  # a refusal (constraint, data): the outbox isolates the item
-                raise DatabaseError(
-                    f"the database failed: {reason(exc)}", transient=transient
-                ) from None
-            except sa_exc.TimeoutError as exc:  # no connection free in the pool
-                raise DatabaseError(f"the database failed: {exc}", transient=True) from None
+        with self._serialized(), self._translated(), self.engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection whose statements each commit on their own: on PostgreSQL in
+        autocommit, so a single statement is one round trip (no ``BEGIN``, no ``COMMIT``);
+        on SQLite, one transaction as :meth:`tx` (nothing goes over a network). For a
+        statement that is atomic alone, such as a poll's claim."""
+        if self.dialect != "postgresql":
+            with self.tx() as conn:
+                yield conn
+            return
+        with (
+            self._translated(),
+            self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+        ):
+            yield conn
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """A database failure as a DatabaseError sentence (see :meth:`tx`)."""
+        try:
+            yield
+        except sa_exc.DBAPIError as exc:
+            if self._no_wait and "locked" in str(exc.orig):
+                raise _Busy from None
+            transient = is_transient(exc)
+            if not transient and not isinstance(exc, sa_exc.OperationalError):
+                raise  # a refusal (constraint, data): the outbox isolates the item
+            raise DatabaseError(
+                f"the database failed: {reason(exc)}", transient=transient
+            ) from None
+        except sa_exc.TimeoutError as exc:  # no connection free in the pool
+            raise DatabaseError(f"the database failed: {exc}", transient=True) from None
 
     @contextlib.contextmanager
     def _serialized(self) -> Iterator[None]:

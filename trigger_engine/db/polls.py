@@ -14,18 +14,19 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, or_, select, update
+from sqlalchemy import Connection, Row, func, select, update
 
 from trigger_engine.clock import isoformat_z
 from trigger_engine.core import engine_events
 from trigger_engine.core.dedupe import KeyedItems, Quarantined, changed, flood_guard, unseen
 from trigger_engine.core.definition import DefinitionPrint, redefined
 from trigger_engine.core.retry import is_failing, should_pause
-from trigger_engine.db import quarantine, seen
+from trigger_engine.db import quarantine, queries, seen
 from trigger_engine.db.engine import Database, units_of_work
 from trigger_engine.db.engine_events import emit
 from trigger_engine.db.outbox import Writer, bulk_then_item_by_item, encoded, isolated
 from trigger_engine.db.schema import poll_state
+from trigger_engine.db.schema import quarantine as quarantine_table
 from trigger_engine.errors import LeaseLost
 from trigger_engine.types import (
     BackfillResult,
@@ -127,53 +128,32 @@ class PollRepository:
         min_gap: float | None = None,
         honour_backoff: bool = False,
     ) -> PollClaim:
-        """Start a poll: take (or renew) the lease on one trigger's polls, in one
-        transaction (one ``UPDATE … RETURNING`` once the trigger has a row). Every claim
-        bumps the fencing token. Refused (``fence`` None, ``refused`` says why) when the
-        trigger is paused, when (``honour_backoff``) failures put it in backoff, when
-        another node holds the lease, or (``min_gap``) when any node started a poll of it
-        less than ``min_gap`` seconds ago: the gap runs from the previous poll's claim, so
-        a poll that ends late does not push the next one out by an interval."""
-        conds = [
-            *_where(account, trigger),
-            poll_state.c.paused.is_(False),
-            or_(
-                poll_state.c.lease_owner.is_(None),
-                poll_state.c.lease_owner == owner,
-                poll_state.c.lease_expires_at < now,
-            ),
-        ]
-        if honour_backoff:
-            conds.append(
-                or_(poll_state.c.backoff_until.is_(None), poll_state.c.backoff_until <= now)
-            )
+        """Start a poll: take (or renew) the lease on one trigger's polls in one statement
+        (:func:`~trigger_engine.db.queries.claim_poll`; on PostgreSQL in autocommit, one
+        round trip), which creates the trigger's row at its first claim. Every claim bumps
+        the fencing token. Refused (``fence`` None, ``refused`` says why) when the trigger
+        is paused, when (``honour_backoff``) failures put it in backoff, when another node
+        holds the lease, or (``min_gap``) when any node started a poll of it less than
+        ``min_gap`` seconds ago: the gap runs from the previous poll's claim, so a poll
+        that ends late does not push the next one out by an interval. A refused claim
+        reads the state once more to say why (a second statement, after the first)."""
+        claim = queries.claim_poll(backoff=honour_backoff, gap=min_gap is not None)
+        params: dict[str, Any] = {
+            "account": account,
+            "trigger": trigger,
+            "owner": owner,
+            "now": now,
+            "expires": now + timedelta(seconds=lease),
+        }
         if min_gap is not None:
-            conds.append(
-                or_(
-                    poll_state.c.last_poll_at.is_(None),
-                    poll_state.c.last_poll_at <= now - timedelta(seconds=min_gap),
-                )
-            )
-        claim = (
-            update(poll_state)
-            .where(*conds)
-            .values(
-                lease_owner=owner,
-                lease_expires_at=now + timedelta(seconds=lease),
-                fencing_token=poll_state.c.fencing_token + 1,
-            )
-            .returning(*poll_state.c)
-        )
-        with self.db.tx() as conn:
-            row = conn.execute(claim).one_or_none()
-            if row is None and self._row(conn, account, trigger) is None:
-                self._ensure_row(conn, account, trigger)  # the trigger's first claim
-                row = conn.execute(claim).one_or_none()
+            params["gap_from"] = now - timedelta(seconds=min_gap)
+        with self.db.autocommit() as conn:
+            row = conn.execute(claim, params).one_or_none()
             if row is not None:
                 fence = Fence(owner, int(row._mapping["fencing_token"]), now)
                 return PollClaim(_state(row), fence=fence)
             refused_row = self._row(conn, account, trigger)
-        assert refused_row is not None  # the row exists: ensured above, rows are not deleted
+        assert refused_row is not None  # the claim's INSERT made it, rows are not deleted
         state = _state(refused_row)
         return PollClaim(state, refused=_refusal(state, owner, now, honour_backoff))
 
@@ -194,13 +174,20 @@ class PollRepository:
 
     def _check_fence(
         self, conn: Connection, account: str, trigger: str, fence: Fence | None
-    ) -> PollState:
-        """First statement of a poll's write; returns the trigger's state. With a fence,
-        it checks the lease and locks the row (PostgreSQL), so a concurrent claim waits for
-        this transaction and then sees the renewed lease; without one (tests, tools), it
-        creates the row if needed."""
+    ) -> tuple[PollState, bool | None]:
+        """First statement of a poll's write; returns the trigger's state and whether it
+        has items in quarantine (None: not known). With a fence, it checks the lease and
+        locks the row (PostgreSQL), so a concurrent claim waits for this transaction and
+        then sees the renewed lease, and reads the quarantine flag in the same statement;
+        without one (tests, tools), it creates the row if needed."""
         if fence is None:
-            return self._ensure_row(conn, account, trigger)
+            return self._ensure_row(conn, account, trigger), None
+        held = (
+            select(quarantine_table.c.key)
+            .where(quarantine_table.c.account == account, quarantine_table.c.trigger == trigger)
+            .exists()
+            .label("quarantined")
+        )
         row = conn.execute(
             update(poll_state)
             .where(
@@ -209,14 +196,14 @@ class PollRepository:
                 poll_state.c.fencing_token == fence.token,
             )
             .values(lease_owner=fence.owner)
-            .returning(*poll_state.c)
+            .returning(*poll_state.c, held)
         ).one_or_none()
         if row is None:
             raise LeaseLost(
                 f"account '{account}', trigger '{trigger}': another node took over this "
                 f"trigger (fencing token {fence.token} is stale); its result was not written"
             )
-        return _state(row)
+        return _state(row), bool(row._mapping["quarantined"])
 
     # ----------------------------------------------------------------- results
 
@@ -281,7 +268,7 @@ class PollRepository:
     ) -> PollResult:
         db = self.db
         with db.tx() as conn:
-            state = self._check_fence(conn, account, trigger, fence)
+            state, in_quarantine = self._check_fence(conn, account, trigger, fence)
             redo = definition is not None and redefined(state.definition_fingerprint, definition)
             first = state.seeded_at is None or redo
             fire = emit_first or not first
@@ -324,7 +311,13 @@ class PollRepository:
                 )
             newly = quarantine.hold(db, conn, account, trigger, set_aside, now)
             _report_quarantined(db, conn, account, trigger, newly, now)
-            released = quarantine.release(conn, account, trigger, tally.inserted)
+            released = quarantine.release(
+                conn,
+                account,
+                trigger,
+                tally.inserted,
+                anything=None if in_quarantine is None else in_quarantine or bool(newly),
+            )
             values: dict[str, Any] = {
                 "last_poll_at": now if fence is None else fence.claimed_at,
                 "last_success_at": now,

@@ -67,10 +67,21 @@ def hold(
     return new
 
 
-def release(conn: Connection, account: str, trigger: str, keys: Iterable[str]) -> int:
-    """The items of ``keys`` were processed: out of the quarantine. Returns how many left."""
-    anything = conn.execute(select(quarantine.c.key).where(*_of(account, trigger)).limit(1))
-    if anything.first() is None:  # the usual case: nothing to look up key by key
+def release(
+    conn: Connection,
+    account: str,
+    trigger: str,
+    keys: Iterable[str],
+    *,
+    anything: bool | None = None,
+) -> int:
+    """The items of ``keys`` were processed: out of the quarantine. Returns how many left.
+    ``anything``: whether the trigger has items in quarantine, when the caller knows (a
+    poll's fence check reads it); otherwise one query asks."""
+    if anything is None:
+        found = conn.execute(select(quarantine.c.key).where(*_of(account, trigger)).limit(1))
+        anything = found.first() is not None
+    if not anything:  # the usual case: nothing to look up key by key
         return 0
     released = 0
     for chunk in chunks(list(keys)):

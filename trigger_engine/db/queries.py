@@ -1,6 +1,9 @@
 """The raw statements of the hot paths, named in one place and rendered per database.
 
-Everything else goes through SQLAlchemy Core in the repositories. These few run thousands
+Everything else goes through SQLAlchemy Core in the repositories. The poll's claim
+(:func:`claim_poll`) is written here too, as text typed by SQLAlchemy (its row is the
+poll's state): one ``INSERT ... ON CONFLICT ... DO UPDATE ... WHERE ... RETURNING``, the
+same on both databases. These few run thousands
 of times a second when a backlog drains, where SQLAlchemy's per-row parameter and result
 processing was half their cost (benchmarks/RESULTS.md, "deliver"); they are the same on
 both databases but for the DB-API placeholder and, on PostgreSQL, the row lock. Times are
@@ -9,7 +12,14 @@ passed through :class:`trigger_engine.db.codecs.TimeCodec`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.sql.selectable import TextualSelect
+
+from trigger_engine.db.codecs import UTCDateTime
+from trigger_engine.db.schema import poll_state
 
 # Up to LIMIT unclaimed deliveries to one sink in one status, due by a time, oldest first,
 # with their events: (id, attempts, event id, type, account, created_at, payload, probes).
@@ -49,6 +59,42 @@ WHERE id = {p} AND lease_owner = {p}
 # Every seen key of one trigger: (account, trigger). A full list polled again reads them
 # in one scan rather than in many IN lists.
 _TRIGGER_KEYS = "SELECT key FROM seen_keys WHERE account = {p} AND trigger = {p}"
+
+
+# A poll's claim, in one statement (on PostgreSQL one round trip, in autocommit): take or
+# renew the lease on one trigger and bump its fencing token, creating its row at its first
+# claim; returns the row (the state the poll starts from), or nothing when refused: paused,
+# another owner's lease not expired, and as asked, in backoff or polled too recently (by
+# any node). The WHERE of DO UPDATE reads the existing row; the row's lock makes two
+# claims at once run one after the other, the second seeing the first's lease.
+_CLAIM_POLL = """
+INSERT INTO poll_state (account, trigger, lease_owner, lease_expires_at, fencing_token)
+VALUES (:account, :trigger, :owner, :expires, 1)
+ON CONFLICT (account, trigger) DO UPDATE
+SET lease_owner = excluded.lease_owner, lease_expires_at = excluded.lease_expires_at,
+  fencing_token = poll_state.fencing_token + 1
+WHERE NOT poll_state.paused
+  AND (poll_state.lease_owner IS NULL OR poll_state.lease_owner = :owner
+       OR poll_state.lease_expires_at < :now){backoff}{gap}
+RETURNING {columns}
+"""
+_CLAIM_BACKOFF = "\n  AND (poll_state.backoff_until IS NULL OR poll_state.backoff_until <= :now)"
+_CLAIM_GAP = "\n  AND (poll_state.last_poll_at IS NULL OR poll_state.last_poll_at <= :gap_from)"
+
+
+@functools.cache
+def claim_poll(*, backoff: bool, gap: bool) -> TextualSelect:
+    """The claim statement (:data:`_CLAIM_POLL`), with the backoff test and the min-gap
+    test (``:gap_from``: the claim's time less the gap) as asked; its parameters and the
+    returned columns typed as ``poll_state``'s, so times are converted as everywhere."""
+    sql = _CLAIM_POLL.format(
+        backoff=_CLAIM_BACKOFF if backoff else "",
+        gap=_CLAIM_GAP if gap else "",
+        columns=", ".join(c.name for c in poll_state.c),
+    )
+    times = [bindparam(name, type_=UTCDateTime) for name in ("expires", "now", "gap_from")]
+    statement = text(sql).bindparams(*(t for t in times if f":{t.key}" in sql))
+    return statement.columns(*poll_state.c)
 
 
 @dataclass(frozen=True)

@@ -50,9 +50,11 @@ class Store:
         self.quarantine = QuarantineRepository(db)
 
     @classmethod
-    def open(cls, url: str, *, upgrade: bool = True) -> Store:
-        """Connect, and bring the schema up to date unless told not to."""
-        return cls(Database.open(url, upgrade=upgrade))
+    def open(cls, url: str, *, upgrade: bool = True, pool_size: int | None = None) -> Store:
+        """Connect, and bring the schema up to date unless told not to. ``pool_size``:
+        the connections PostgreSQL's pool keeps open (the daemon: one per poll worker and
+        a few more, :func:`trigger_engine.runtime.jobs.pool_size`)."""
+        return cls(Database.open(url, upgrade=upgrade, pool_size=pool_size))
 
     def __enter__(self) -> Store:
         return self

@@ -35,6 +35,11 @@ START_RATE = 20.0  # polls per second at least, when the first runs are spread o
 # Default [engine] poll_workers: SQLite has one connection (its transactions queue up
 # anyway; the workers overlap HTTP waits), PostgreSQL a pool of 5 (+10 overflow).
 POLL_WORKERS = {"sqlite": 4, "postgresql": 8}
+# PostgreSQL's pool keeps a connection for each poll worker and these more: the dispatcher,
+# the heartbeat, the HTTP API's reads, a retention sweep. A worker that waits for a
+# connection delays its poll, and a pool smaller than the workers opened and closed an
+# overflow connection for many polls (benchmarks/RESULTS.md, "schedule on PostgreSQL").
+POOL_SPARE = 4
 HOUSEKEEPING = ("retention", "heartbeat")  # the ids of the jobs that are not polls
 
 PollJob = Callable[[Account, TriggerSettings], None]
@@ -77,6 +82,12 @@ def poll_workers(config: Config, dialect: str) -> int:
     """How many polls run at once: ``[engine] poll_workers``, else by database."""
     configured = config.engine.poll_workers
     return configured if configured is not None else POLL_WORKERS.get(dialect, 4)
+
+
+def pool_size(config: Config) -> int:
+    """The connections the daemon's database pool keeps open (PostgreSQL; SQLite has one):
+    one per poll worker and :data:`POOL_SPARE` more."""
+    return poll_workers(config, "postgresql") + POOL_SPARE
 
 
 def poll_lease(config: Config, trigger: TriggerSettings) -> float:
