@@ -153,8 +153,9 @@ def child_drain(cfg: str, profile_out: str | None) -> dict[str, Any]:
     try:
         with (
             gc_timer(split),
-            wrapped(split, repo, "claim_due", "store: claim_due (in a thread)"),
-            wrapped(split, repo, "record_attempts", "store: record_attempts (in a thread)"),
+            wrapped(split, repo, "claim_due", "store: claim_due"),
+            wrapped(split, repo, "record_attempts", "store: record_attempts"),
+            wrapped(split, repo, "record_and_claim", "store: record_and_claim (one tx)"),
             wrapped(split, engine.attempt, "headers_for", "delivery: headers_for (signing)"),
             wrapped(split, engine.attempt, "body_for", "delivery: body_for (envelope)"),
         ):
@@ -424,7 +425,8 @@ def bench(n: int, runs: int, profile: bool, e2e: bool) -> dict[str, float]:
         )
         print("   engine's CPU per request, split (medians over the runs; wall time of the")
         print("   wrapped calls, which are CPU-bound; the rest is aiohttp and the pipeline):")
-        labels = [k for k in splits[0] if k not in ("drain total", "GC pauses")]
+        labels = list(dict.fromkeys(k for sp in splits for k in sp))
+        labels = [k for k in labels if k not in ("drain total", "GC pauses")]
         shown = 0.0
         for label in labels:
             us = median([s.get(label, 0.0) for s in splits]) / n * 1e6
@@ -447,8 +449,8 @@ def bench(n: int, runs: int, profile: bool, e2e: bool) -> dict[str, float]:
             )
         print(f"   other load before each run: {', '.join(f'{b:.0%}' for b in busy)} of 2 cores")
         print(
-            "   engine's split of the last drain (wrapped functions; store calls run in "
-            "daemon threads, so they overlap the event loop):"
+            "   engine's split of the last drain (wrapped functions; a store call runs on the "
+            "loop's thread when SQLite is free at once, else in a daemon thread):"
         )
         for text in last_split:
             print(f" {text}")
