@@ -339,11 +339,8 @@ class DeliveryRepository:
         for o in outcomes:
             if o.new_status == delivered:
                 successes[o.sink] = max(o.started_at, successes.get(o.sink, o.started_at))
-        if successes:
-            conn.exec_driver_sql(
-                self.db.queries.last_success,
-                [(sink, t(when)) for sink, when in successes.items()],
-            )
+        for sink, when in successes.items():  # one statement each (not executemany)
+            conn.exec_driver_sql(self.db.queries.last_success, (sink, t(when)))
         for o in outcomes:
             if o.disable_sink is not None:
                 # the 410's own delivery (recorded failed above) is held with the rest
