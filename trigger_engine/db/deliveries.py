@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from trigger_engine.core import engine_events
 from trigger_engine.db import sinks as sink_rows
 from trigger_engine.db.codecs import as_utc
-from trigger_engine.db.engine import Database, chunks, units_of_work
+from trigger_engine.db.engine import Database, chunks, raw_rows, units_of_work
 from trigger_engine.db.engine_events import emit
 from trigger_engine.db.events import delivery_conditions, event_conditions
 from trigger_engine.db.nodes import live_nodes
@@ -63,39 +63,86 @@ class DeliveryRepository:
         transaction.
         ``due_by`` (default ``now``): only deliveries due by then (``run --once`` passes
         its start, so a retry that falls due during the run waits for the next one)."""
+        with self.db.tx() as conn:
+            return self._claim(
+                conn, owner=owner, now=now, lease=lease, capacity=capacity, due_by=due_by
+            )
+
+    def record_and_claim(
+        self,
+        outcomes: Sequence[AttemptOutcome],
+        *,
+        owner: str,
+        now: datetime,
+        lease: float,
+        capacity: Mapping[str, int],
+        due_by: datetime | None = None,
+    ) -> tuple[list[tuple[AttemptOutcome, str]], list[DueDelivery]]:
+        """:meth:`record_attempts` then :meth:`claim_due`, in one transaction (one commit
+        where there were two: the dispatcher's hot path, benchmarks/RESULTS.md). The
+        claim reads what the records wrote: a delivery recorded failed is claimed again
+        only once its retry is due, and a sink this batch disabled (a 410) is held, not
+        claimed for. Returns (the held retries, as :meth:`record_attempts`; the claimed)."""
+        with self.db.tx() as conn:
+            holding = sink_rows.holding_sinks(conn)
+            held = self._record(conn, outcomes, owner=owner, holding=holding)
+            if any(o.disable_sink is not None for o in outcomes):
+                holding = sink_rows.holding_sinks(conn)  # a 410 of this batch disabled one
+            claimed = self._claim(
+                conn,
+                owner=owner,
+                now=now,
+                lease=lease,
+                capacity=capacity,
+                due_by=due_by,
+                holding=holding,
+            )
+        return held, claimed
+
+    def _claim(
+        self,
+        conn: Connection,
+        *,
+        owner: str,
+        now: datetime,
+        lease: float,
+        capacity: Mapping[str, int],
+        due_by: datetime | None,
+        holding: Mapping[str, str] | None = None,
+    ) -> list[DueDelivery]:
         due = now if due_by is None else min(due_by, now)
         claimed: list[DueDelivery] = []
         expires = now + timedelta(seconds=lease)
-        with self.db.tx() as conn:
+        if holding is None:
             holding = sink_rows.holding_sinks(conn)
-            # what fell due for a paused or disabled sink since (a lease given back, a
-            # record of another node) is held, not claimed
-            sink_rows.hold(conn, {s: why for s, why in holding.items() if s in capacity}, now)
-            for sink, limit in capacity.items():
-                if limit <= 0 or sink in holding:
-                    continue
-                rows = self._due_rows(conn, sink, limit, due=due, now=now)
-                if not rows:
-                    continue
-                ids = [r[0] for r in rows]
-                conn.exec_driver_sql(
-                    self.db.queries.lease(len(ids)),
-                    (owner, self.db.times.to_db(expires), *ids),
+        # what fell due for a paused or disabled sink since (a lease given back, a
+        # record of another node) is held, not claimed
+        sink_rows.hold(conn, {s: why for s, why in holding.items() if s in capacity}, now)
+        for sink, limit in capacity.items():
+            if limit <= 0 or sink in holding:
+                continue
+            rows = self._due_rows(conn, sink, limit, due=due, now=now)
+            if not rows:
+                continue
+            ids = [r[0] for r in rows]
+            conn.exec_driver_sql(
+                self.db.queries.lease(len(ids)),
+                (owner, self.db.times.to_db(expires), *ids),
+            )
+            claimed.extend(
+                DueDelivery(
+                    id=r[0],
+                    sink=sink,
+                    attempts=r[1],
+                    event_id=r[2],
+                    event_type=r[3],
+                    account=r[4],
+                    created_at=r[5],
+                    payload=r[6].encode(),
+                    probes=r[7],
                 )
-                claimed.extend(
-                    DueDelivery(
-                        id=r[0],
-                        sink=sink,
-                        attempts=r[1],
-                        event_id=r[2],
-                        event_type=r[3],
-                        account=r[4],
-                        created_at=r[5],
-                        payload=r[6].encode(),
-                        probes=r[7],
-                    )
-                    for r in rows
-                )
+                for r in rows
+            )
         return claimed
 
     def claim_probe(
@@ -189,10 +236,8 @@ class DeliveryRepository:
         to_db, from_db = self.db.times.to_db, self.db.times.from_db
         claim = self.db.queries.claim
         for status in DUE_STATUSES:
-            cursor = conn.exec_driver_sql(
-                claim, (sink, status.value, to_db(due), to_db(now), limit)
-            )
-            found.extend((r[0], r[1], r[2], r[3], r[4], from_db(r[5]), r[6], r[7]) for r in cursor)
+            rows = raw_rows(conn, claim, (sink, status.value, to_db(due), to_db(now), limit))
+            found.extend((r[0], r[1], r[2], r[3], r[4], from_db(r[5]), r[6], r[7]) for r in rows)
         found.sort(key=lambda r: r[0])
         return found[:limit]
 
@@ -228,68 +273,81 @@ class DeliveryRepository:
         retry is held (their sink was paused or disabled meanwhile), each with why."""
         if not outcomes:
             return []
+        with self.db.tx() as conn:
+            return self._record(conn, outcomes, owner=owner)
+
+    def _record(
+        self,
+        conn: Connection,
+        outcomes: Sequence[AttemptOutcome],
+        *,
+        owner: str,
+        holding: Mapping[str, str] | None = None,
+    ) -> list[tuple[AttemptOutcome, str]]:
+        if not outcomes:
+            return []
         failed, held, delivered = (
             DeliveryStatus.FAILED,
             DeliveryStatus.HELD,
             DeliveryStatus.DELIVERED,
         )
-        with self.db.tx() as conn:
+        if holding is None:
             holding = sink_rows.holding_sinks(conn)
 
-            def status_of(o: AttemptOutcome) -> str:
-                # a retry to a sink paused or disabled while this attempt was in flight
-                # is held until the sink is resumed or enabled
-                return held if o.new_status == failed and o.sink in holding else o.new_status
+        def status_of(o: AttemptOutcome) -> str:
+            # a retry to a sink paused or disabled while this attempt was in flight
+            # is held until the sink is resumed or enabled
+            return held if o.new_status == failed and o.sink in holding else o.new_status
 
-            t = self.db.times.to_db
-            started = [t(o.started_at) for o in outcomes]
-            conn.exec_driver_sql(
-                self.db.queries.insert_attempt,
-                [
-                    (
-                        o.delivery_id,
-                        o.attempt,
-                        at,
-                        o.duration_ms,
-                        o.status_code,
-                        o.error,
-                        o.response_body,
-                    )
-                    for o, at in zip(outcomes, started, strict=True)
-                ],
-            )
-            conn.exec_driver_sql(
-                self.db.queries.record_attempt,
-                [
-                    (
-                        status := status_of(o),
-                        HoldKind.SINK.value if status == held else None,
-                        o.attempt,
-                        1 if o.early_probe else 0,
-                        t(o.next_attempt_at) if status == failed else None,
-                        at,
-                        o.status_code,
-                        holding[o.sink] if status == held else o.error,
-                        at if status == delivered else None,
-                        o.delivery_id,
-                        owner,
-                    )
-                    for o, at in zip(outcomes, started, strict=True)
-                ],
-            )
-            successes: dict[str, datetime] = {}
-            for o in outcomes:
-                if o.new_status == delivered:
-                    successes[o.sink] = max(o.started_at, successes.get(o.sink, o.started_at))
-            for sink, when in successes.items():
-                sink_rows.upsert(self.db, conn, sink, {"last_success_at": when})
-            for o in outcomes:
-                if o.disable_sink is not None:
-                    # the 410's own delivery (recorded failed above) is held with the rest
-                    sink_rows.disable(
-                        self.db, conn, o.sink, o.disable_sink, o.started_at, event_id=o.event_id
-                    )
-            self._report_dead(conn, outcomes)
+        t = self.db.times.to_db
+        started = [t(o.started_at) for o in outcomes]
+        conn.exec_driver_sql(
+            self.db.queries.insert_attempt,
+            [
+                (
+                    o.delivery_id,
+                    o.attempt,
+                    at,
+                    o.duration_ms,
+                    o.status_code,
+                    o.error,
+                    o.response_body,
+                )
+                for o, at in zip(outcomes, started, strict=True)
+            ],
+        )
+        conn.exec_driver_sql(
+            self.db.queries.record_attempt,
+            [
+                (
+                    status := status_of(o),
+                    HoldKind.SINK.value if status == held else None,
+                    o.attempt,
+                    1 if o.early_probe else 0,
+                    t(o.next_attempt_at) if status == failed else None,
+                    at,
+                    o.status_code,
+                    holding[o.sink] if status == held else o.error,
+                    at if status == delivered else None,
+                    o.delivery_id,
+                    owner,
+                )
+                for o, at in zip(outcomes, started, strict=True)
+            ],
+        )
+        successes: dict[str, datetime] = {}
+        for o in outcomes:
+            if o.new_status == delivered:
+                successes[o.sink] = max(o.started_at, successes.get(o.sink, o.started_at))
+        for sink, when in successes.items():  # one statement each (not executemany)
+            conn.exec_driver_sql(self.db.queries.last_success, (sink, t(when)))
+        for o in outcomes:
+            if o.disable_sink is not None:
+                # the 410's own delivery (recorded failed above) is held with the rest
+                sink_rows.disable(
+                    self.db, conn, o.sink, o.disable_sink, o.started_at, event_id=o.event_id
+                )
+        self._report_dead(conn, outcomes)
         return [(o, holding[o.sink]) for o in outcomes if status_of(o) == held]
 
     def _report_dead(self, conn: Connection, outcomes: Sequence[AttemptOutcome]) -> None:

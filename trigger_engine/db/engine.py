@@ -75,6 +75,27 @@ def chunks(seq: Sequence[_Item], size: int = CHUNK) -> Iterator[Sequence[_Item]]
         yield seq[start : start + size]
 
 
+def raw_rows(conn: Connection, statement: str, params: Sequence[Any]) -> Sequence[Any]:
+    """The rows of a raw statement as the driver returns them (tuples), without
+    SQLAlchemy's Row objects: for the hot paths (a claim reads thousands a second,
+    benchmarks/RESULTS.md). SQLite only, where a failure while fetching is raised as
+    SQLAlchemy raises it from ``execute``, so that :meth:`Database.tx` reads it the same
+    way. On PostgreSQL the rows go through SQLAlchemy as usual, which invalidates the
+    connection when its session ends while fetching."""
+    result = conn.exec_driver_sql(statement, tuple(params))
+    if conn.dialect.name != "sqlite":
+        return list(result)
+    try:
+        rows: Sequence[Any] = result.cursor.fetchall()
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise sa_exc.DBAPIError.instance(
+            statement, params, exc, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
+        ) from exc
+    finally:
+        result.close()
+    return rows
+
+
 def redacted_url(url: str) -> str:
     """The database URL without its password, for messages."""
     try:

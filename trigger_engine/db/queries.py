@@ -56,6 +56,16 @@ UPDATE deliveries SET status = {p}, held_by = {p}, attempts = {p}, probes = prob
 WHERE id = {p} AND lease_owner = {p}
 """
 
+# The sinks whose deliveries are held (paused or disabled), read in every claim and every
+# record: (name, disabled). No parameters; the booleans read as 0/1 on SQLite.
+HOLDING = "SELECT name, disabled FROM sink_state WHERE disabled OR paused"
+
+# A sink answered 2xx: its last success, its row made if it has none: (name, when).
+_LAST_SUCCESS = """
+INSERT INTO sink_state (name, last_success_at) VALUES ({p}, {p})
+ON CONFLICT (name) DO UPDATE SET last_success_at = excluded.last_success_at
+"""
+
 # Every seen key of one trigger: (account, trigger). A full list polled again reads them
 # in one scan rather than in many IN lists.
 _TRIGGER_KEYS = "SELECT key FROM seen_keys WHERE account = {p} AND trigger = {p}"
@@ -104,6 +114,7 @@ class Queries:
     claim: str
     insert_attempt: str
     record_attempt: str
+    last_success: str
     trigger_keys: str
     placeholder: str
 
@@ -116,6 +127,7 @@ class Queries:
             claim=_CLAIM.format(p=p) + (_SKIP_LOCKED if postgresql else ""),
             insert_attempt=_INSERT_ATTEMPT.format(p=p),
             record_attempt=_RECORD_ATTEMPT.format(p=p),
+            last_success=_LAST_SUCCESS.format(p=p),
             trigger_keys=_TRIGGER_KEYS.format(p=p),
             placeholder=p,
         )

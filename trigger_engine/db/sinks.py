@@ -22,6 +22,7 @@ from trigger_engine.core import engine_events
 from trigger_engine.db.codecs import as_utc
 from trigger_engine.db.engine import Database, units_of_work
 from trigger_engine.db.engine_events import emit
+from trigger_engine.db.queries import HOLDING
 from trigger_engine.db.schema import deliveries, sink_state
 from trigger_engine.types import DUE_STATUSES, DeliveryStatus, HoldKind, SinkChange, SinkStats
 
@@ -32,19 +33,12 @@ def disabled_sinks(conn: Connection) -> set[str]:
 
 
 def holding_sinks(conn: Connection) -> dict[str, str]:
-    """The sinks whose deliveries are held now (paused or disabled), each with why."""
+    """The sinks whose deliveries are held now (paused or disabled), each with why. A raw
+    statement: every claim and every record of the dispatcher reads it."""
     return {
-        r.name: _hold_note(r)
-        for r in conn.execute(
-            select(sink_state.c.name, sink_state.c.disabled, sink_state.c.paused).where(
-                or_(sink_state.c.disabled, sink_state.c.paused)
-            )
-        )
+        name: "sink disabled" if disabled else "sink paused"
+        for name, disabled in conn.exec_driver_sql(HOLDING)
     }
-
-
-def _hold_note(row: Any) -> str:
-    return "sink disabled" if row.disabled else "sink paused"
 
 
 def upsert(db: Database, conn: Connection, name: str, values: dict[str, Any]) -> None:

@@ -39,6 +39,10 @@ class Logger:
         if self._logger.isEnabledFor(level):
             self._logger.log(level, event, extra={_CONTEXT: context})
 
+    def enabled_for(self, level: int) -> bool:
+        """Whether an event at ``level`` would be logged (to skip building its context)."""
+        return self._logger.isEnabledFor(level)
+
     def debug(self, event: str, **context: Any) -> None:
         """Log an event at DEBUG with its context."""
         self._log(logging.DEBUG, event, context)
