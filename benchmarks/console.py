@@ -51,6 +51,7 @@ import common
 import search
 
 from trigger_engine.core.events import new_event_id
+from trigger_engine.db.codecs import sqlite_text
 from trigger_engine.db.store import Store
 
 TOKEN = "console-bench-token-7f3a9c"
@@ -112,7 +113,7 @@ def seed(url: str, n: int) -> None:
         p = "?" if sqlite else "%s"
 
         def when(at: datetime | None) -> Any:
-            return at.isoformat() if sqlite and at is not None else at
+            return sqlite_text(at) if sqlite else at  # SQLite compares times as text
 
         batch = 20_000
         for start in range(0, n, batch):
