@@ -299,16 +299,21 @@ class EventRepository:
         limit: int,
         contains: ColumnElement[bool] | None,
     ) -> EventPage:
-        """The page among the events ``seqs`` (at most PAGE_EXACT_UP_TO), all read."""
+        """The page among the events ``seqs`` (at most PAGE_EXACT_UP_TO): the candidates
+        newest first, in batches that grow (a page is usually filled by the first), until
+        the page and one more are found or the candidates run out."""
+        ordered = sorted(seqs, reverse=True)
         matching: builtins.list[int] = []
-        for chunk in chunks(sorted(seqs, reverse=True)):
+        start, size = 0, 2 * (limit + 1)
+        while start < len(ordered) and len(matching) <= limit:
+            batch = ordered[start : start + size]
             query = _filtered([events.c.seq], f, sqlite=self.db.dialect == "sqlite").where(
-                events.c.seq.in_(chunk)
+                events.c.seq.in_(batch)
             )
             if contains is not None:
                 query = query.where(contains)
-            matching += conn.execute(query).scalars()
-        matching.sort(reverse=True)
+            matching += sorted(conn.execute(query).scalars(), reverse=True)
+            start, size = start + size, min(4 * size, CHUNK)
         shown = matching[:limit]
         rows = conn.execute(
             select(*_SUMMARY).where(events.c.seq.in_(shown)).order_by(events.c.seq.desc())
