@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 from sqlalchemy import create_engine, text
@@ -83,10 +84,7 @@ def seed(url: str, n: int) -> str:
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:
             conn.execute(text("PRAGMA synchronous=OFF"))
-            for trigger in ("insert", "delete", "update"):
-                conn.execute(text(f"DROP TRIGGER events_search_{trigger}"))
-        else:
-            conn.execute(text("DROP INDEX ix_events_payload_trgm"))
+        drop_search_index(conn)
         raw = conn.connection.driver_connection
         assert raw is not None
         cur = raw.cursor()
@@ -129,8 +127,24 @@ def seed(url: str, n: int) -> str:
                 ],
             )
     print(f"  seeded {n:,} events in {time.perf_counter() - started:.0f} s", flush=True)
-    started = time.perf_counter()
     engine.dispose()
+    rebuild_search_index(url)
+    return rare_id
+
+
+def drop_search_index(conn: Any) -> None:
+    """Before a bulk insert: the search index's triggers (SQLite) or its GIN index
+    (PostgreSQL) go; :func:`rebuild_search_index` makes them again, once, afterwards."""
+    if conn.dialect.name == "sqlite":
+        for trigger in ("insert", "delete", "update"):
+            conn.execute(text(f"DROP TRIGGER events_search_{trigger}"))
+    else:
+        conn.execute(text("DROP INDEX ix_events_payload_trgm"))
+
+
+def rebuild_search_index(url: str) -> None:
+    """After a bulk insert: the search index as migration 0009 makes it, then ANALYZE."""
+    started = time.perf_counter()
     Store.open(url).close()
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -150,7 +164,6 @@ def seed(url: str, n: int) -> str:
             conn.execute(text("ANALYZE"))  # autovacuum would have, by now
     engine.dispose()
     print(f"  indexed in {time.perf_counter() - started:.0f} s", flush=True)
-    return rare_id
 
 
 def timed(fn: Callable[[], object], runs: int) -> tuple[float, float, object]:

@@ -8,6 +8,7 @@ all. The repository reads them back (``events``) and prunes what is fully delive
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,6 +58,14 @@ SEARCH_INDEXED_FROM = 3  # characters: the shortest term a trigram index serves
 # there (the index would list every event holding it: a second at a million on SQLite).
 SEARCH_WINDOWS = (5_000, 50_000)
 
+# The console's events pages (:meth:`EventRepository.page`) stay fast at millions of events:
+# a filter is answered exactly when one of its indexed parts (the deliveries' status or
+# sink, the type, the account, the time range, the ids) names at most PAGE_EXACT_UP_TO
+# events; otherwise only the newest PAGE_SCAN events before the cursor are read, and the
+# page says how far back it looked and continues from there.
+PAGE_EXACT_UP_TO = 5_000
+PAGE_SCAN = 20_000
+
 _search_table = table(SEARCH_TABLE, column("rowid"))
 
 
@@ -66,6 +75,21 @@ class SearchPage:
     ``SEARCH_SCAN_BOUND`` events (no index could serve it) and older ones exist, that bound."""
 
     events: list[EventView]
+    bounded_at: int | None = None
+    indexed: bool = True
+
+
+@dataclass(frozen=True)
+class EventPage:
+    """One page of events, newest first. ``next_cursor``: the event id the next (older)
+    page continues before, None at the end. ``scanned_to``: when the page read only the
+    newest :data:`PAGE_SCAN` events before its cursor and did not fill, the time of the
+    oldest event it read (older events were not looked at: ``next_cursor`` goes on from
+    there). ``bounded_at`` and ``indexed``: a search's, as in :class:`SearchPage`."""
+
+    events: list[EventView]
+    next_cursor: str | None
+    scanned_to: datetime | None = None
     bounded_at: int | None = None
     indexed: bool = True
 
@@ -130,9 +154,16 @@ def insert_events(
     return len(items), created
 
 
-def event_conditions(f: EventFilter) -> list[ColumnElement[bool]]:
-    """The event-level part of a filter, as WHERE conditions on ``events``."""
+def event_conditions(f: EventFilter, *, unindexed: bool = False) -> list[ColumnElement[bool]]:
+    """The event-level part of a filter, as WHERE conditions on ``events``. ``unindexed``
+    (SQLite): the type, account and key written so that no index can serve them (``col ||
+    ''``), for a read that must walk ``seq`` (SQLite's planner, without statistics, would
+    rather walk the type's index through every event of that type)."""
     conds: list[ColumnElement[bool]] = []
+
+    def col(c: Any) -> Any:
+        return c.concat("") if unindexed else c
+
     if f.event_ids:
         conds.append(events.c.id.in_(f.event_ids))
     if f.since is not None:
@@ -140,24 +171,27 @@ def event_conditions(f: EventFilter) -> list[ColumnElement[bool]]:
     if f.until is not None:
         conds.append(events.c.created_at < f.until)
     if f.types:
-        conds.append(events.c.type.in_(f.types))
+        conds.append(col(events.c.type).in_(f.types))
     if f.accounts:
-        conds.append(events.c.account.in_(f.accounts))
+        conds.append(col(events.c.account).in_(f.accounts))
     if f.item_key is not None:
-        conds.append(events.c.item_key == f.item_key)
+        conds.append(col(events.c.item_key) == f.item_key)
     if f.before is not None:  # keyset on seq: as fast on page 1,000 as on page 1
         cursor = select(events.c.seq).where(events.c.id == f.before).scalar_subquery()
         conds.append(events.c.seq < cursor)
     return conds
 
 
-def delivery_conditions(f: EventFilter) -> list[ColumnElement[bool]]:
-    """The delivery-level part of a filter, as WHERE conditions on ``deliveries``."""
+def delivery_conditions(f: EventFilter, *, unindexed: bool = False) -> list[ColumnElement[bool]]:
+    """The delivery-level part of a filter, as WHERE conditions on ``deliveries``;
+    ``unindexed``: written so that no index serves them (see :func:`_filtered`)."""
     conds: list[ColumnElement[bool]] = []
+    sink = deliveries.c.sink.concat("") if unindexed else deliveries.c.sink
+    status = deliveries.c.status.concat("") if unindexed else deliveries.c.status
     if f.sinks:
-        conds.append(deliveries.c.sink.in_(f.sinks))
+        conds.append(sink.in_(f.sinks))
     if f.statuses:
-        conds.append(deliveries.c.status.in_(f.statuses))
+        conds.append(status.in_(f.statuses))
     return conds
 
 
@@ -170,9 +204,150 @@ class EventRepository:
 
     def list(self, f: EventFilter, *, limit: int) -> list[EventView]:
         """Events matching ``f``, newest first, each with all its deliveries."""
-        query = _filtered(_SUMMARY, f).order_by(events.c.seq.desc()).limit(limit)
+        sqlite = self.db.dialect == "sqlite"
+        query = _filtered(_SUMMARY, f, sqlite=sqlite).order_by(events.c.seq.desc()).limit(limit)
         with self.db.tx() as conn:
             return _views(conn, conn.execute(query).all())
+
+    def page(self, f: EventFilter, *, limit: int, search: str | None = None) -> EventPage:
+        """One page of the events matching ``f`` (and holding ``search`` in their payload,
+        when given), newest first, before ``f.before``: the console's and the admin API's
+        events list, fast at millions of events.
+
+        Exact when an index names at most :data:`PAGE_EXACT_UP_TO` events for a part of
+        the filter (say ``status=dead``): those are read and filtered. Otherwise, without a
+        search, only the newest :data:`PAGE_SCAN` events before the cursor are read; a page
+        they do not fill says so (``scanned_to``) and its ``next_cursor`` continues below
+        them, so paging on reads every event exactly once. With a search and no small
+        part, :meth:`search` answers (its own bounds)."""
+        with self.db.tx() as conn:
+            upper: int | None = None
+            if f.before is not None:
+                upper = conn.execute(
+                    select(events.c.seq).where(events.c.id == f.before)
+                ).scalar_one_or_none()
+                if upper is None:
+                    return EventPage([], None)
+            rest = dataclasses.replace(f, before=None)
+            contains = (
+                None if search is None else events.c.payload.icontains(search, autoescape=True)
+            )
+            seqs = self._candidates(conn, rest)
+            if seqs is not None:
+                if upper is not None:
+                    seqs = [s for s in seqs if s < upper]
+                return self._exact(conn, rest, seqs, limit, contains)
+        if search is not None:
+            found = self.search(f, search, limit=limit + 1)
+            more = len(found.events) > limit
+            shown = found.events[:limit]
+            return EventPage(
+                shown,
+                shown[-1].id if more else None,
+                bounded_at=found.bounded_at,
+                indexed=found.indexed,
+            )
+        with self.db.tx() as conn:
+            return self._scan(conn, rest, upper, limit)
+
+    def _candidates(self, conn: Connection, f: EventFilter) -> builtins.list[int] | None:
+        """The ``seq`` of every event that may match ``f``, when an index names at most
+        :data:`PAGE_EXACT_UP_TO` of them for one part of it; None when none does."""
+        bound = PAGE_EXACT_UP_TO + 1
+        probes: builtins.list[Select[Any]] = []
+        if f.event_ids:
+            probes.append(select(events.c.seq).where(events.c.id.in_(f.event_ids[:bound])))
+        delivery_conds = delivery_conditions(f)
+        if delivery_conds:
+            ids = list(
+                conn.execute(
+                    select(deliveries.c.event_id).where(*delivery_conds).distinct().limit(bound)
+                ).scalars()
+            )
+            if len(ids) < bound:
+                found: builtins.list[int] = []
+                for chunk in chunks(ids):
+                    found += conn.execute(
+                        select(events.c.seq).where(events.c.id.in_(chunk))
+                    ).scalars()
+                return found
+        if f.types:
+            probes.append(select(events.c.seq).where(events.c.type.in_(f.types)))
+        if f.accounts:
+            probe = select(events.c.seq).where(events.c.account.in_(f.accounts))
+            if f.item_key is not None:
+                probe = probe.where(events.c.item_key == f.item_key)
+            probes.append(probe)
+        if f.since is not None or f.until is not None:
+            probe = select(events.c.seq)
+            if f.since is not None:
+                probe = probe.where(events.c.created_at >= f.since)
+            if f.until is not None:
+                probe = probe.where(events.c.created_at < f.until)
+            probes.append(probe)
+        for probe in probes:
+            seqs = list(conn.execute(probe.limit(bound)).scalars())
+            if len(seqs) < bound:
+                return seqs
+        return None
+
+    def _exact(
+        self,
+        conn: Connection,
+        f: EventFilter,
+        seqs: Sequence[int],
+        limit: int,
+        contains: ColumnElement[bool] | None,
+    ) -> EventPage:
+        """The page among the events ``seqs`` (at most PAGE_EXACT_UP_TO): the candidates
+        newest first, in batches that grow (a page is usually filled by the first), until
+        the page and one more are found or the candidates run out."""
+        ordered = sorted(seqs, reverse=True)
+        matching: builtins.list[int] = []
+        start, size = 0, 2 * (limit + 1)
+        while start < len(ordered) and len(matching) <= limit:
+            batch = ordered[start : start + size]
+            query = _filtered([events.c.seq], f, sqlite=self.db.dialect == "sqlite").where(
+                events.c.seq.in_(batch)
+            )
+            if contains is not None:
+                query = query.where(contains)
+            matching += sorted(conn.execute(query).scalars(), reverse=True)
+            start, size = start + size, min(4 * size, CHUNK)
+        shown = matching[:limit]
+        rows = conn.execute(
+            select(*_SUMMARY).where(events.c.seq.in_(shown)).order_by(events.c.seq.desc())
+        ).all()
+        more = len(matching) > limit
+        return EventPage(_views(conn, rows), rows[-1].id if more and rows else None)
+
+    def _scan(self, conn: Connection, f: EventFilter, upper: int | None, limit: int) -> EventPage:
+        """The page among the newest PAGE_SCAN events below ``upper`` (all: None)."""
+        below = [] if upper is None else [events.c.seq < upper]
+        floor = conn.execute(
+            select(events.c.seq)
+            .where(*below)
+            .order_by(events.c.seq.desc())
+            .offset(PAGE_SCAN - 1)
+            .limit(1)
+        ).scalar_one_or_none()
+        window = below if floor is None else [*below, events.c.seq >= floor]
+        sqlite = self.db.dialect == "sqlite"
+        query = (
+            _filtered(_SUMMARY, f, sqlite=sqlite, unindexed=sqlite)
+            .where(*window)
+            .order_by(events.c.seq.desc())
+            .limit(limit + 1)
+        )
+        rows = conn.execute(query).all()
+        if len(rows) > limit:
+            return EventPage(_views(conn, rows[:limit]), rows[limit - 1].id)
+        if floor is None:  # it read every event below the cursor
+            return EventPage(_views(conn, rows), None)
+        last = conn.execute(
+            select(events.c.id, events.c.created_at).where(events.c.seq == floor)
+        ).one()
+        return EventPage(_views(conn, rows), last.id, scanned_to=last.created_at)
 
     def search(self, f: EventFilter, term: str, *, limit: int) -> SearchPage:
         """Events matching ``f`` whose payload (its JSON text) contains ``term``, ignoring
@@ -193,7 +368,8 @@ class EventRepository:
             first = conn.execute(select(func.min(events.c.seq))).scalar_one_or_none()
             if top is None or first is None:
                 return SearchPage([], indexed=indexed)
-            base = _filtered(_SUMMARY, f).order_by(events.c.seq.desc()).limit(limit)
+            sqlite = self.db.dialect == "sqlite"
+            base = _filtered(_SUMMARY, f, sqlite=sqlite).order_by(events.c.seq.desc()).limit(limit)
             contains = events.c.payload.icontains(term, autoescape=True)
             # SQLite's lower() folds ASCII only: a window scan could miss "Émilie" for
             # "ÉMILIE", which the FTS5 index (Unicode case folding) finds
@@ -325,11 +501,17 @@ _SUMMARY = (
 )
 
 
-def _filtered(columns: Sequence[Any], f: EventFilter) -> Select[Any]:
+def _filtered(
+    columns: Sequence[Any], f: EventFilter, *, sqlite: bool = False, unindexed: bool = False
+) -> Select[Any]:
     """SELECT ``columns`` of the events matching ``f`` (an event matches the delivery part
-    of ``f`` when one of its deliveries does)."""
-    query = select(*columns).where(*event_conditions(f))
-    delivery_conds = delivery_conditions(f)
+    of ``f`` when one of its deliveries does); ``unindexed``: see :func:`event_conditions`.
+
+    ``sqlite``: the delivery part, a correlated EXISTS, is written so that SQLite looks an
+    event's deliveries up by ``event_id`` (its unique index): without statistics its planner
+    would walk the status index instead, through every delivered row for each event."""
+    query = select(*columns).where(*event_conditions(f, unindexed=unindexed))
+    delivery_conds = delivery_conditions(f, unindexed=sqlite)
     if delivery_conds:
         query = query.where(exists().where(deliveries.c.event_id == events.c.id, *delivery_conds))
     return query

@@ -119,6 +119,7 @@ events = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Index(None, "created_at"),
     Index(None, "account", "trigger", "item_key"),
+    Index(None, "type"),  # the console's type filter (migration 0011)
 )
 
 deliveries = Table(

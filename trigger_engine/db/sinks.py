@@ -10,8 +10,9 @@ makes them due at once, and the claim sends them oldest first with their own eve
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +25,14 @@ from trigger_engine.db.engine import Database, units_of_work
 from trigger_engine.db.engine_events import emit
 from trigger_engine.db.queries import HOLDING
 from trigger_engine.db.schema import deliveries, sink_state
-from trigger_engine.types import DUE_STATUSES, DeliveryStatus, HoldKind, SinkChange, SinkStats
+from trigger_engine.types import (
+    DUE_STATUSES,
+    WAITING_STATUSES,
+    DeliveryStatus,
+    HoldKind,
+    SinkChange,
+    SinkStats,
+)
 
 
 def disabled_sinks(conn: Connection) -> set[str]:
@@ -153,8 +161,11 @@ def _state(conn: Connection, name: str) -> tuple[bool, bool]:
 class SinkRepository:
     """Reads and changes the sinks' stored state."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.db = db
+        self.monotonic = monotonic
+        # the delivered counts by sink, and when (monotonic) they were read: stats()
+        self._delivered_read: tuple[float, dict[str, int]] | None = None
 
     def disabled(self) -> set[str]:
         """The names of the sinks that are disabled now."""
@@ -228,16 +239,27 @@ class SinkRepository:
             found.update(conn.execute(select(sink_state.c.name)).scalars())
         return sorted(found)
 
-    def stats(self) -> dict[str, SinkStats]:
-        """Per sink that has deliveries or state: counts by status and its state."""
+    def stats(self, *, delivered: float | None = 0.0) -> dict[str, SinkStats]:
+        """Per sink that has deliveries or state: counts by status and its state.
+
+        The waiting statuses (pending, failed, held, dead) are counted exactly, from the
+        status index. Counting the delivered ones reads every delivered row (most of the
+        table: most of a second at a million), so ``delivered`` says how fresh that count
+        must be, in seconds: 0, counted now (the CLI); more, the count read within that
+        many seconds by this repository is reused (the console's overview: 60); None, not
+        counted (0, and a sink known only by delivered rows is left out: the metrics, which
+        export no delivered count)."""
         with self.db.tx() as conn:
             counts: dict[str, dict[str, int]] = defaultdict(dict)
             for sink, status, n in conn.execute(
-                select(deliveries.c.sink, deliveries.c.status, func.count()).group_by(
-                    deliveries.c.sink, deliveries.c.status
-                )
+                select(deliveries.c.sink, deliveries.c.status, func.count())
+                .where(deliveries.c.status.in_(WAITING_STATUSES))
+                .group_by(deliveries.c.sink, deliveries.c.status)
             ):
                 counts[sink][status] = int(n)
+            if delivered is not None:
+                for sink, n in self._delivered(conn, delivered).items():
+                    counts[sink][DeliveryStatus.DELIVERED] = n
             oldest: dict[str, Any] = dict(
                 conn.execute(
                     select(deliveries.c.sink, func.min(deliveries.c.created_at))
@@ -248,7 +270,11 @@ class SinkRepository:
             in_flight: dict[str, Any] = dict(
                 conn.execute(
                     select(deliveries.c.sink, func.count())
-                    .where(deliveries.c.lease_owner.is_not(None))
+                    # claims are of due (waiting) deliveries: the status index finds them
+                    .where(
+                        deliveries.c.status.in_(WAITING_STATUSES),
+                        deliveries.c.lease_owner.is_not(None),
+                    )
                     .group_by(deliveries.c.sink)
                 ).all()
             )
@@ -271,3 +297,21 @@ class SinkRepository:
                 paused_at=st.paused_at if st else None,
             )
         return stats
+
+    def _delivered(self, conn: Connection, max_age: float) -> dict[str, int]:
+        """The delivered deliveries by sink, counted now or, when counted less than
+        ``max_age`` seconds ago, as they were then."""
+        moment = self.monotonic()
+        last = self._delivered_read
+        if max_age > 0 and last is not None and moment - last[0] < max_age:
+            return last[1]
+        found = {
+            sink: int(n)
+            for sink, n in conn.execute(
+                select(deliveries.c.sink, func.count())
+                .where(deliveries.c.status == DeliveryStatus.DELIVERED)
+                .group_by(deliveries.c.sink)
+            )
+        }
+        self._delivered_read = (moment, found)
+        return found

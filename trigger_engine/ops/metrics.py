@@ -33,11 +33,10 @@ class _Backlog(Collector):
         self.known_sinks = known_sinks
 
     def collect(self) -> Iterable[Metric]:
-        stats = self.stats()
+        stats: dict[str, SinkStats | None] = dict(self.stats())
         now = self.clock()
-        if self.known_sinks is not None:
-            known = self.known_sinks()
-            stats = {name: st for name, st in stats.items() if name in known}
+        if self.known_sinks is not None:  # each known sink, zeros when the store has none
+            stats = {name: stats.get(name) for name in self.known_sinks()}
         backlog = GaugeMetricFamily(
             "trigger_engine_delivery_backlog",
             "Deliveries by sink and status (pending, failed, dead, held)",
@@ -55,12 +54,12 @@ class _Backlog(Collector):
             labels=["sink", "reason"],
         )
         for name, st in sorted(stats.items()):
-            holding.add_metric([name, "paused"], 1 if st.paused else 0)
-            holding.add_metric([name, "disabled"], 1 if st.disabled else 0)
+            holding.add_metric([name, "paused"], 1 if st and st.paused else 0)
+            holding.add_metric([name, "disabled"], 1 if st and st.disabled else 0)
             for status in BACKLOG_STATUSES:
-                backlog.add_metric([name, status], st.counts.get(status, 0))
+                backlog.add_metric([name, status], st.counts.get(status, 0) if st else 0)
             age = 0.0
-            if st.oldest_due_created_at is not None:
+            if st is not None and st.oldest_due_created_at is not None:
                 age = max(0.0, (now - st.oldest_due_created_at).total_seconds())
             oldest.add_metric([name], age)
         yield backlog
@@ -115,8 +114,9 @@ class _Store(Collector):
 
 class Metrics:
     """The engine's Prometheus metrics, fed by poll reports and attempt outcomes; the
-    backlogs and the quarantine are read from the store at scrape time. ``known_sinks``:
-    the sinks whose backlog is exported (None: every sink the store knows)."""
+    backlogs and the quarantine are read from the store at scrape time (``stats`` need
+    not count delivered deliveries: none is exported). ``known_sinks``: the sinks whose
+    backlog is exported, zeros included (None: every sink the store knows)."""
 
     def __init__(
         self,

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -165,7 +166,7 @@ class Daemon:
         self.poller = Poller(config, store, source, remote_sinks=self._remote_sinks)
         self.owner = jobs.node_name()
         self.metrics = Metrics(
-            store.sinks.stats,
+            functools.partial(store.sinks.stats, delivered=None),  # the backlog only
             now,
             quarantined=store.quarantine.counts,
             store_failures=store.db.activity.failures,

@@ -45,6 +45,10 @@ log = get_logger("trigger_engine.console")
 PREFIX = "/api/v1"
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+# How old the sinks' delivered counts in the status may be, in seconds: counting them reads
+# every delivered row (most of a second at a million), so the overview, polled every 5 s by
+# each open page, reads them at most this often; the other counts are always exact.
+DELIVERED_MAX_AGE = 60.0
 
 # The query parameters of GET /api/v1/events that may repeat (the CLI's repeatable options).
 _LISTS = ("type", "account", "status", "sink")
@@ -107,7 +111,7 @@ class AdminApi:
         doc = views.status_dict(
             config,
             self.store.polls.states(),
-            self.store.sinks.stats(),
+            self.store.sinks.stats(delivered=DELIVERED_MAX_AGE),
             moment,
             quarantined=self.store.quarantine.counts(),
             serving=registry.serving(node_views, moment),
@@ -193,17 +197,10 @@ class AdminApi:
             selection = dataclasses.replace(
                 selection, statuses=tuple(s for s in selection.statuses if s in statuses)
             )
-        bounded_at = None
-        found: list[EventView]
-        if search:
-            page = self.store.events.search(selection, search, limit=limit + 1)
-            found, bounded_at = page.events, page.bounded_at
-        else:
-            found = self.store.events.list(selection, limit=limit + 1)
-        more = len(found) > limit
-        found = found[:limit]
-        next_cursor = found[-1].id if more else None
-        return _events_doc(found, next_cursor, bounded_at, held, self._event_types())
+        page = self.store.events.page(selection, limit=limit, search=search or None)
+        doc = _events_doc(page.events, page.next_cursor, page.bounded_at, held, self._event_types())
+        doc["scanned_to"] = None if page.scanned_to is None else isoformat_z(page.scanned_to)
+        return doc
 
     def _event_types(self) -> dict[str, str]:
         return {name: t.event for name, t in self._config().triggers.items()}

@@ -144,6 +144,17 @@ def document() -> dict[str, Any]:
                                     "events": {"type": "array", "items": _OBJECT},
                                     "next_cursor": {"type": ["string", "null"]},
                                     "search_bounded_at": {"type": ["integer", "null"]},
+                                    "scanned_to": {
+                                        "type": ["string", "null"],
+                                        "format": "date-time",
+                                        "description": (
+                                            "set when the page read only the newest 20,000 "
+                                            "events before its cursor and they did not fill "
+                                            "it: the time of the oldest event read (older "
+                                            "ones were not looked at); next_cursor continues "
+                                            "from there"
+                                        ),
+                                    },
                                     "quarantined": {"type": "array", "items": _OBJECT},
                                 },
                             },

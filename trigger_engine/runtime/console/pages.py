@@ -20,8 +20,9 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from trigger_engine.db.events import PAGE_SCAN
 from trigger_engine.runtime import views
-from trigger_engine.runtime.console.api import _LISTS, AdminApi, ApiError
+from trigger_engine.runtime.console.api import _LISTS, DELIVERED_MAX_AGE, AdminApi, ApiError
 from trigger_engine.runtime.console.security import CSRF_FIELD, SESSION_COOKIE, Access
 from trigger_engine.threads import in_daemon_thread
 
@@ -258,6 +259,11 @@ class Pages:
                 ),
                 sinks,
             )
+            + (
+                '<p class="note">The delivered counts are read at most every '
+                f"{DELIVERED_MAX_AGE:.0f} s (they take every delivered row to count); the "
+                "other counts are exact.</p>"
+            )
             + "<h2>Nodes</h2>"
             + _table(("node", "state", "version", "heartbeat", "leases", "config"), nodes)
             + (
@@ -301,12 +307,10 @@ class Pages:
                 f'<td data-field="deliveries" class="wrap">{e(deliveries)}</td></tr>'
             )
         filters = [(k, v) for k, v in query.items() if k not in ("cursor", "flash") and v]
-        older = ""
-        if found["next_cursor"]:
-            params = [*filters, ("cursor", found["next_cursor"])]
-            older = f'<p><a rel="next" href="/events?{e(urlencode(params))}">older</a></p>'
+        older, scanned = _older("/events", filters, found)
         bounded = found.get("search_bounded_at")
         note = f"<p>The search looked at events back to {e(bounded)}.</p>" if bounded else ""
+        note += scanned
         # the first page follows new events (static/console.js) with the same filters
         live = "" if query.get("cursor") else f"/api/v1/events?{urlencode(filters)}"
         table = _table(
@@ -417,11 +421,8 @@ class Pages:
                     f"<td>{e(ev['account'])}</td><td>{e(d['attempts'])}</td>"
                     f'<td class="wrap">{e(error)}</td><td>{e(ev["created_at"])}</td></tr>'
                 )
-        older = ""
-        if found["next_cursor"]:
-            params = [(k, v) for k, v in query.items() if k not in ("cursor", "flash") and v]
-            params.append(("cursor", found["next_cursor"]))
-            older = f'<p><a rel="next" href="/deliveries?{e(urlencode(params))}">older</a></p>'
+        params = [(k, v) for k, v in query.items() if k not in ("cursor", "flash") and v]
+        older, scanned = _older("/deliveries", params, found)
         table = _table(
             ("event", "sink", "status", "type", "account", "attempts", "last error", "created"),
             rows,
@@ -434,7 +435,7 @@ class Pages:
         )
         return self.page(
             "Dead and held deliveries",
-            self._deliveries_form(query) + table + empty + older + replay,
+            self._deliveries_form(query) + scanned + table + empty + older + replay,
             flash=query.get("flash"),
         )
 
@@ -628,6 +629,24 @@ def _did(done: Mapping[str, Any]) -> str:
     return f"replayed {count} {noun} of {events} event{'' if events == 1 else 's'}." + _skipped(
         done
     )
+
+
+def _older(path: str, filters: list[tuple[str, str]], found: Mapping[str, Any]) -> tuple[str, str]:
+    """The link to the next (older) page; or, when the page read only the newest events
+    before its cursor (``scanned_to``), the note saying how far back it looked with a link
+    that goes on from there: (link, note)."""
+    if not found["next_cursor"]:
+        return "", ""
+    href = e(f"{path}?{urlencode([*filters, ('cursor', found['next_cursor'])])}")
+    scanned = found.get("scanned_to")
+    if scanned:
+        note = (
+            f'<p class="bounded" id="scanned-to">Searched back to {e(scanned)} (the newest '
+            f"{PAGE_SCAN:,} events before this page); "
+            f'<a rel="next" href="{href}">search older events</a>.</p>'
+        )
+        return "", note
+    return f'<p><a rel="next" href="{href}">older</a></p>', ""
 
 
 def _count_cell(sink: str, column: str, value: Any) -> str:
