@@ -70,6 +70,28 @@ ENGINE_CMD = [PY, "-m", "trigger_engine"]
 # --------------------------------------------------------------------------- statistics
 
 
+def pg_admin(url: str) -> Any:
+    """An autocommit psycopg connection to ``url``'s server (for CREATE/DROP DATABASE)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return psycopg.connect(
+        host=u.host or "127.0.0.1",
+        port=u.port or 5432,
+        user=u.username,
+        password=u.password,
+        dbname=u.database or "postgres",
+        autocommit=True,
+    )
+
+
+def pg_url(base: str, name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(base).set(database=name).render_as_string(hide_password=False)
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

@@ -71,6 +71,8 @@ from common import (
     log,
     median,
     percentile,
+    pg_admin,
+    pg_url,
     proc_status_kb,
     tmpdir,
     wait_quiet,
@@ -92,28 +94,6 @@ def proc_cpu(pid: int) -> float:
 
 
 # --------------------------------------------------------------------------- PostgreSQL
-
-
-def pg_admin(url: str) -> Any:
-    """An autocommit psycopg connection to ``url``'s server (for CREATE/DROP DATABASE)."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    u = make_url(url)
-    return psycopg.connect(
-        host=u.host or "127.0.0.1",
-        port=u.port or 5432,
-        user=u.username,
-        password=u.password,
-        dbname=u.database or "postgres",
-        autocommit=True,
-    )
-
-
-def pg_url(base: str, name: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(base).set(database=name).render_as_string(hide_password=False)
 
 
 # --------------------------------------------------------------------------- round trips
