@@ -1,6 +1,6 @@
 """Side measurements behind the suggestions in RESULTS.md (not benchmarks: no floor).
 
-    /work/venv/bin/python benchmarks/experiments.py [--n 100000]     # ~3 min
+    python benchmarks/experiments.py [--n 100000]     # ~3 min
     (msgspec is optional: pip install msgspec to see E2)
 
 E0  fetching the 100,000-lead body (317 MB) from the simulator process, no parsing: httpx as
@@ -17,7 +17,7 @@ E6  the persistence the deliver benchmark requires, alone (no HTTP): 10,000 pend
     ``Store.claim_due`` / ``Store.record_attempts`` against the same statements through the
     bare sqlite3 driver (the floor of persisting them), CPU per delivery.
 
-    /work/venv/bin/python benchmarks/experiments.py --only e6       # ~10 s
+    python benchmarks/experiments.py --only e6       # ~10 s
 """
 
 from __future__ import annotations

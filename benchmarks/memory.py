@@ -1,6 +1,6 @@
 """memory: peak RSS against the response body; RSS over repeated polling stays flat.
 
-    /work/venv/bin/python benchmarks/memory.py [--sizes 10000 30000 100000]
+    python benchmarks/memory.py [--sizes 10000 30000 100000]
         [--polls 200] [--poll-leads 2000] [--daemon-seconds 120] [--skip-peak]
 
 A. Peak RSS (the child's own ``ru_maxrss``, ``os.wait4``) of ``trigger-engine run --once``

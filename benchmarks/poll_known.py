@@ -1,6 +1,6 @@
 """poll-known: one poll of N seed-shaped leads that are all known already, end to end.
 
-    /work/venv/bin/python benchmarks/poll_known.py [--n 100000 20000] [--runs 3] [--no-profile]
+    python benchmarks/poll_known.py [--n 100000 20000] [--runs 3] [--no-profile]
 
 Engine: ``trigger-engine run --once`` in a subprocess (config: the ``leads`` trigger only, no
 sink), after a first ``run --once`` has seeded (remembered) all N leads. Floor: a bare Python

@@ -1,6 +1,6 @@
 """poll-new: the first poll, with on_first_poll = "emit", over N new leads, end to end.
 
-    /work/venv/bin/python benchmarks/poll_new.py [--n 100000] [--runs 3] [--no-profile]
+    python benchmarks/poll_new.py [--n 100000] [--runs 3] [--no-profile]
 
 Engine: ``trigger-engine run --once`` in a subprocess on a fresh SQLite database, config with
 the ``leads`` trigger (``on_first_poll = "emit"``) and one sink. Every lead becomes a seen

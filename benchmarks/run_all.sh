@@ -5,7 +5,7 @@
 set -u
 label=${1:-current}
 here=$(cd "$(dirname "$0")" && pwd)
-py=${PYTHON:-/work/venv/bin/python}
+py=${PYTHON:-python}
 out="$here/results/$label"
 mkdir -p "$out"
 export BENCH_PROFILE_DIR="$out"

@@ -2,7 +2,7 @@
 # benchmarks/snapshot.sh REV DIR: a copy of the engine at commit REV in DIR (read-only git:
 # `git archive`), to benchmark it while the checkout moves on:
 #   sh benchmarks/snapshot.sh a25a5a4 /tmp/te-before
-#   BENCH_ENGINE_SRC=/tmp/te-before /work/venv/bin/python benchmarks/poll_known.py
+#   BENCH_ENGINE_SRC=/tmp/te-before python benchmarks/poll_known.py
 set -eu
 rev=$1
 dir=$2
