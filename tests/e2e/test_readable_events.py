@@ -16,6 +16,7 @@ from tests.e2e.conftest import API_KEY, ConfigWriter, run_cli
 from tests.e2e.test_crash_and_shutdown import Daemon, sink_toml, wait_until
 from tests.e2e.test_operations import free_port
 from tests.receiver import Answer, Receiver
+from trigger_engine.clock import now as store_now
 from trigger_engine.core.dedupe import key_items
 from trigger_engine.db.store import Store
 from trigger_engine.sandbox import SimulatorThread
@@ -82,6 +83,40 @@ def test_events_show_gives_the_payload_and_every_attempt_with_the_answer(
     assert [e["id"] for e in json.loads(found.stdout)] == [event["id"]]
     none = run_cli("events", "--search", needle, "--type", "campaign.new", cwd=workdir, env=cli_env)
     assert none.returncode == 0 and "no events match" in none.stdout
+    with Store.open(f"sqlite:///{workdir / 'te.db'}") as store:  # run --once indexed it
+        assert store.search_index.backlog() == 0
+
+
+def test_the_daemon_indexes_what_was_written_in_the_background(
+    write_config: ConfigWriter, workdir: Path, cli_env: Env
+) -> None:
+    """Events written outside the daemon's polls (as a first poll's 3 here) wait in the
+    search's backlog; the serving daemon indexes them within seconds."""
+    write_config(base_url="http://127.0.0.1:9", sinks=sink_toml("http://127.0.0.1:9/hook"))
+    url = f"sqlite:///{workdir / 'te.db'}"
+    with Store.open(url) as store:
+        store.polls.record(
+            "acme",
+            "old_trigger",
+            key_items([{"id": str(i), "name": f"Lead {i}"} for i in range(3)], ["id"]),
+            event_type="lead.new",
+            emit_first=True,
+            sinks=[],
+            now=store_now(),
+        )
+        assert store.search_index.backlog() == 3
+
+    def indexed() -> bool:
+        with Store.open(url, upgrade=False) as store:
+            return store.search_index.backlog() == 0
+
+    with Daemon(workdir, cli_env, "daemon") as daemon:
+        daemon.wait_for_log("engine.started")
+        wait_until(indexed, 20, "the indexer to empty the backlog")
+        found = run_cli("events", "--search", "LEAD 1", "--json", cwd=workdir, env=cli_env)
+        assert [e["key"] for e in json.loads(found.stdout)] == ["1"]
+        daemon.send(__import__("signal").SIGTERM)
+        assert daemon.wait(30) == 0
 
 
 def test_unknown_event_ids_are_errors_naming_them(

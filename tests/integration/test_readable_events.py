@@ -20,6 +20,7 @@ from trigger_engine.config import Sink
 from trigger_engine.core.dedupe import key_items
 from trigger_engine.db import events as events_module
 from trigger_engine.db.migrate import alembic_config
+from trigger_engine.db.search_index import search_index
 from trigger_engine.db.store import Store
 from trigger_engine.delivery.attempt import attempt
 from trigger_engine.types import RESPONSE_BODY_KEPT, AttemptOutcome, DeliveryStatus, EventFilter
@@ -35,18 +36,42 @@ LEADS = [
 ]
 
 
-@pytest.fixture(params=["index-only", "small-windows", "windows"])
+# stores whose events are indexed as soon as they are written (see ``fire``)
+_INDEXED_AT_ONCE: set[int] = set()
+
+
+@pytest.fixture(
+    params=[
+        (windows, state)
+        for windows in ("index-only", "small-windows", "windows")
+        for state in ("indexed", "backlog")
+    ],
+    ids=lambda p: "-".join(p),
+)
 def store(
     db_url: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Store]:
     """A store whose search answers through the index alone, through windows of the newest
     1 and 2 events and then the index, or through the default windows (wider than these
-    tests' data: the scan reads them all)."""
-    windows = {"index-only": (), "small-windows": (1, 2), "windows": events_module.SEARCH_WINDOWS}
-    monkeypatch.setattr(events_module, "SEARCH_WINDOWS", windows[request.param])
+    tests' data: the scan reads them all); the events it is given indexed at once, or left
+    in the search's backlog (as between two runs of the indexer)."""
+    windows, state = request.param
+    sizes = {"index-only": (), "small-windows": (1, 2), "windows": events_module.SEARCH_WINDOWS}
+    monkeypatch.setattr(events_module, "SEARCH_WINDOWS", sizes[windows])
     s = Store.open(db_url)
+    if state == "indexed":
+        _INDEXED_AT_ONCE.add(id(s))
     yield s
+    _INDEXED_AT_ONCE.discard(id(s))
     s.close()
+
+
+def index_all(store: Store) -> int:
+    """Run the search indexer until its backlog is empty; the events it indexed."""
+    done = 0
+    while moved := store.search_index.index_batch(limit=3):
+        done += moved
+    return done
 
 
 def fire(
@@ -67,6 +92,8 @@ def fire(
         sinks=list(SINKS),
         now=now,
     )
+    if id(store) in _INDEXED_AT_ONCE:
+        index_all(store)
 
 
 def keys(store: Store, term: str, f: EventFilter | None = None, limit: int = 50) -> list[str]:
@@ -278,23 +305,124 @@ def test_nodes_stopped_or_vanished_a_day_ago_are_pruned(store: Store) -> None:
 
 
 def test_the_search_index_is_there_on_both_databases(db_url: str) -> None:
-    """Migration 0009 made the index here (FTS5 with trigrams; pg_trgm): the search at a
-    million events relies on it (benchmarks/search.py)."""
+    """Migrations 0009 and 0012 made the index and its backlog here (FTS5 with trigrams;
+    pg_trgm on a table of its own): the search at a million events relies on it
+    (benchmarks/search.py)."""
+    with Store.open(db_url) as store, store.db.tx() as conn:
+        assert search_index(conn) is not None
+        if conn.dialect.name == "postgresql":  # 0009's index on events.payload is gone
+            assert not conn.execute(
+                text("SELECT 1 FROM pg_indexes WHERE indexname = 'ix_events_payload_trgm'")
+            ).all()
+
+
+def indexed_count(store: Store) -> int:
+    """The events the search index holds (SQLite: FTS5's per-document sizes)."""
+    table = "events_search_docsize" if store.dialect == "sqlite" else "events_search"
+    with store.db.tx() as conn:
+        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def test_a_poll_writes_no_index_the_indexer_does_it_afterwards(db_url: str) -> None:
+    """The trigram index costs ~100x the event row: a poll's transaction only adds its
+    events to the backlog; the indexer moves them into the index, oldest first, in
+    batches, and the search finds them before and after."""
+    with Store.open(db_url) as store:
+        fire(store, LEADS)
+        assert store.search_index.backlog() == 4
+        assert indexed_count(store) == 0
+        assert keys(store, "acme") == newest_first(store, "1", "4")
+        assert store.search_index.index_batch(limit=3) == 3
+        assert (store.search_index.backlog(), indexed_count(store)) == (1, 3)
+        assert keys(store, "acme") == newest_first(store, "1", "4")  # one indexed, one not
+        assert store.search_index.index_batch(limit=3) == 1
+        assert store.search_index.index_batch(limit=3) == 0  # nothing left
+        assert (store.search_index.backlog(), indexed_count(store)) == (0, 4)
+        assert keys(store, "acme") == newest_first(store, "1", "4")
+        assert keys(store, "ÉMILIE") == ["2"]
+
+
+def test_the_backlog_too_is_read_up_to_a_bound_and_the_page_says_so(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog larger than SEARCH_SCAN_BOUND (after a first poll of 100,000 leads, say)
+    is read newest first up to the bound; a page it could not fill says so."""
+    monkeypatch.setattr(events_module, "SEARCH_WINDOWS", ())
+    monkeypatch.setattr(events_module, "SEARCH_SCAN_BOUND", 2)
+    with Store.open(db_url) as store:
+        for lead in LEADS:  # one poll each: lead 1 is the oldest
+            fire(store, [lead])
+        missed = store.events.search(EventFilter(), "shaban", limit=10)
+        assert (missed.events, missed.bounded_at) == ([], 2)
+        full = store.events.search(EventFilter(), "acme", limit=1)  # lead 4, the newest
+        assert ([e.item_key for e in full.events], full.bounded_at) == (["4"], None)
+        index_all(store)
+        found = store.events.search(EventFilter(), "shaban", limit=10)
+        assert ([e.item_key for e in found.events], found.bounded_at) == (["1"], None)
+
+
+def test_pruning_takes_events_out_of_the_index_and_the_backlog_alike(store: Store) -> None:
+    """An indexed event and one still in the backlog are pruned alike: neither is left in
+    the index or the backlog (SQLite: an FTS5 'delete' only for what it holds)."""
+    fire(store, LEADS[:2])
+    store.search_index.index_batch(limit=1)  # lead 1 indexed (or both, indexed at once)
+    fire(store, LEADS[2:])
+    claimed = store.deliveries.claim_due(
+        owner="n", now=T0, lease=60, capacity={s: 100 for s in SINKS}
+    )
+    store.deliveries.record_attempts(
+        [
+            AttemptOutcome(d.id, d.sink, d.event_id, 1, T0, 5, 200, None, DeliveryStatus.DELIVERED)
+            for d in claimed
+        ],
+        owner="n",
+    )
+    assert store.events.prune(T0 + timedelta(days=1)) == 4
+    assert (store.search_index.backlog(), indexed_count(store)) == (0, 0)
+    fire(store, [{"id": "5", "name": "Shaban Again"}])
+    index_all(store)
+    assert keys(store, "shaban") == ["5"]
+    assert indexed_count(store) == 1
+    if store.dialect == "sqlite":  # the FTS5 table agrees with its content, row for row
+        with store.db.tx() as conn:
+            conn.execute(
+                text("INSERT INTO events_search(events_search) VALUES ('integrity-check')")
+            )
+
+
+def test_an_upgrade_from_0011_and_back_keeps_every_event_findable(db_url: str) -> None:
+    """0011 indexed in the poll's transaction. After 0012, SQLite's events stay indexed
+    and PostgreSQL's enter the backlog (its index moved to a table of its own); back to
+    0011, every event is in 0011's index again."""
     engine = create_engine(db_url)
     try:
         with engine.begin() as conn:
-            command.upgrade(alembic_config(conn), "head")
-            if conn.dialect.name == "sqlite":
-                found = conn.execute(
-                    text("SELECT name FROM sqlite_master WHERE name = 'events_search'")
-                ).scalar_one_or_none()
-            else:
-                found = conn.execute(
-                    text(
-                        "SELECT indexname FROM pg_indexes WHERE indexname = "
-                        "'ix_events_payload_trgm' AND schemaname = ANY (current_schemas(false))"
-                    )
-                ).scalar_one_or_none()
+            command.upgrade(alembic_config(conn), "0011")
     finally:
         engine.dispose()
-    assert found is not None
+    with Store.open(db_url, upgrade=False) as old:
+        fire(old, LEADS[:2])
+    with Store.open(db_url) as store:
+        waiting = 0 if store.dialect == "sqlite" else 2
+        assert store.search_index.backlog() == waiting
+        assert keys(store, "ÉMILIE") == ["2"]
+        fire(store, LEADS[2:3])  # lead 3 waits in the backlog
+        assert keys(store, "olga") == ["3"]
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0011")
+    finally:
+        engine.dispose()
+    with Store.open(db_url, upgrade=False) as old, old.db.tx() as conn:
+        if old.dialect == "sqlite":  # in 0009's FTS5 table, rebuilt
+            found = conn.execute(
+                text(
+                    "SELECT rowid FROM events_search WHERE events_search MATCH '\"olga\" OR shaban'"
+                )
+            ).all()
+            assert len(found) == 2
+        else:  # 0009's index on events.payload, made again
+            assert conn.execute(
+                text("SELECT 1 FROM pg_indexes WHERE indexname = 'ix_events_payload_trgm'")
+            ).all()

@@ -279,6 +279,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     found: list[EventView] = []
     held: list[QuarantineView] = []
     bounded_at: int | None = None
+    indexed = False
     with _open(config) as store:
         _check_sinks(config, store, args.sink)
         _check_types(config, store, args.type)
@@ -287,7 +288,7 @@ def cmd_events(args: argparse.Namespace) -> int:
             if statuses or not selection.statuses:
                 only = replace(selection, statuses=tuple(statuses & set(selection.statuses)))
                 page = store.events.search(only, args.search, limit=args.limit)
-                found, bounded_at = page.events, page.bounded_at
+                found, bounded_at, indexed = page.events, page.bounded_at, page.indexed
             statuses = set()
         if QUARANTINED in statuses:
             if not args.sink:  # an item set aside has no delivery, so no sink
@@ -310,7 +311,13 @@ def cmd_events(args: argparse.Namespace) -> int:
             print(render.event_line(e))
         if not found and not held:
             _say("no events match")
-    if bounded_at is not None:
+    if bounded_at is not None and indexed:
+        log.warning(
+            "events.search_bounded",
+            searched=f"the indexed events and the newest {bounded_at} of those not indexed yet",
+            why="more events wait for the search indexer (it catches up in the background)",
+        )
+    elif bounded_at is not None:
         log.warning(
             "events.search_bounded",
             searched=f"the newest {bounded_at} events",

@@ -63,6 +63,11 @@ POOL_OVERFLOW = 10  # PostgreSQL: more, opened for a burst and closed after it
 # serialization failures and deadlocks.
 RETRYABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300", "40001", "40P01"})
 
+# SQLite: a function CASEFOLD(text) on every connection, Python's str.casefold: the
+# payload search's case-insensitive match beyond ASCII where no index serves it (SQLite's
+# own lower() folds ASCII only; db/events.py).
+CASEFOLD = "te_casefold"
+
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 _Item = TypeVar("_Item")
@@ -172,12 +177,17 @@ def make_engine(url: str, *, pool_size: int | None = None) -> Engine:
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+        dbapi_connection.create_function(CASEFOLD, 1, _casefold, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _casefold(value: str | None) -> str | None:
+    return None if value is None else value.casefold()
 
 
 def _ping_when_idle(engine: Engine) -> None:

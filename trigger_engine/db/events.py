@@ -25,19 +25,20 @@ from sqlalchemy import (
     literal_column,
     select,
     table,
-    text,
 )
 from sqlalchemy.sql.elements import ColumnElement
 
 from trigger_engine.core.events import new_event_id
-from trigger_engine.db.engine import CHUNK, Database, chunks, units_of_work
+from trigger_engine.db.engine import CASEFOLD, CHUNK, Database, chunks, units_of_work
 from trigger_engine.db.schema import (
     SEARCH_INDEX,
     SEARCH_TABLE,
     attempts,
     deliveries,
     events,
+    search_backlog,
 )
+from trigger_engine.db.search_index import search_index
 from trigger_engine.db.sinks import holding_sinks
 from trigger_engine.types import (
     AttemptView,
@@ -66,7 +67,8 @@ SEARCH_WINDOWS = (5_000, 50_000)
 PAGE_EXACT_UP_TO = 5_000
 PAGE_SCAN = 20_000
 
-_search_table = table(SEARCH_TABLE, column("rowid"))
+_fts = table(SEARCH_TABLE, column("rowid"))  # SQLite
+_pg_search = table(SEARCH_TABLE, column("seq"), column("payload"))  # PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -355,13 +357,16 @@ class EventRepository:
 
         First the newest :data:`SEARCH_WINDOWS` events are read in turn (a term most events
         hold fills the page there, in milliseconds, where the index would list every event
-        holding it); when they do not fill the page, the trigram index answers (SQLite: the
-        FTS5 table; PostgreSQL: the pg_trgm GIN index under ``ILIKE``), fast for a term
-        few events hold. Without an index (a term under 3 characters, or none made) only
-        the newest :data:`SEARCH_SCAN_BOUND` events are read, and the page says so when
-        older ones were left out."""
+        holding it); when they do not fill the page, the trigram index answers for the
+        events it holds (SQLite: the FTS5 table; PostgreSQL: the pg_trgm GIN index on
+        ``events_search`` under ``ILIKE``), fast for a term few events hold, and the
+        events still in its backlog (written, not yet indexed: ``db/search_index.py``)
+        are read, the newest :data:`SEARCH_SCAN_BOUND` of them at most. Without an index
+        (a term under 3 characters, or none made) only the newest
+        :data:`SEARCH_SCAN_BOUND` events are read. Either way the page says so when older
+        events were left out."""
         with self.db.tx() as conn:
-            index = self._search_index(conn)
+            index = search_index(conn)
             indexed = index is not None and len(term) >= SEARCH_INDEXED_FROM
             # two statements: SQLite reads max() or min() from the index, not both at once
             top = conn.execute(select(func.max(events.c.seq))).scalar_one_or_none()
@@ -369,7 +374,11 @@ class EventRepository:
             if top is None or first is None:
                 return SearchPage([], indexed=indexed)
             sqlite = self.db.dialect == "sqlite"
-            base = _filtered(_SUMMARY, f, sqlite=sqlite).order_by(events.c.seq.desc()).limit(limit)
+            base = (
+                _filtered((*_SUMMARY, events.c.seq), f, sqlite=sqlite)
+                .order_by(events.c.seq.desc())
+                .limit(limit)
+            )
             contains = events.c.payload.icontains(term, autoescape=True)
             # SQLite's lower() folds ASCII only: a window scan could miss "Émilie" for
             # "ÉMILIE", which the FTS5 index (Unicode case folding) finds
@@ -387,31 +396,41 @@ class EventRepository:
                 return SearchPage(_views(conn, rows), bounded_at=SEARCH_SCAN_BOUND, indexed=indexed)
             if index == SEARCH_TABLE:
                 phrase = '"' + term.replace('"', '""') + '"'
-                query = base.join(_search_table, _search_table.c.rowid == events.c.seq).where(
+                in_index = base.join(_fts, _fts.c.rowid == events.c.seq).where(
                     literal_column(SEARCH_TABLE).op("MATCH")(phrase)
                 )
             else:
-                query = base.where(events.c.payload.ilike(_like(term), escape="\\"))
-            return SearchPage(_views(conn, conn.execute(query).all()), indexed=indexed)
-
-    def _search_index(self, conn: Connection) -> str | None:
-        """The payload search's index in this database (migration 0006 made it where it
-        could): ``SEARCH_TABLE`` (SQLite FTS5), ``SEARCH_INDEX`` (PostgreSQL pg_trgm), or
-        None."""
-        if self.db.dialect == "sqlite":
-            found = conn.execute(
-                text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :name"),
-                {"name": SEARCH_TABLE},
-            ).first()
-            return SEARCH_TABLE if found else None
-        found = conn.execute(
-            text(
-                "SELECT 1 FROM pg_indexes WHERE indexname = :name "
-                "AND schemaname = ANY (current_schemas(false))"
-            ),
-            {"name": SEARCH_INDEX},
-        ).first()
-        return SEARCH_INDEX if found else None
+                in_index = base.join(_pg_search, _pg_search.c.seq == events.c.seq).where(
+                    _pg_search.c.payload.ilike(_like(term), escape="\\")
+                )
+            if sqlite and not term.isascii():  # lower() would fold ASCII only
+                contains = getattr(func, CASEFOLD)(events.c.payload).contains(
+                    term.casefold(), autoescape=True
+                )
+            in_backlog = base.join(search_backlog, search_backlog.c.seq == events.c.seq).where(
+                contains
+            )
+            # the backlog is read up to its SEARCH_SCAN_BOUND newest events (it holds a few
+            # seconds of events while the indexer keeps up; more after an upgrade to 0012 on
+            # PostgreSQL, or a first poll that fired 100,000 leads, until it catches up)
+            below = conn.execute(
+                select(search_backlog.c.seq)
+                .order_by(search_backlog.c.seq.desc())
+                .offset(SEARCH_SCAN_BOUND)
+                .limit(1)
+            ).scalar_one_or_none()
+            if below is not None:
+                in_backlog = in_backlog.where(search_backlog.c.seq > below)
+            found = [*conn.execute(in_index).all(), *conn.execute(in_backlog).all()]
+            found.sort(key=lambda r: r.seq, reverse=True)
+            page = found[:limit]
+            # events left unread could belong on the page only when it did not fill up
+            bounded = below is not None and len(page) < limit
+            return SearchPage(
+                _views(conn, page),
+                bounded_at=SEARCH_SCAN_BOUND if bounded else None,
+                indexed=indexed,
+            )
 
     def detail(self, event_id: str) -> EventDetail | None:
         """One event with its payload and every delivery with every attempt (oldest

@@ -18,7 +18,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    column,
     false,
+    table,
     text,
 )
 
@@ -42,19 +44,27 @@ metadata = MetaData(
     }
 )
 
-# The payload search's index (``events --search``), made by migration 0006 outside this
-# metadata because neither form is a plain table or index: on SQLite an FTS5 table with the
-# trigram tokenizer (and its shadow tables), kept in sync with ``events`` by triggers; on
-# PostgreSQL a pg_trgm GIN index on ``events.payload``. Either may be missing (SQLite without
-# FTS5, PostgreSQL without the extension): the search then scans a bounded number of rows.
-SEARCH_TABLE = "events_search"  # SQLite
-SEARCH_INDEX = "ix_events_payload_trgm"  # PostgreSQL
+# The payload search's index (``events --search``), made by migrations 0009 and 0012
+# outside this metadata because neither form is a plain table or index, and either may be
+# missing (SQLite without FTS5, PostgreSQL without pg_trgm: the search then scans a bounded
+# number of rows). SQLite: an FTS5 table with the trigram tokenizer (and its shadow tables)
+# over ``events.payload``; PostgreSQL: a table of its own (``seq``, ``payload``) with a
+# pg_trgm GIN index. Written events wait in ``SEARCH_BACKLOG`` (their ``seq``) until the
+# search indexer takes them (``db/search_index.py``).
+SEARCH_TABLE = "events_search"
+SEARCH_BACKLOG = "events_search_backlog"
+SEARCH_INDEX = "ix_events_search_payload_trgm"  # PostgreSQL
+_SEARCH_INDEX_0009 = "ix_events_payload_trgm"  # PostgreSQL, migrations 0009 to 0011
+
+search_backlog = table(SEARCH_BACKLOG, column("seq"))
 
 
 def is_search_index(name: str | None) -> bool:
-    """Whether a table, trigger or index named ``name`` belongs to the payload search (the
-    migration tests and Alembic's comparison leave those out)."""
-    return name is not None and (name.startswith(SEARCH_TABLE) or name == SEARCH_INDEX)
+    """Whether a table, trigger, index or constraint named ``name`` belongs to the payload
+    search (the migration tests and Alembic's comparison leave those out)."""
+    return name is not None and (
+        name.startswith(SEARCH_TABLE) or name in (SEARCH_INDEX, _SEARCH_INDEX_0009)
+    )
 
 
 # Per (account, trigger): the poll's state machine.

@@ -27,6 +27,7 @@ from trigger_engine.db.events import EventRepository
 from trigger_engine.db.nodes import NodeRepository
 from trigger_engine.db.polls import PollRepository
 from trigger_engine.db.quarantine import QuarantineRepository
+from trigger_engine.db.search_index import SearchIndex
 from trigger_engine.db.seen import SeenKeys
 from trigger_engine.db.sinks import SinkRepository
 
@@ -37,7 +38,7 @@ _T = TypeVar("_T")
 class Store:
     """A database (:class:`~trigger_engine.db.engine.Database`) with one repository per
     aggregate: ``polls``, ``seen``, ``events``, ``deliveries``, ``sinks``, ``nodes``,
-    ``quarantine``."""
+    ``quarantine``, and the payload search's ``search_index``."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -48,6 +49,7 @@ class Store:
         self.sinks = SinkRepository(db)
         self.nodes = NodeRepository(db)
         self.quarantine = QuarantineRepository(db)
+        self.search_index = SearchIndex(db)
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True, pool_size: int | None = None) -> Store:

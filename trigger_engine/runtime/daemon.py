@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -188,6 +189,7 @@ class Daemon:
         self._retired: list[Source] = []  # replaced by a reload, still used by a poll
         # tasks of its own: reloads, heartbeats and retention sweeps in progress
         self._tasks: set[asyncio.Future[None]] = set()
+        self._indexing = False  # a run of the search indexer is under way
         # account/trigger -> why the store failed its last poll (until one succeeds)
         self._store_failed_polls: dict[str, str] = {}
         self._probe: asyncio.Future[None] | None = None  # the health check's write
@@ -257,6 +259,7 @@ class Daemon:
             self.config, self.store, owner=self.owner, on_attempt=_attempted
         ) as dispatcher:
             delivery = await dispatcher.drain()
+        await in_daemon_thread(self._index_search, jobs.SEARCH_INDEX_ONCE_FOR)
         await in_daemon_thread(self._prune)
         return OnceReport(reports, delivery)
 
@@ -457,6 +460,7 @@ class Daemon:
                     serving.scheduler,
                     prune=self._prune_job,
                     heartbeat=self._heartbeat_job,
+                    index_search=self._index_search_job,
                     now=now(),
                 )
                 serving.scheduler.start()
@@ -637,6 +641,36 @@ class Daemon:
         serving = self._serving
         if serving is not None and not serving.stop.is_set():
             self._spawn(self._in_thread(self._prune, failed="retention.failed"))
+
+    def _index_search(self, budget: float) -> None:
+        """Move the payload search's backlog into its index (``db/search_index.py``),
+        batch by batch, for ``budget`` seconds at most: the rest waits for the next run."""
+        deadline = time.monotonic() + budget
+        indexed = 0
+        while time.monotonic() < deadline:
+            moved = self.store.search_index.index_batch()
+            if not moved:
+                break
+            indexed += moved
+        if indexed:
+            log.debug("search.indexed", events=indexed)
+
+    def _index_search_job(self) -> None:
+        serving = self._serving
+        if serving is None or serving.stop.is_set() or self._indexing:
+            return
+        self._indexing = True
+
+        async def index() -> None:
+            try:
+                await self._in_thread(
+                    functools.partial(self._index_search, jobs.SEARCH_INDEX_FOR),
+                    failed="search.index_failed",
+                )
+            finally:
+                self._indexing = False
+
+        self._spawn(index())
 
     def _heartbeat_job(self) -> None:
         self._spawn(self._beat())

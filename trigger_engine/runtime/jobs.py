@@ -40,7 +40,14 @@ POLL_WORKERS = {"sqlite": 4, "postgresql": 8}
 # connection delays its poll, and a pool smaller than the workers opened and closed an
 # overflow connection for many polls (benchmarks/RESULTS.md, "schedule on PostgreSQL").
 POOL_SPARE = 4
-HOUSEKEEPING = ("retention", "heartbeat")  # the ids of the jobs that are not polls
+# The payload search's indexer (db/search_index.py): every SEARCH_INDEX_EVERY seconds it
+# indexes what polls wrote since, for SEARCH_INDEX_FOR seconds at most (a first poll that
+# fired 100,000 leads takes a few minutes of runs to index; the search reads the backlog
+# meanwhile); ``run --once`` gives it SEARCH_INDEX_ONCE_FOR seconds after its deliveries.
+SEARCH_INDEX_EVERY = 5.0
+SEARCH_INDEX_FOR = 2.0
+SEARCH_INDEX_ONCE_FOR = 1.0
+HOUSEKEEPING = ("retention", "heartbeat", "search_index")  # the ids of the jobs not polls
 
 PollJob = Callable[[Account, TriggerSettings], None]
 
@@ -172,9 +179,11 @@ def schedule_housekeeping(
     *,
     prune: Callable[[], None],
     heartbeat: Callable[[], None],
+    index_search: Callable[[], None],
     now: datetime,
 ) -> None:
-    """The retention sweep (first a minute after the start, then hourly) and heartbeats."""
+    """The retention sweep (first a minute after the start, then hourly), heartbeats and
+    the search indexer."""
     scheduler.add_job(
         prune,
         IntervalTrigger(seconds=PRUNE_EVERY, timezone="UTC"),
@@ -183,4 +192,9 @@ def schedule_housekeeping(
     )
     scheduler.add_job(
         heartbeat, IntervalTrigger(seconds=HEARTBEAT_EVERY, timezone="UTC"), id="heartbeat"
+    )
+    scheduler.add_job(
+        index_search,
+        IntervalTrigger(seconds=SEARCH_INDEX_EVERY, timezone="UTC"),
+        id="search_index",
     )
