@@ -99,6 +99,22 @@ def test_store_failures_and_failing_triggers_are_exported() -> None:
     assert 'trigger_engine_trigger_failing{account="acme",trigger="campaigns"} 0.0' in text
 
 
+def test_the_search_backlog_is_read_at_scrape_time_not_at_registration() -> None:
+    backlog = [7]
+    reads: list[int] = []
+
+    def read() -> int:
+        reads.append(backlog[0])
+        return backlog[0]
+
+    m = Metrics(stats, lambda: NOW, search_backlog=read)
+    assert reads == []  # registering it asked nothing of the database
+    assert "trigger_engine_search_backlog 7.0" in m.render().decode()
+    backlog[0] = 0
+    assert "trigger_engine_search_backlog 0.0" in m.render().decode()
+    assert reads == [7, 0]
+
+
 @pytest.mark.parametrize("path", ["/metrics"])
 def test_metrics_page_is_prometheus_text(path: str) -> None:
     async def go() -> tuple[int, str, str]:

@@ -112,6 +112,23 @@ class _Store(Collector):
         yield gauge
 
 
+class _SearchBacklog(Collector):
+    NAME = "trigger_engine_search_backlog"
+    HELP = (
+        "Events written but not yet in the payload search's index (the search finds them "
+        "all the same; the indexer takes them every 5 s)"
+    )
+
+    def __init__(self, backlog: Callable[[], int]) -> None:
+        self.backlog = backlog
+
+    def describe(self) -> Iterable[Metric]:  # registering it reads no database
+        yield GaugeMetricFamily(self.NAME, self.HELP)
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(self.NAME, self.HELP, value=self.backlog())
+
+
 class Metrics:
     """The engine's Prometheus metrics, fed by poll reports and attempt outcomes; the
     backlogs and the quarantine are read from the store at scrape time (``stats`` need
@@ -127,6 +144,7 @@ class Metrics:
         store_failures: Callable[[], Mapping[str, int]] | None = None,
         triggers_failing: Callable[[], Mapping[tuple[str, str], bool]] | None = None,
         known_sinks: Callable[[], Collection[str]] | None = None,
+        search_backlog: Callable[[], int] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -170,6 +188,8 @@ class Metrics:
             r.register(_Quarantine(quarantined))
         if store_failures is not None and triggers_failing is not None:
             r.register(_Store(store_failures, triggers_failing))
+        if search_backlog is not None:
+            r.register(_SearchBacklog(search_backlog))
         self._event_types: dict[str, str] = {}
 
     def event_type_of(self, trigger: str, event_type: str) -> None:

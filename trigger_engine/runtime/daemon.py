@@ -173,6 +173,7 @@ class Daemon:
             store_failures=store.db.activity.failures,
             triggers_failing=self._triggers_failing,
             known_sinks=self._known_sinks,
+            search_backlog=store.search_index.backlog,
         )
         self._stop_requested_at: float | None = None  # loop time of the (first) stop
         self._serving: _Serving | None = None
