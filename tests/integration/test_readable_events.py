@@ -6,13 +6,14 @@ start of each answer (at most 1 KB, through a real POST), unknown ids and stored
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
 from alembic import command
+from alembic.config import Config
 from sqlalchemy import create_engine, text
 
 from tests.receiver import Answer, Receiver
@@ -72,6 +73,16 @@ def index_all(store: Store) -> int:
     while moved := store.search_index.index_batch(limit=3):
         done += moved
     return done
+
+
+def migrate(db_url: str, revision: str, step: Callable[[Config, str], None]) -> None:
+    """Alembic's ``step`` (``command.upgrade`` or ``downgrade``) to ``revision``."""
+    engine = create_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            step(alembic_config(conn), revision)
+    finally:
+        engine.dispose()
 
 
 def fire(
@@ -169,12 +180,7 @@ def test_an_index_serves_the_search_and_a_short_term_is_bounded(
 
 def test_events_written_before_the_search_index_are_found(db_url: str) -> None:
     """An upgrade from 0008 (the migration before the index) indexes the events already there."""
-    engine = create_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            command.upgrade(alembic_config(conn), "0008")
-    finally:
-        engine.dispose()
+    migrate(db_url, "0008", command.upgrade)
     with Store.open(db_url, upgrade=False) as old:
         fire(old, LEADS[:1])
     with Store.open(db_url) as store:
@@ -183,31 +189,8 @@ def test_events_written_before_the_search_index_are_found(db_url: str) -> None:
         assert keys(store, "émilie") == ["2"]
         # and a pruned event leaves the index with it (SQLite: the delete trigger)
         assert store.events.prune(T0 + timedelta(days=1)) == 0  # not delivered: kept
-    engine = create_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            command.downgrade(alembic_config(conn), "0008")
-            command.upgrade(alembic_config(conn), "head")
-    finally:
-        engine.dispose()
-
-
-def test_a_pruned_event_is_no_longer_found(store: Store) -> None:
-    fire(store, LEADS[:2])
-    claimed = store.deliveries.claim_due(
-        owner="n", now=T0, lease=60, capacity={s: 100 for s in SINKS}
-    )
-    store.deliveries.record_attempts(
-        [
-            AttemptOutcome(d.id, d.sink, d.event_id, 1, T0, 5, 200, None, DeliveryStatus.DELIVERED)
-            for d in claimed
-        ],
-        owner="n",
-    )
-    assert store.events.prune(T0 + timedelta(days=1)) == 2
-    assert keys(store, "shaban") == []
-    fire(store, [{"id": "5", "name": "Shaban Again"}])
-    assert keys(store, "shaban") == ["5"]
+    migrate(db_url, "0008", command.downgrade)
+    migrate(db_url, "head", command.upgrade)
 
 
 def test_one_event_shows_its_payload_and_every_attempt_with_the_answer(store: Store) -> None:
@@ -370,11 +353,9 @@ def test_pruning_takes_events_out_of_the_index_and_the_backlog_alike(store: Stor
     claimed = store.deliveries.claim_due(
         owner="n", now=T0, lease=60, capacity={s: 100 for s in SINKS}
     )
+    delivered = DeliveryStatus.DELIVERED
     store.deliveries.record_attempts(
-        [
-            AttemptOutcome(d.id, d.sink, d.event_id, 1, T0, 5, 200, None, DeliveryStatus.DELIVERED)
-            for d in claimed
-        ],
+        [AttemptOutcome(d.id, d.sink, d.event_id, 1, T0, 5, 200, None, delivered) for d in claimed],
         owner="n",
     )
     assert store.events.prune(T0 + timedelta(days=1)) == 4
@@ -394,12 +375,7 @@ def test_an_upgrade_from_0011_and_back_keeps_every_event_findable(db_url: str) -
     """0011 indexed in the poll's transaction. After 0012, SQLite's events stay indexed
     and PostgreSQL's enter the backlog (its index moved to a table of its own); back to
     0011, every event is in 0011's index again."""
-    engine = create_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            command.upgrade(alembic_config(conn), "0011")
-    finally:
-        engine.dispose()
+    migrate(db_url, "0011", command.upgrade)
     with Store.open(db_url, upgrade=False) as old:
         fire(old, LEADS[:2])
     with Store.open(db_url) as store:
@@ -408,12 +384,7 @@ def test_an_upgrade_from_0011_and_back_keeps_every_event_findable(db_url: str) -
         assert keys(store, "ÉMILIE") == ["2"]
         fire(store, LEADS[2:3])  # lead 3 waits in the backlog
         assert keys(store, "olga") == ["3"]
-    engine = create_engine(db_url)
-    try:
-        with engine.begin() as conn:
-            command.downgrade(alembic_config(conn), "0011")
-    finally:
-        engine.dispose()
+    migrate(db_url, "0011", command.downgrade)
     with Store.open(db_url, upgrade=False) as old, old.db.tx() as conn:
         if old.dialect == "sqlite":  # in 0009's FTS5 table, rebuilt
             found = conn.execute(
