@@ -87,6 +87,32 @@ def test_events_show_gives_the_payload_and_every_attempt_with_the_answer(
         assert store.search_index.backlog() == 0
 
 
+def test_a_failing_indexer_fails_neither_the_run_nor_the_search(
+    simulator: SimulatorThread, write_config: ConfigWriter, workdir: Path, cli_env: Env
+) -> None:
+    """The database refuses the indexer's batch (here a trigger of ours): ``run --once``
+    still polls, delivers and exits 0; it logs ``search.index_failed``; the event stays
+    in the backlog, where the search finds it."""
+    with Receiver() as receiver:
+        write_config(base_url=simulator.base_url, sinks=sink_toml(receiver.url))
+        assert run_cli("run", "--once", cwd=workdir, env=cli_env).returncode == 0
+        with Store.open(f"sqlite:///{workdir / 'te.db'}") as store, store.db.tx() as conn:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refuse BEFORE DELETE ON events_search_backlog "
+                "BEGIN SELECT RAISE(ABORT, 'no indexing today'); END"
+            )
+        lead = simulator.sim.add_lead()
+        done = run_cli("run", "--once", "--strict", cwd=workdir, env=cli_env)
+        assert done.returncode == 0, done.stderr
+        assert "search.index_failed" in done.stderr and "no indexing today" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert len(receiver.requests) == 1  # delivered all the same
+    found = run_cli("events", "--search", lead["id"], "--json", cwd=workdir, env=cli_env)
+    assert [e["key"] for e in json.loads(found.stdout)] == [lead["id"]]
+    with Store.open(f"sqlite:///{workdir / 'te.db'}") as store:
+        assert store.search_index.backlog() == 1
+
+
 def test_the_daemon_indexes_what_was_written_in_the_background(
     write_config: ConfigWriter, workdir: Path, cli_env: Env
 ) -> None:

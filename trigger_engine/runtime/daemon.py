@@ -260,7 +260,10 @@ class Daemon:
             self.config, self.store, owner=self.owner, on_attempt=_attempted
         ) as dispatcher:
             delivery = await dispatcher.drain()
-        await in_daemon_thread(self._index_search, jobs.SEARCH_INDEX_ONCE_FOR)
+        await self._in_thread(  # a failure leaves the events in the backlog, still found
+            functools.partial(self._index_search, jobs.SEARCH_INDEX_ONCE_FOR),
+            failed="search.index_failed",
+        )
         await in_daemon_thread(self._prune)
         return OnceReport(reports, delivery)
 
