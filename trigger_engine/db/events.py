@@ -407,21 +407,27 @@ class EventRepository:
                 contains = getattr(func, CASEFOLD)(events.c.payload).contains(
                     term.casefold(), autoescape=True
                 )
-            in_backlog = base.join(search_backlog, search_backlog.c.seq == events.c.seq).where(
-                contains
-            )
-            # the backlog is read up to its SEARCH_SCAN_BOUND newest events (it holds a few
-            # seconds of events while the indexer keeps up; more after an upgrade to 0012 on
-            # PostgreSQL, or a first poll that fired 100,000 leads, until it catches up)
+            # the backlog's newest SEARCH_SCAN_BOUND events at most (it holds a few seconds
+            # of events while the indexer keeps up; more after an upgrade to 0012 on
+            # PostgreSQL, or a first poll that fired 100,000 leads, until it catches up),
+            # read as a range of seq: without one, a planner that cannot know the backlog
+            # is small would read every event and look each up in it
             below = conn.execute(
                 select(search_backlog.c.seq)
                 .order_by(search_backlog.c.seq.desc())
                 .offset(SEARCH_SCAN_BOUND)
                 .limit(1)
             ).scalar_one_or_none()
-            if below is not None:
-                in_backlog = in_backlog.where(search_backlog.c.seq > below)
-            found = [*conn.execute(in_index).all(), *conn.execute(in_backlog).all()]
+            oldest = conn.execute(select(func.min(search_backlog.c.seq))).scalar_one_or_none()
+            queries = [in_index]
+            if oldest is not None:
+                low = oldest if below is None else below + 1
+                queries.append(
+                    base.join(search_backlog, search_backlog.c.seq == events.c.seq).where(
+                        events.c.seq >= low, search_backlog.c.seq >= low, contains
+                    )
+                )
+            found = [row for query in queries for row in conn.execute(query).all()]
             found.sort(key=lambda r: r.seq, reverse=True)
             page = found[:limit]
             # events left unread could belong on the page only when it did not fill up
