@@ -14,12 +14,21 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import ConfigWriter, run_cli
+from trigger_engine.sandbox import SimulatorThread
 
 # What the parser alone never needs: the database, the HTTP clients, validation, the
 # scheduler, the terminal display.
 HEAVY = ("sqlalchemy", "alembic", "aiohttp", "httpx", "pydantic", "apscheduler", "rich")
 # What a command that only reads the database never needs.
 NETWORK_AND_SCHEDULE = ("aiohttp", "httpx", "apscheduler", "alembic", "rich")
+# What ``run --once`` never needs: it schedules nothing and serves nothing (runtime/jobs.py
+# and the HTTP server are the serving daemon's).
+SERVING_ONLY = (
+    "apscheduler",
+    "aiohttp.web",
+    "trigger_engine.runtime.jobs",
+    "trigger_engine.ops.http_api",
+)
 
 _RUN = """
 import gc, json, sys
@@ -93,3 +102,13 @@ def test_start_up_is_frozen_and_the_collector_back_on(
     report = cli_report("status", cwd=workdir, env=cli_env)
     assert report["gc_enabled"] is True
     assert report["frozen"] > 10_000  # SQLAlchemy's and pydantic's objects among them
+
+
+def test_run_once_loads_no_scheduler_or_http_server(
+    simulator: SimulatorThread, write_config: ConfigWriter, workdir: Path, cli_env: dict[str, str]
+) -> None:
+    write_config(base_url=simulator.base_url, sinks="")
+    report = cli_report("run", "--once", cwd=workdir, env=cli_env)
+    modules = set(report["modules"])
+    assert "trigger_engine.runtime.daemon" in modules
+    assert sorted(m for m in SERVING_ONLY if m in modules or m in report["packages"]) == []

@@ -177,7 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import asyncio
 
     from trigger_engine.polling.source import Source
-    from trigger_engine.runtime import jobs
+    from trigger_engine.runtime import plan
     from trigger_engine.runtime.daemon import Daemon
     from trigger_engine.runtime.signals import process_signals
 
@@ -188,7 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if signals.stop_requested:  # before the database is even opened
             logs.get_logger("trigger_engine.daemon").info("engine.stopped", before="serving")
             return 0
-    with _open(config, pool_size=jobs.pool_size(config)) as store:
+    with _open(config, pool_size=plan.pool_size(config)) as store:
         store.lock_single_node()
         with Source(config.source) as source:
             path = config.path
