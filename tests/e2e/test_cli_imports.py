@@ -95,7 +95,7 @@ def test_start_up_is_frozen_and_the_collector_back_on(
     write_config: ConfigWriter, workdir: Path, cli_env: dict[str, str]
 ) -> None:
     """The engine's modules are imported with the collector paused and frozen after
-    (cli/main.py ``_start_up_without_gc``): the collector runs again for the command, and
+    (cli/startup.py): the collector runs again for the command, and
     what start-up made is in the permanent generation, which no collection walks."""
     write_config(base_url="http://127.0.0.1:9", sinks="")
     assert run_cli("db", "upgrade", cwd=workdir, env=cli_env).returncode == 0
@@ -111,4 +111,5 @@ def test_run_once_loads_no_scheduler_or_http_server(
     report = cli_report("run", "--once", cwd=workdir, env=cli_env)
     modules = set(report["modules"])
     assert "trigger_engine.runtime.daemon" in modules
+    assert report["gc_enabled"] is True  # after the daemon's imports too (cli/startup.py)
     assert sorted(m for m in SERVING_ONLY if m in modules or m in report["packages"]) == []

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from trigger_engine import __version__
+from trigger_engine.cli.startup import importing_without_gc
 from trigger_engine.core.durations import DAY, DurationRange, show
 from trigger_engine.core.escape import escape_controls
 from trigger_engine.errors import TriggerEngineError, UsageError
@@ -282,34 +282,10 @@ def _duration(allowed: DurationRange) -> Callable[[str], float]:
     return seconds
 
 
-@contextlib.contextmanager
-def _start_up_without_gc() -> Iterator[None]:
-    """Import the engine with the cyclic garbage collector paused, then freeze what it made.
-
-    Importing SQLAlchemy, pydantic and the engine allocates a few hundred thousand objects
-    that live as long as the process; the collector would walk them again and again while
-    they are made (over a hundred collections, a third of a command like ``status``), and
-    once more at exit. ``gc.freeze()`` moves them to the permanent generation, which no
-    collection walks, and the collector resumes for the command's own work. Done once per
-    process, on the first import of the commands (an embedding process that imported them
-    already is left as it is); the few hundred cyclic objects start-up leaves behind stay
-    frozen with it.
-    """
-    if "trigger_engine.cli.commands" in sys.modules or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        gc.enable()
-
-
 def _command(name: str) -> Callable[[argparse.Namespace], int]:
     """The function of the command ``name``. The commands are imported here, not at the
     top: they import the whole engine, and ``run`` takes its signals before that."""
-    with _start_up_without_gc():
+    with importing_without_gc("trigger_engine.cli.commands"):
         from trigger_engine.cli import commands
 
     return {
