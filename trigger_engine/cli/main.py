@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from trigger_engine import __version__
-from trigger_engine.cli.startup import importing_without_gc
 from trigger_engine.core.durations import DAY, DurationRange, show
 from trigger_engine.core.escape import escape_controls
 from trigger_engine.errors import TriggerEngineError, UsageError
@@ -285,6 +284,8 @@ def _duration(allowed: DurationRange) -> Callable[[str], float]:
 def _command(name: str) -> Callable[[argparse.Namespace], int]:
     """The function of the command ``name``. The commands are imported here, not at the
     top: they import the whole engine, and ``run`` takes its signals before that."""
+    from trigger_engine.cli.startup import importing_without_gc  # not on --help's path
+
     with importing_without_gc("trigger_engine.cli.commands"):
         from trigger_engine.cli import commands
 
