@@ -1,11 +1,12 @@
 """Start-up without the garbage collector's rescans: import the engine with the cyclic
 collector paused, then freeze what the imports made.
 
-Importing SQLAlchemy, pydantic and the engine allocates a few hundred thousand objects
-that live as long as the process; the collector would walk them again and again while
-they are made (over a hundred collections, a third of a command like ``status``), and once
-more at the interpreter's exit. ``gc.freeze()`` moves them to the permanent generation,
-which no collection walks, and the collector resumes for the command's own work.
+Importing SQLAlchemy, pydantic and the engine makes tens of thousands of objects the
+collector tracks, nearly all of them live as long as the process; the collector would walk
+them again and again while they are made (over a hundred collections, a fifth of a command
+like ``status``), and once more at the interpreter's exit. ``gc.freeze()`` moves them to
+the permanent generation, which no collection walks, and the collector resumes for the
+command's own work.
 
 Only a process that has not imported ``module`` yet pauses (a command line's, not an
 embedding process that imported the engine already, such as a test run): what it freezes
