@@ -525,7 +525,8 @@ def engine_parts() -> Any:
     calls it (a child, run against ``ENGINE_SRC``). The fields:
 
     ``layout`` ("issue-11" or "flat"); ``load_config``, ``now``, ``logs``; ``Store``,
-    ``Poller``, ``Source``, ``Daemon`` (``Engine`` before), ``poll_jobs``; the modules
+    ``Poller``, ``Source``, ``Daemon`` (``Engine`` before), ``poll_jobs``, ``pool_size``
+    (the daemon's database pool for a config; None before 2026-12-02); the modules
     ``cli``, ``poller``, ``source``, ``dispatcher`` (``Dispatcher``, ``in_daemon_thread``),
     ``attempt`` (where the dispatcher looks up ``body_for``/``headers_for``), ``jobs``
     (``schedule_polls``; None before), ``schema`` (the tables); ``body_for``, ``headers_for``,
@@ -547,6 +548,10 @@ def engine_parts() -> Any:
         store = None
     if store is not None:  # the issue-11 layout
         daemon, jobs, types = mod("runtime.daemon"), mod("runtime.jobs"), mod("types")
+        try:  # since 2026-12-02 what run --once needs of the plan is apart from APScheduler
+            plan = mod("runtime.plan")
+        except ModuleNotFoundError:
+            plan = jobs
         polls, seen, events, deliveries = (
             mod(f"db.{m}") for m in ("polls", "seen", "events", "deliveries")
         )
@@ -561,7 +566,8 @@ def engine_parts() -> Any:
             schema=mod("db.schema"),
             jobs=jobs,
             Daemon=daemon.Daemon,
-            poll_jobs=jobs.poll_jobs,
+            poll_jobs=plan.poll_jobs,
+            pool_size=getattr(plan, "pool_size", None),
             new_event_id=mod("core.events").new_event_id,
             AttemptOutcome=types.AttemptOutcome,
             DELIVERED=types.DeliveryStatus.DELIVERED,
@@ -593,6 +599,7 @@ def engine_parts() -> Any:
             jobs=None,
             Daemon=scheduler.Engine,
             poll_jobs=scheduler.poll_jobs,
+            pool_size=None,
             new_event_id=store.new_event_id,
             AttemptOutcome=store.AttemptOutcome,
             DELIVERED=store.DELIVERED,

@@ -187,7 +187,7 @@ def node_main(args: argparse.Namespace) -> int:
     config = parts.load_config(Path(args.node_config))
     parts.logs.setup(level=30, json_lines=False, secrets=config.secrets())  # warnings, up
     # as `trigger-engine run` opens it: the pool sized for the poll workers (since 2026-12-02)
-    pool = getattr(parts.jobs, "pool_size", None)
+    pool = parts.pool_size
     sized = {} if pool is None else {"pool_size": pool(config)}
     store = parts.Store.open(config.database_url(), **sized)
     trips = RoundTrips(store.db.engine) if args.trace else None

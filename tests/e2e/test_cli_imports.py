@@ -9,31 +9,53 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import ConfigWriter, run_cli
+from trigger_engine.sandbox import SimulatorThread
 
 # What the parser alone never needs: the database, the HTTP clients, validation, the
 # scheduler, the terminal display.
 HEAVY = ("sqlalchemy", "alembic", "aiohttp", "httpx", "pydantic", "apscheduler", "rich")
 # What a command that only reads the database never needs.
 NETWORK_AND_SCHEDULE = ("aiohttp", "httpx", "apscheduler", "alembic", "rich")
+# What ``run --once`` never needs: it schedules nothing and serves nothing (runtime/jobs.py
+# and the HTTP server are the serving daemon's).
+SERVING_ONLY = (
+    "apscheduler",
+    "aiohttp.web",
+    "trigger_engine.runtime.jobs",
+    "trigger_engine.ops.http_api",
+)
 
 _RUN = """
-import json, sys
+import gc, json, sys
 from trigger_engine.cli.main import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as exc:
     code = exc.code
-packages = sorted({name.split(".")[0] for name in sys.modules})
-sys.stderr.write("\\n" + json.dumps({"code": code, "packages": packages}) + "\\n")
+report = {
+    "code": code,
+    "packages": sorted({name.split(".")[0] for name in sys.modules}),
+    "modules": sorted(sys.modules),
+    "gc_enabled": gc.isenabled(),
+    "frozen": gc.get_freeze_count(),
+}
+sys.stderr.write("\\n" + json.dumps(report) + "\\n")
 """
 
 
 def packages_loaded(*args: str, cwd: Path, env: dict[str, str] | None = None) -> set[str]:
     """The top-level packages imported by the time ``trigger-engine ARGS`` returned."""
+    return set(cli_report(*args, cwd=cwd, env=env)["packages"])
+
+
+def cli_report(*args: str, cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """What the process that ran ``trigger-engine ARGS`` held when it returned: its exit
+    code, the packages and modules imported, and the garbage collector's state."""
     done = subprocess.run(
         [sys.executable, "-c", _RUN, *args],
         cwd=cwd,
@@ -42,9 +64,9 @@ def packages_loaded(*args: str, cwd: Path, env: dict[str, str] | None = None) ->
         text=True,
         timeout=90,
     )
-    report = json.loads(done.stderr.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(done.stderr.strip().splitlines()[-1])
     assert report["code"] == 0, done.stderr
-    return set(report["packages"])
+    return report
 
 
 @pytest.mark.parametrize(
@@ -67,3 +89,27 @@ def test_reading_the_database_loads_no_http_client_or_scheduler(
     loaded = packages_loaded(command, cwd=workdir, env=cli_env)
     assert "sqlalchemy" in loaded
     assert sorted(loaded.intersection(NETWORK_AND_SCHEDULE)) == []
+
+
+def test_start_up_is_frozen_and_the_collector_back_on(
+    write_config: ConfigWriter, workdir: Path, cli_env: dict[str, str]
+) -> None:
+    """The engine's modules are imported with the collector paused and frozen after
+    (cli/startup.py): the collector runs again for the command, and
+    what start-up made is in the permanent generation, which no collection walks."""
+    write_config(base_url="http://127.0.0.1:9", sinks="")
+    assert run_cli("db", "upgrade", cwd=workdir, env=cli_env).returncode == 0
+    report = cli_report("status", cwd=workdir, env=cli_env)
+    assert report["gc_enabled"] is True
+    assert report["frozen"] > 10_000  # SQLAlchemy's and pydantic's objects among them
+
+
+def test_run_once_loads_no_scheduler_or_http_server(
+    simulator: SimulatorThread, write_config: ConfigWriter, workdir: Path, cli_env: dict[str, str]
+) -> None:
+    write_config(base_url=simulator.base_url, sinks="")
+    report = cli_report("run", "--once", cwd=workdir, env=cli_env)
+    modules = set(report["modules"])
+    assert "trigger_engine.runtime.daemon" in modules
+    assert report["gc_enabled"] is True  # after the daemon's imports too (cli/startup.py)
+    assert sorted(m for m in SERVING_ONLY if m in modules or m in report["packages"]) == []

@@ -19,10 +19,10 @@ from trigger_engine.db.store import Store
 from trigger_engine.runtime.jobs import (
     START_RATE,
     make_scheduler,
-    poll_workers,
     schedule_polls,
     start_spacing,
 )
+from trigger_engine.runtime.plan import poll_workers
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 

@@ -176,9 +176,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--strict goes with 'run --once' (the daemon has no run to fail)")
     import asyncio
 
-    from trigger_engine.polling.source import Source
-    from trigger_engine.runtime import jobs
-    from trigger_engine.runtime.daemon import Daemon
+    from trigger_engine.cli.startup import importing_without_gc
+
+    with importing_without_gc("trigger_engine.runtime.daemon"):  # aiohttp, httpx
+        from trigger_engine.polling.source import Source
+        from trigger_engine.runtime import plan
+        from trigger_engine.runtime.daemon import Daemon
     from trigger_engine.runtime.signals import process_signals
 
     signals = None if args.once else process_signals()
@@ -188,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if signals.stop_requested:  # before the database is even opened
             logs.get_logger("trigger_engine.daemon").info("engine.stopped", before="serving")
             return 0
-    with _open(config, pool_size=jobs.pool_size(config)) as store:
+    with _open(config, pool_size=plan.pool_size(config)) as store:
         store.lock_single_node()
         with Source(config.source) as source:
             path = config.path

@@ -284,7 +284,10 @@ def _duration(allowed: DurationRange) -> Callable[[str], float]:
 def _command(name: str) -> Callable[[argparse.Namespace], int]:
     """The function of the command ``name``. The commands are imported here, not at the
     top: they import the whole engine, and ``run`` takes its signals before that."""
-    from trigger_engine.cli import commands
+    from trigger_engine.cli.startup import importing_without_gc  # not on --help's path
+
+    with importing_without_gc("trigger_engine.cli.commands"):
+        from trigger_engine.cli import commands
 
     return {
         "run": commands.cmd_run,

@@ -52,10 +52,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
-
-from aiohttp import web
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from trigger_engine import __version__
 from trigger_engine.clock import now
@@ -72,14 +69,13 @@ from trigger_engine.delivery.dispatcher import (
     being_cancelled,
 )
 from trigger_engine.errors import RuntimeFailure, StoreLost, TriggerEngineError
-from trigger_engine.ops import http_api, logs
+from trigger_engine.ops import logs
 from trigger_engine.ops.health import PROBE_TIMEOUT, Health, Probe, assess
-from trigger_engine.ops.http_api import make_app, serve
 from trigger_engine.ops.logs import get_logger
 from trigger_engine.ops.metrics import Metrics
 from trigger_engine.polling.poller import Poller
 from trigger_engine.polling.source import Source
-from trigger_engine.runtime import console, jobs
+from trigger_engine.runtime import plan
 from trigger_engine.runtime.signals import ProcessSignals, StoppedAtOnce, installed
 from trigger_engine.threads import WorkerPool, in_daemon_thread
 from trigger_engine.types import (
@@ -92,6 +88,11 @@ from trigger_engine.types import (
     SinkSubscriptions,
     StoreFailure,
 )
+
+if TYPE_CHECKING:  # the serving daemon's alone, imported where it serves (``run --once``
+    # loads neither APScheduler nor the HTTP server)
+    from aiohttp import web
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 log = get_logger("trigger_engine.daemon")
 
@@ -165,7 +166,7 @@ class Daemon:
         # the sinks other live nodes serve, as the last heartbeat read them (the registry)
         self._remote: SinkSubscriptions = {}
         self.poller = Poller(config, store, source, remote_sinks=self._remote_sinks)
-        self.owner = jobs.node_name()
+        self.owner = plan.node_name()
         self.metrics = Metrics(
             functools.partial(store.sinks.stats, delivered=None),  # the backlog only
             now,
@@ -218,7 +219,7 @@ class Daemon:
         self._warn_if_created_anew()
         await in_daemon_thread(self._read_registry)
         reports = []
-        polls = jobs.poll_jobs(self.config)
+        polls = plan.poll_jobs(self.config)
         for done, (account, trigger) in enumerate(polls):
             if progress is not None:
                 progress("polls", done, len(polls))
@@ -261,7 +262,7 @@ class Daemon:
         ) as dispatcher:
             delivery = await dispatcher.drain()
         await self._in_thread(  # a failure leaves the events in the backlog, still found
-            functools.partial(self._index_search, jobs.SEARCH_INDEX_ONCE_FOR),
+            functools.partial(self._index_search, plan.SEARCH_INDEX_ONCE_FOR),
             failed="search.index_failed",
         )
         await in_daemon_thread(self._prune)
@@ -290,7 +291,7 @@ class Daemon:
             trigger.name,
             owner=self.owner,
             now=now(),
-            lease=jobs.poll_lease(self.config, trigger),
+            lease=plan.poll_lease(self.config, trigger),
             min_gap=min_gap,
             honour_backoff=honour_backoff,
         )
@@ -300,7 +301,7 @@ class Daemon:
         cutoff = now() - timedelta(seconds=self.config.engine.retention)
         pruned = self.store.events.prune(cutoff)
         forgotten = self.store.quarantine.prune(cutoff)
-        gone = self.store.nodes.prune(now() - timedelta(seconds=jobs.NODES_KEPT_FOR))
+        gone = self.store.nodes.prune(now() - timedelta(seconds=plan.NODES_KEPT_FOR))
         if gone:
             log.info("node.pruned", nodes=", ".join(gone), why="stopped or vanished a day ago")
         if pruned or forgotten:
@@ -446,6 +447,8 @@ class Daemon:
         await self._step(self._resume_auto_paused(why="start"))
         await self._step(in_daemon_thread(self._carried_over_backoff))
 
+        from trigger_engine.runtime import jobs  # APScheduler: serving only
+
         async with Dispatcher(
             self.config, self.store, owner=self.owner, on_attempt=self._attempted
         ) as dispatcher:
@@ -453,7 +456,7 @@ class Daemon:
                 stop=stop,
                 scheduler=jobs.make_scheduler(asyncio.get_running_loop()),
                 dispatcher=dispatcher,
-                workers=WorkerPool(jobs.poll_workers(self.config, self.store.dialect), name="poll"),
+                workers=WorkerPool(plan.poll_workers(self.config, self.store.dialect), name="poll"),
             )
             self._serving = serving
             http: web.AppRunner | None = None
@@ -475,7 +478,7 @@ class Daemon:
                     "engine.started",
                     node=self.owner,
                     accounts=len(self.config.accounts),
-                    polls=len(jobs.poll_jobs(self.config)),
+                    polls=len(plan.poll_jobs(self.config)),
                     poll_workers=serving.workers.size,
                     sinks=len(self.config.sinks),
                     listen=self.config.engine.listen,
@@ -492,6 +495,8 @@ class Daemon:
 
     async def _stop_serving(self, serving: _Serving, http: web.AppRunner | None) -> None:
         """Everything after the dispatcher's stop, each wait bounded (module docstring)."""
+        from trigger_engine.ops import http_api
+
         if self._phase is not _Phase.DONE:
             self._phase = _Phase.STOPPING
         if serving.scheduler.running:
@@ -560,7 +565,7 @@ class Daemon:
         backing off, or (several nodes schedule every trigger) another node holds the
         lease or started a poll of it less than 90% of an interval ago. The claim checks
         all of that in its one transaction."""
-        min_gap = None if retried else jobs.MIN_GAP * trigger.interval
+        min_gap = None if retried else plan.MIN_GAP * trigger.interval
         claim = self._claim(account, trigger, min_gap=min_gap, honour_backoff=True)
         if claim.fence is None:
             log.debug("poll.skipped", account=account.name, trigger=trigger.name, why=claim.refused)
@@ -668,7 +673,7 @@ class Daemon:
         async def index() -> None:
             try:
                 await self._in_thread(
-                    functools.partial(self._index_search, jobs.SEARCH_INDEX_FOR),
+                    functools.partial(self._index_search, plan.SEARCH_INDEX_FOR),
                     failed="search.index_failed",
                 )
             finally:
@@ -724,7 +729,7 @@ class Daemon:
         states = {(s.account, s.trigger): s for s in self.store.polls.states()}
         moment = now()
         failing = {}
-        for account, trigger in jobs.poll_jobs(self.config):
+        for account, trigger in plan.poll_jobs(self.config):
             st = states.get((account.name, trigger.name))
             failing[(account.name, trigger.name)] = st is not None and is_failing(
                 failures=st.consecutive_failures,
@@ -789,6 +794,9 @@ class Daemon:
         listen = self.config.engine.listen
         if listen is None:
             return None
+        from trigger_engine.ops.http_api import make_app, serve
+        from trigger_engine.runtime import console
+
         for name, trigger in self.config.triggers.items():
             self.metrics.event_type_of(name, trigger.event)
 
@@ -827,7 +835,7 @@ class Daemon:
         moment = now()
         current, _paused = self._backoffs(moment)
         self._backing_off = current
-        for account, trigger in ((a.name, t.name) for a, t in jobs.poll_jobs(self.config)):
+        for account, trigger in ((a.name, t.name) for a, t in plan.poll_jobs(self.config)):
             until = current.get((account, trigger))
             if until is None:
                 continue
@@ -868,7 +876,7 @@ class Daemon:
         self._backing_off = current
         return [
             (account, trigger)
-            for account, trigger in jobs.poll_jobs(self.config)
+            for account, trigger in plan.poll_jobs(self.config)
             if (account.name, trigger.name) in cleared
         ]
 
@@ -1002,13 +1010,15 @@ class Daemon:
             self._signals.grace = config.engine.shutdown_grace
         self.poller = Poller(config, self.store, self.source, remote_sinks=self._remote_sinks)
         serving.dispatcher.reconfigure(config)
+        from trigger_engine.runtime import jobs  # loaded by _serve already
+
         jobs.schedule_polls(serving.scheduler, config, self._poll_job, first_run=now())
         for name, trigger in config.triggers.items():
             self.metrics.event_type_of(name, trigger.event)
         log.info(
             "config.reloaded",
             accounts=len(config.accounts),
-            polls=len(jobs.poll_jobs(config)),
+            polls=len(plan.poll_jobs(config)),
             sinks=len(config.sinks),
         )
         self._heartbeat_job()  # the other nodes learn this node's sinks now

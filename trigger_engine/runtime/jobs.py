@@ -8,13 +8,15 @@ shortest interval, at least :data:`START_RATE` polls a second (:func:`start_spac
 each job then keeps its own offset, so a large schedule polls at an even rate instead of
 all at once. A reload keeps each unchanged job's place (its next run) and spreads only the
 jobs it adds or whose interval it changes: reloads, however frequent, never push a job back.
+
+Only the serving daemon imports this module (``run --once`` schedules nothing and never
+loads APScheduler); what both need of the plan, the polls, workers and leases, is in
+:mod:`trigger_engine.runtime.plan`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -25,28 +27,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from trigger_engine.config import Account, Config, TriggerSettings
+from trigger_engine.runtime.plan import SEARCH_INDEX_EVERY, poll_jobs
 
 PRUNE_EVERY = 3600.0  # seconds between retention sweeps
 FIRST_PRUNE_AFTER = 60.0  # seconds from the start to the first retention sweep
 HEARTBEAT_EVERY = 10.0  # seconds between a node's heartbeats
-NODES_KEPT_FOR = 24 * 3600.0  # seconds a stopped (or vanished) node stays listed in status
-MIN_GAP = 0.9  # a trigger is not polled again before this fraction of its interval
 START_RATE = 20.0  # polls per second at least, when the first runs are spread out
-# Default [engine] poll_workers: SQLite has one connection (its transactions queue up
-# anyway; the workers overlap HTTP waits), PostgreSQL a pool of 5 (+10 overflow).
-POLL_WORKERS = {"sqlite": 4, "postgresql": 8}
-# PostgreSQL's pool keeps a connection for each poll worker and these more: the dispatcher,
-# the heartbeat, the HTTP API's reads, a retention sweep. A worker that waits for a
-# connection delays its poll, and a pool smaller than the workers opened and closed an
-# overflow connection for many polls (benchmarks/RESULTS.md, "schedule on PostgreSQL").
-POOL_SPARE = 4
-# The payload search's indexer (db/search_index.py): every SEARCH_INDEX_EVERY seconds it
-# indexes what polls wrote since, for SEARCH_INDEX_FOR seconds at most (a first poll that
-# fired 100,000 leads takes a few minutes of runs to index; the search reads the backlog
-# meanwhile); ``run --once`` gives it SEARCH_INDEX_ONCE_FOR seconds after its deliveries.
-SEARCH_INDEX_EVERY = 5.0
-SEARCH_INDEX_FOR = 2.0
-SEARCH_INDEX_ONCE_FOR = 1.0
 HOUSEKEEPING = ("retention", "heartbeat", "search_index")  # the ids of the jobs not polls
 
 PollJob = Callable[[Account, TriggerSettings], None]
@@ -68,40 +54,6 @@ class OnTheLoop(BaseExecutor):  # type: ignore[misc]  # apscheduler has no type 
             self._run_job_error(job.id, *sys.exc_info()[1:])
         else:
             self._run_job_success(job.id, events)
-
-
-def node_name() -> str:
-    """Who holds a claim: host and pid, unique among live processes."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def poll_jobs(config: Config) -> list[tuple[Account, TriggerSettings]]:
-    """Every (account, trigger) to poll: each enabled trigger of each account."""
-    return [
-        (account, trigger)
-        for account in config.accounts
-        for trigger in config.triggers.values()
-        if trigger.enabled
-    ]
-
-
-def poll_workers(config: Config, dialect: str) -> int:
-    """How many polls run at once: ``[engine] poll_workers``, else by database."""
-    configured = config.engine.poll_workers
-    return configured if configured is not None else POLL_WORKERS.get(dialect, 4)
-
-
-def pool_size(config: Config) -> int:
-    """The connections the daemon's database pool keeps open (PostgreSQL; SQLite has one):
-    one per poll worker and :data:`POOL_SPARE` more."""
-    return poll_workers(config, "postgresql") + POOL_SPARE
-
-
-def poll_lease(config: Config, trigger: TriggerSettings) -> float:
-    """How long a poll lease lasts: ``[engine] lease`` beyond the longest the requests of
-    one poll may take, so that a slow poll is not taken over while it runs."""
-    pages = trigger.pagination.max_pages if trigger.pagination else 1
-    return config.engine.lease + config.source.timeout * pages
 
 
 def start_spacing(jobs: int, shortest_interval: float) -> float:
