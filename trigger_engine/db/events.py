@@ -31,7 +31,6 @@ from sqlalchemy.sql.elements import ColumnElement
 from trigger_engine.core.events import new_event_id
 from trigger_engine.db.engine import CASEFOLD, CHUNK, Database, chunks, units_of_work
 from trigger_engine.db.schema import (
-    SEARCH_INDEX,
     SEARCH_TABLE,
     attempts,
     deliveries,
@@ -355,16 +354,16 @@ class EventRepository:
         """Events matching ``f`` whose payload (its JSON text) contains ``term``, ignoring
         case, newest first, each with all its deliveries.
 
-        First the newest :data:`SEARCH_WINDOWS` events are read in turn (a term most events
-        hold fills the page there, in milliseconds, where the index would list every event
-        holding it); when they do not fill the page, the trigram index answers for the
-        events it holds (SQLite: the FTS5 table; PostgreSQL: the pg_trgm GIN index on
-        ``events_search`` under ``ILIKE``), fast for a term few events hold, and the
-        events still in its backlog (written, not yet indexed: ``db/search_index.py``)
-        are read, the newest :data:`SEARCH_SCAN_BOUND` of them at most. Without an index
-        (a term under 3 characters, or none made) only the newest
-        :data:`SEARCH_SCAN_BOUND` events are read. Either way the page says so when older
-        events were left out."""
+        On SQLite the newest :data:`SEARCH_WINDOWS` events are read first, in turn (a term
+        most events hold fills the page there, in milliseconds, where the FTS5 index would
+        list every event holding it); when they do not fill the page (and on PostgreSQL at
+        once), the trigram index answers for the events it holds (SQLite: the FTS5 table;
+        PostgreSQL: the pg_trgm GIN index on ``events_search`` under ``ILIKE``), fast for a
+        term few events hold, and the events still in its backlog (written, not yet
+        indexed: ``db/search_index.py``) are read, the newest :data:`SEARCH_SCAN_BOUND` of
+        them at most. Without an index (a term under 3 characters, or none made) only the
+        newest :data:`SEARCH_SCAN_BOUND` events are read. Either way the page says so when
+        older events were left out."""
         with self.db.tx() as conn:
             index = search_index(conn)
             indexed = index is not None and len(term) >= SEARCH_INDEXED_FROM
@@ -380,10 +379,14 @@ class EventRepository:
                 .limit(limit)
             )
             contains = events.c.payload.icontains(term, autoescape=True)
-            # SQLite's lower() folds ASCII only: a window scan could miss "Émilie" for
-            # "ÉMILIE", which the FTS5 index (Unicode case folding) finds
+            # The windows serve SQLite, whose FTS5 index would list every event holding a
+            # common term; PostgreSQL's planner weighs the GIN index against reading the
+            # newest events itself (pg_trgm's estimates), and its windows, which could not
+            # use the index (on a table of its own), cost 150 ms at a million events
+            # (benchmarks/RESULTS.md). SQLite's lower() folds ASCII only: a window scan
+            # could miss "Émilie" for "ÉMILIE", which the FTS5 index (Unicode folding) finds.
             windows: tuple[int, ...] = ()
-            if index == SEARCH_INDEX or term.isascii():
+            if index == SEARCH_TABLE and term.isascii():
                 windows = SEARCH_WINDOWS
             if not indexed:
                 windows = (SEARCH_SCAN_BOUND,)
