@@ -19,6 +19,7 @@ from yarl import URL
 
 from tests.integration.test_admin_api import T0, TOKEN, fire, make_config
 from trigger_engine.config import Config
+from trigger_engine.db import events as events_module
 from trigger_engine.db.store import Store
 from trigger_engine.ops.health import Health
 from trigger_engine.ops.http_api import make_app
@@ -188,6 +189,30 @@ def test_pages_show_the_data_escaped(store: Store) -> None:
         assert f'action="/events/{newest[0].id}/replay"' in text
         status, _, _ = await b.get("/events/no-such-event")
         assert status == 404
+
+    run(config, store, test)
+
+
+def test_a_bounded_search_says_so_on_the_events_page(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search that could read only the newest SEARCH_SCAN_BOUND events it could not look
+    up in the index (here a 2-letter term) says so under the list, and one that read them
+    all says nothing."""
+    monkeypatch.setattr(events_module, "SEARCH_SCAN_BOUND", 2)
+    for i in range(4):
+        fire(store, [{"id": str(i), "name": f"Lead {i}"}], T0 + timedelta(minutes=i))
+    while store.search_index.index_batch():  # as the daemon's indexer would have
+        pass
+    config = make_config(str(store.db.engine.url), "http://127.0.0.1:9")
+
+    async def test(b: Browser) -> None:
+        await b.login()
+        status, text, _ = await b.get("/events", params={"search": '0"'})  # the oldest lead
+        assert status == 200 and 'id="no-events"' in text
+        assert 'id="search-bounded"' in text and "only the newest 2 of the events" in text
+        status, text, _ = await b.get("/events", params={"search": "Lead 0"})  # indexed
+        assert re.findall(r'<a href="/events/([^"]+)">', text) and "search-bounded" not in text
 
     run(config, store, test)
 

@@ -309,7 +309,13 @@ class Pages:
         filters = [(k, v) for k, v in query.items() if k not in ("cursor", "flash") and v]
         older, scanned = _older("/events", filters, found)
         bounded = found.get("search_bounded_at")
-        note = f"<p>The search looked at events back to {e(bounded)}.</p>" if bounded else ""
+        note = (
+            f'<p id="search-bounded">The search read only the newest {bounded:,} of the events '
+            "its index could not answer for (a term under 3 characters, or events not indexed "
+            "yet); older ones were not searched.</p>"
+            if bounded
+            else ""
+        )
         note += scanned
         # the first page follows new events (static/console.js) with the same filters
         live = "" if query.get("cursor") else f"/api/v1/events?{urlencode(filters)}"
