@@ -438,6 +438,7 @@ def run(
             parts = engine_parts()
             parts.Store.open(parts.load_config(cfg).database_url()).close()  # migrate once
             busy = wait_quiet()
+            load_before = os.getloadavg()
             log(f"running {nodes} daemon(s) for {duration:g} s (machine {busy:.0%} busy before)")
             start_at = time.time() + START_DELAY
             children = []
@@ -461,6 +462,13 @@ def run(
             if any(codes):
                 raise SystemExit(f"a daemon failed: exit codes {codes}")
             seen = [json.loads((tmp / f"node{n}.json").read_text()) for n in range(nodes)]
+            load_after = os.getloadavg()
+            print(
+                f"   machine: {busy:.0%} busy before the run; load average (1, 5, 15 min) "
+                f"{', '.join(f'{x:.2f}' for x in load_before)} before, "
+                f"{', '.join(f'{x:.2f}' for x in load_after)} at the end "
+                f"({os.cpu_count()} cores; the 5-minute figure at the end is the run's)"
+            )
         finally:
             if made_db:
                 with pg_admin(pg) as con:  # type: ignore[arg-type]
@@ -615,6 +623,19 @@ def report(seen: list[dict[str, Any]], interval: float, trace: bool) -> None:
             f"   sustained capacity at that CPU cost: ~{len(polled) / cpu_total:,.0f} polls/s "
             f"per engine process (the GIL makes it one core's worth)"
         )
+        for i, node in enumerate(seen):
+            mine = [p for p in node["polls"] if p["outcome"] not in ("skipped", "error")]
+            asked = len(node["polls"])
+            others = len(node["submitted"]) - asked
+            node_wall = node["t_end"] - node["t0"]
+            print(
+                f"   node {i + 1}: {len(node['submitted']):,} jobs run by its scheduler, "
+                f"{others:,} not run here (another node's share, or not started at the stop), "
+                f"{asked - len(mine):,} "
+                f"claims refused, {len(mine):,} polls; CPU {node['cpu']:.1f} s "
+                f"({node['cpu'] / node_wall:.2f} cores), "
+                f"{1000 * node['cpu'] / max(1, len(mine)):.2f} ms per poll it ran"
+            )
     if trace:
         report_trips(seen, all_polls)
 
