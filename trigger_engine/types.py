@@ -380,6 +380,8 @@ class NodeView:
     # the sinks it serves; None: it did not say (a version from before the registry)
     sinks: SinkSubscriptions | None = None
     config_digest: str | None = None  # config/shape.py config_digest of its configuration
+    # core/division.py schedule_digest of its poll jobs: nodes with equal ones divide them
+    schedule_digest: str | None = None
 
     def alive(self, now: datetime) -> bool:
         """Not stopped, and a heartbeat within ``NODE_ALIVE_WITHIN`` seconds of ``now``."""

@@ -102,6 +102,15 @@ class PollRepository:
             ).all()
         return [_state(r) for r in rows]
 
+    def last_polls(self) -> dict[tuple[str, str], datetime | None]:
+        """When each trigger's last poll started (claimed), by (account, trigger): what a
+        node that takes over another's share reads to find the polls whose turn passed."""
+        with self.db.tx() as conn:
+            rows = conn.execute(
+                select(poll_state.c.account, poll_state.c.trigger, poll_state.c.last_poll_at)
+            )
+            return {(r.account, r.trigger): r.last_poll_at for r in rows}
+
     def _row(self, conn: Connection, account: str, trigger: str) -> Row[Any] | None:
         return conn.execute(select(poll_state).where(*_where(account, trigger))).one_or_none()
 

@@ -61,6 +61,7 @@ from trigger_engine.clock import now
 from trigger_engine.config import Account, Config, TriggerSettings
 from trigger_engine.config.shape import config_digest, served_sinks
 from trigger_engine.core import registry
+from trigger_engine.core.division import Division, Job
 from trigger_engine.core.engine_events import Subscribers
 from trigger_engine.core.retry import is_failing
 from trigger_engine.db.store import Store
@@ -165,6 +166,12 @@ class Daemon:
         self._remote: SinkSubscriptions = {}
         self.poller = Poller(config, store, source, remote_sinks=self._remote_sinks)
         self.owner = jobs.node_name()
+        # this node's share of the polls, among the live nodes with the same schedule
+        # (read with each heartbeat); the jobs it gained whose turn passed, to poll now
+        self.division = Division(self.owner)
+        self._schedule_digest = jobs.schedule_digest(config)
+        self._job_keys = jobs.job_keys(config)
+        self._taken_over: list[Job] = []
         self.metrics = Metrics(
             functools.partial(store.sinks.stats, delivered=None),  # the backlog only
             now,
@@ -528,14 +535,15 @@ class Daemon:
         self, account: Account, trigger: TriggerSettings, *, retried: bool = False
     ) -> None:
         """APScheduler's job, on the loop: queue the poll on a worker and return at once;
-        one per (account, trigger) queued or running. ``retried``: asked for by ``triggers
+        one per (account, trigger) queued or running, and only this node's share of the
+        polls when other live nodes run the same schedule. ``retried``: asked for by ``triggers
         retry``, so polled even if a poll of it started less than an interval ago."""
         serving = self._serving
         key = (account.name, trigger.name)
         if serving is None or serving.stop.is_set() or serving.workers.stopped:
             return
-        if key in serving.polls:
-            return
+        if key in serving.polls or not self.division.owns(key):
+            return  # already queued, or another live node's share (``self.division``)
         poller = self.poller  # this poll uses its source until it ends, whatever a reload does
         future = serving.workers.submit(
             self._poll_if_due, poller, account, trigger, retried=retried
@@ -657,6 +665,19 @@ class Daemon:
         for account, trigger in retried:  # on the loop, as the scheduler's own runs
             log.info("poll.retry_requested", account=account.name, trigger=trigger.name)
             self._poll_job(account, trigger, retried=True)
+        self._poll_taken_over()
+
+    def _poll_taken_over(self) -> None:
+        """Queue the polls of the jobs this node took over whose turn passed (on the loop);
+        their claims refuse any that the node leaving polled after all."""
+        if not self._taken_over:
+            return
+        taken, self._taken_over = self._taken_over, []
+        pairs = {(a.name, t.name): (a, t) for a, t in jobs.poll_jobs(self.config)}
+        for job in taken:
+            pair = pairs.get(job)
+            if pair is not None:
+                self._poll_job(*pair)
 
     def _stop_by_itself(self, reason: RuntimeFailure) -> None:
         """Stop as after a first signal, then exit 1 with ``reason``'s sentence."""
@@ -844,6 +865,7 @@ class Daemon:
             now=moment,
             sinks=served_sinks(self.config),
             config_digest=config_digest(self.config),
+            schedule_digest=self._schedule_digest,
         )
         self._take_registry(others, moment)
 
@@ -868,6 +890,47 @@ class Daemon:
                 "polled here get deliveries to them, which those nodes send",
             )
         self._remote = remote
+        self._divide(others, moment)
+
+    def _divide(self, others: list[NodeView], moment: datetime) -> None:
+        """This node's share of the polls, among the live nodes with the same schedule
+        (:mod:`~trigger_engine.core.division`); the jobs it gains from a node that left,
+        whose turn came since their last poll, are polled at the next heartbeat's end
+        (:meth:`_beat`), so a node that stops or dies delays its polls, never skips them."""
+        peers = [
+            node.name
+            for node in others
+            if node.alive(moment) and node.schedule_digest == self._schedule_digest
+        ]
+        division = self.division
+        division.me = self.owner
+        was = (division.peers, division.mine is None)
+        gained = division.update(self._job_keys, peers)
+        if (division.peers, division.mine is None) != was:
+            log.info(
+                "node.share",
+                nodes=len(division.peers) + 1,
+                polls=len(self._job_keys) if division.mine is None else len(division.mine),
+                of_polls=len(self._job_keys),
+                gained=len(gained),
+            )
+        if gained:
+            due = self._turn_passed(gained, moment)
+            if due:
+                log.info("poll.taken_over", polls=len(due), why="their node left")
+                self._taken_over.extend(due)
+
+    def _turn_passed(self, gained: frozenset[Job], moment: datetime) -> list[Job]:
+        """The jobs of ``gained`` not polled (by any node) within their interval of
+        ``moment``: their turn came while the node that had them was leaving."""
+        last = self.store.polls.last_polls()
+        interval = {name: trigger.interval for name, trigger in self.config.triggers.items()}
+        due = []
+        for job in sorted(gained):
+            polled = last.get(job)
+            if polled is None or polled <= moment - timedelta(seconds=interval[job[1]]):
+                due.append(job)
+        return due
 
     def _remote_sinks(self) -> SinkSubscriptions:
         return self._remote
@@ -960,6 +1023,9 @@ class Daemon:
             self.source = Source(config.source)
         logs.REDACTION.update([*logs.REDACTION.secrets, *config.secrets()])
         self.config = config
+        self._schedule_digest = jobs.schedule_digest(config)
+        self._job_keys = jobs.job_keys(config)
+        self.division.forget()  # every job until the heartbeat below divides them again
         if self._signals is not None:
             self._signals.grace = config.engine.shutdown_grace
         self.poller = Poller(config, self.store, self.source, remote_sinks=self._remote_sinks)

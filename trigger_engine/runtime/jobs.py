@@ -25,6 +25,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from trigger_engine.config import Account, Config, TriggerSettings
+from trigger_engine.core import division
 
 PRUNE_EVERY = 3600.0  # seconds between retention sweeps
 FIRST_PRUNE_AFTER = 60.0  # seconds from the start to the first retention sweep
@@ -76,6 +77,19 @@ def poll_jobs(config: Config) -> list[tuple[Account, TriggerSettings]]:
         for trigger in config.triggers.values()
         if trigger.enabled
     ]
+
+
+def job_keys(config: Config) -> frozenset[division.Job]:
+    """The (account, trigger) names of :func:`poll_jobs`."""
+    return frozenset((account.name, trigger.name) for account, trigger in poll_jobs(config))
+
+
+def schedule_digest(config: Config) -> str:
+    """The digest of this schedule (its jobs and their intervals), which every heartbeat
+    writes: live nodes with the same one divide its polls (:mod:`~trigger_engine.core.division`)."""
+    return division.schedule_digest(
+        (account.name, trigger.name, trigger.interval) for account, trigger in poll_jobs(config)
+    )
 
 
 def poll_workers(config: Config, dialect: str) -> int:
