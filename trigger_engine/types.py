@@ -153,9 +153,11 @@ class Fence:
 @dataclass(frozen=True)
 class PollClaim:
     """What a poll claim got: a lease to poll under (``fence``), or why not
-    (``refused``), with the trigger's state as the claim saw it."""
+    (``refused``), with the trigger's state as the claim saw it. A refused claim that was
+    not asked to explain itself has neither (``state`` and ``refused`` None): it cost
+    one round trip, not two."""
 
-    state: PollState
+    state: PollState | None
     fence: Fence | None = None
     refused: PollRefusal | None = None
 

@@ -77,6 +77,13 @@ def poll_at(daemon: Daemon, job: Job, at: datetime) -> None:
     assert report is not None and report.ok
 
 
+def pg_store_claim(daemon: Daemon, job: Job) -> Job:
+    """``daemon`` claims ``job`` now, for a minute, and writes nothing (it dies polling)."""
+    claim = daemon.store.polls.claim(job[0], job[1], owner=daemon.owner, now=now(), lease=60)
+    assert claim.fence is not None
+    return job
+
+
 def queue_polls(daemon: Daemon, work: Any) -> set[tuple[str, str]]:
     """Run ``work(daemon)`` on a loop with the daemon's poll workers, as while it serves;
     returns the polls it queued, once they ended."""
@@ -156,8 +163,15 @@ def test_a_dead_nodes_share_is_taken_over_within_a_bounded_time_and_its_missed_t
     beat(a, taken_at)
     assert a.division.mine is None
     assert a._taken_over == late
+    # b died in the middle of a poll of the first: it holds that one's lease (claimed, not
+    # written), so a's claim is refused until the lease expires, and it is tried again
+    # at a's next heartbeat
+    held = pg_store_claim(b, late[0])
     queued = queue_polls(a, Daemon._poll_taken_over)
     assert queued == set(late)
+    assert a._taken_over == [held]
+    b.store.polls.release_leases("node-b")  # the lease expires
+    assert queue_polls(a, Daemon._poll_taken_over) == {held}
     assert a._taken_over == []
     for account, trigger in late:
         state = store.polls.state(account, trigger)

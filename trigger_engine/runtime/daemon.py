@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -231,13 +232,14 @@ class Daemon:
                 log.info("poll.skipped_paused", account=account.name, trigger=trigger.name)
                 continue
             if claim.fence is None:
+                holder = claim.state.lease_owner if claim.state is not None else None
                 reports.append(
                     PollReport(
                         account.name,
                         trigger.name,
                         ok=True,
                         outcome=PollOutcome.SKIPPED,
-                        error=f"node {claim.state.lease_owner or '?'} is polling it",
+                        error=f"node {holder or '?'} is polling it",
                     )
                 )
                 continue
@@ -284,6 +286,7 @@ class Daemon:
         *,
         min_gap: float | None,
         honour_backoff: bool = False,
+        explain: bool = True,
     ) -> PollClaim:
         return self.store.polls.claim(
             account.name,
@@ -293,6 +296,7 @@ class Daemon:
             lease=jobs.poll_lease(self.config, trigger),
             min_gap=min_gap,
             honour_backoff=honour_backoff,
+            explain=explain,
         )
 
     def _prune(self) -> None:
@@ -532,7 +536,12 @@ class Daemon:
     # ---------------------------------------------------------------- jobs
 
     def _poll_job(
-        self, account: Account, trigger: TriggerSettings, *, retried: bool = False
+        self,
+        account: Account,
+        trigger: TriggerSettings,
+        *,
+        retried: bool = False,
+        taken_over: bool = False,
     ) -> None:
         """APScheduler's job, on the loop: queue the poll on a worker and return at once;
         one per (account, trigger) queued or running, and only this node's share of the
@@ -546,7 +555,7 @@ class Daemon:
             return  # already queued, or another live node's share (``self.division``)
         poller = self.poller  # this poll uses its source until it ends, whatever a reload does
         future = serving.workers.submit(
-            self._poll_if_due, poller, account, trigger, retried=retried
+            self._poll_if_due, poller, account, trigger, retried=retried, taken_over=taken_over
         )
         serving.polls[key] = future
         self._source_users[poller.source] += 1
@@ -554,15 +563,27 @@ class Daemon:
         future.add_done_callback(lambda done: self._polled(serving, key, done))
 
     def _poll_if_due(
-        self, poller: Poller, account: Account, trigger: TriggerSettings, *, retried: bool = False
+        self,
+        poller: Poller,
+        account: Account,
+        trigger: TriggerSettings,
+        *,
+        retried: bool = False,
+        taken_over: bool = False,
     ) -> PollReport | None:
         """One scheduled poll, on a poll worker; None when the claim is refused: paused,
-        backing off, or (several nodes schedule every trigger) another node holds the
-        lease or started a poll of it less than 90% of an interval ago. The claim checks
-        all of that in its one transaction."""
+        backing off, or (several nodes) another node holds the lease or started a poll of
+        it less than 90% of an interval ago. The claim checks all of that in its one
+        statement. ``taken_over``: a poll of a node that left, whose turn passed; refused
+        because that node still holds its lease (it died polling it), it is tried again at
+        each heartbeat until the lease expires."""
         min_gap = None if retried else jobs.MIN_GAP * trigger.interval
-        claim = self._claim(account, trigger, min_gap=min_gap, honour_backoff=True)
+        # the reason costs a second round trip: read for the debug log, and for a takeover
+        why = taken_over or log.enabled_for(logging.DEBUG)
+        claim = self._claim(account, trigger, min_gap=min_gap, honour_backoff=True, explain=why)
         if claim.fence is None:
+            if taken_over and claim.refused is PollRefusal.LEASED:
+                self._taken_over.append((account.name, trigger.name))
             log.debug("poll.skipped", account=account.name, trigger=trigger.name, why=claim.refused)
             return None
         return poller.poll(account, trigger, fence=claim.fence, state=claim.state)
@@ -677,7 +698,7 @@ class Daemon:
         for job in taken:
             pair = pairs.get(job)
             if pair is not None:
-                self._poll_job(*pair)
+                self._poll_job(*pair, taken_over=True)
 
     def _stop_by_itself(self, reason: RuntimeFailure) -> None:
         """Stop as after a first signal, then exit 1 with ``reason``'s sentence."""
@@ -870,11 +891,14 @@ class Daemon:
         self._take_registry(others, moment)
 
     def _read_registry(self) -> None:
-        """``run --once``: what the live nodes serve, read once (it is no node itself)."""
+        """``run --once``: what the live nodes serve, read once (it is no node itself, and
+        polls every trigger: no division)."""
         moment = now()
-        self._take_registry(self.store.nodes.live(moment), moment)
+        self._take_registry(self.store.nodes.live(moment), moment, divide=False)
 
-    def _take_registry(self, others: list[NodeView], moment: datetime) -> None:
+    def _take_registry(
+        self, others: list[NodeView], moment: datetime, *, divide: bool = True
+    ) -> None:
         if self.store.dialect == "sqlite":
             # one process per file: another node's row is a killed process's, whatever
             # its heartbeat says (its config may have had a sink that is now removed)
@@ -890,7 +914,8 @@ class Daemon:
                 "polled here get deliveries to them, which those nodes send",
             )
         self._remote = remote
-        self._divide(others, moment)
+        if divide:
+            self._divide(others, moment)
 
     def _divide(self, others: list[NodeView], moment: datetime) -> None:
         """This node's share of the polls, among the live nodes with the same schedule
