@@ -22,7 +22,9 @@ nothing new). The database: SQLite in a temp dir, or with ``--pg`` a PostgreSQL 
 the benchmark's own (``PREFIX_PID``, ``--pg-prefix``, default ``sched_bench``: created on
 the server of ``--pg-db``, migrated once, dropped at the end). ``--nodes N`` (PostgreSQL)
 starts N daemons on it at the same instant, each scheduling every trigger as a real
-deployment does; the claims decide who polls.
+deployment does; since 2026-12-02 (issue 16) each polls only its share (the nodes divide
+the jobs by a hash over the live nodes, read with the heartbeat), the claims guarding.
+Each node's line says how many of the jobs its scheduler ran it left to the others.
 
 Lag of one poll = the moment its poll function starts in its thread (``Daemon._poll_if_due``,
 wrapped; with a pool of poll workers, the time a poll waits in the queue counts) - the run
