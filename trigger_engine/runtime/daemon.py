@@ -48,6 +48,7 @@ import asyncio
 import enum
 import functools
 import logging
+import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -170,6 +171,7 @@ class Daemon:
         # this node's share of the polls, among the live nodes with the same schedule
         # (read with each heartbeat); the jobs it gained whose turn passed, to poll now
         self.division = Division(self.owner)
+        self._dividing = threading.Lock()  # a readiness probe's heartbeat and the scheduled one
         self._schedule_digest = jobs.schedule_digest(config)
         self._job_keys = jobs.job_keys(config)
         self._taken_over: list[Job] = []
@@ -928,10 +930,12 @@ class Daemon:
             if node.alive(moment) and node.schedule_digest == self._schedule_digest
         ]
         division = self.division
-        division.me = self.owner
-        was = (division.peers, division.mine is None)
-        gained = division.update(self._job_keys, peers)
-        if (division.peers, division.mine is None) != was:
+        with self._dividing:
+            division.me = self.owner
+            was = (division.peers, division.mine is None)
+            gained = division.update(self._job_keys, peers)
+            changed = (division.peers, division.mine is None) != was
+        if changed:
             log.info(
                 "node.share",
                 nodes=len(division.peers) + 1,
