@@ -201,7 +201,15 @@ class PollRepository:
         without one (tests, tools), it creates the row if needed. With a fence, it also
         sets ``values`` (a successful poll's state: in the steady case, the poll's only
         write to its row); the state returned then shows them, and the other columns as
-        they were."""
+        they were.
+
+        With a fence, the lease ends here: it expires at the poll's claim (its owner stays,
+        as who polled last), so no other node waits for it once this transaction commits;
+        the minimum gap between polls, set in the same statement, keeps the next poll to
+        its turn. A lease kept to its expiry (``engine.lease`` beyond the source's timeout:
+        630 s in ``benchmarks/schedule.py``) made the node that owns a trigger in the
+        division wait for the lease of a node that polled it before it knew of the owner,
+        and skip that turn."""
         if fence is None:
             return self._ensure_row(conn, account, trigger), None
         held = (
@@ -217,7 +225,7 @@ class PollRepository:
                 poll_state.c.lease_owner == fence.owner,
                 poll_state.c.fencing_token == fence.token,
             )
-            .values(lease_owner=fence.owner, **(values or {}))
+            .values(lease_owner=fence.owner, lease_expires_at=fence.claimed_at, **(values or {}))
             .returning(*poll_state.c, held)
         ).one_or_none()
         if row is None:
