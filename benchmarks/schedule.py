@@ -485,6 +485,7 @@ def report(seen: list[dict[str, Any]], interval: float, trace: bool) -> None:
     due: dict[tuple[str, int], list[float]] = defaultdict(list)  # submissions' run times
     unstarted: dict[tuple[str, int], float] = {}  # lower bound of the lag at the stop
     refused: Counter[int] = Counter()
+    refused_keys: set[tuple[str, int]] = set()  # (job, round) some node's claim was refused
     executed_by: list[int] = []
     dispatch: list[float] = []
     for node in seen:
@@ -508,6 +509,7 @@ def report(seen: list[dict[str, Any]], interval: float, trace: bool) -> None:
                 taken[jid] += 1
                 if p["outcome"] == "skipped":
                     refused[key[1]] += 1
+                    refused_keys.add(key)
                 else:
                     ran[key].append(p)
                     executed += 1
@@ -532,7 +534,9 @@ def report(seen: list[dict[str, Any]], interval: float, trace: bool) -> None:
                 row["fetch_lag"].append(p["fetch"] - when)
             row["done_lag"].append(p["end"] - when)
         if not polls:
-            if key in unstarted:
+            # refused by a node and polled by none: skipped, though another node (that
+            # left it to the one refused, its share) never started it
+            if key in unstarted and key not in refused_keys:
                 row["not_started"].append(unstarted[key])  # a lower bound of its lag
             else:
                 row["skipped"].append(1)
@@ -560,9 +564,9 @@ def report(seen: list[dict[str, Any]], interval: float, trace: bool) -> None:
         "   lag = poll function start (its thread) - scheduled; fetch lag = the HTTP request "
         "start - scheduled (after the poll's claim); done = poll end - scheduled; due = "
         "(job, round) submitted by some node; once/twice = polled by exactly one / several "
-        "nodes; skipped = due, refused by every node; refused = claims refused (min_gap, "
-        "lease: with several nodes, the others' runs); poll duration and CPU: of the polls "
-        "executed"
+        "nodes; skipped = due, refused by every node that started it and run by none; "
+        "refused = claims refused (min_gap, lease: with several nodes, the others' runs); "
+        "poll duration and CPU: of the polls executed"
     )
     print(
         f"   {'round':>5} {'due':>6} {'once':>6} {'twice':>5} {'skipped':>7} {'not yet':>7} "
