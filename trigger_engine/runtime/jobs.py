@@ -30,6 +30,10 @@ from trigger_engine.core import division
 PRUNE_EVERY = 3600.0  # seconds between retention sweeps
 FIRST_PRUNE_AFTER = 60.0  # seconds from the start to the first retention sweep
 HEARTBEAT_EVERY = 10.0  # seconds between a node's heartbeats
+# The first scheduled heartbeat, this long after the start's: of nodes started together,
+# the one whose start-up heartbeat came first saw none of the others, and polls their
+# shares too (each poll a refused claim on one side) until it reads the registry again.
+FIRST_HEARTBEAT_AFTER = 1.0
 NODES_KEPT_FOR = 24 * 3600.0  # seconds a stopped (or vanished) node stays listed in status
 MIN_GAP = 0.9  # a trigger is not polled again before this fraction of its interval
 START_RATE = 20.0  # polls per second at least, when the first runs are spread out
@@ -188,7 +192,9 @@ def schedule_housekeeping(
     heartbeat: Callable[[], None],
     now: datetime,
 ) -> None:
-    """The retention sweep (first a minute after the start, then hourly) and heartbeats."""
+    """The retention sweep (first a minute after the start, then hourly) and heartbeats
+    (the first :data:`FIRST_HEARTBEAT_AFTER` after ``now``, then every
+    :data:`HEARTBEAT_EVERY`)."""
     scheduler.add_job(
         prune,
         IntervalTrigger(seconds=PRUNE_EVERY, timezone="UTC"),
@@ -196,5 +202,8 @@ def schedule_housekeeping(
         next_run_time=now + timedelta(seconds=FIRST_PRUNE_AFTER),
     )
     scheduler.add_job(
-        heartbeat, IntervalTrigger(seconds=HEARTBEAT_EVERY, timezone="UTC"), id="heartbeat"
+        heartbeat,
+        IntervalTrigger(seconds=HEARTBEAT_EVERY, timezone="UTC"),
+        id="heartbeat",
+        next_run_time=now + timedelta(seconds=FIRST_HEARTBEAT_AFTER),
     )
