@@ -22,7 +22,9 @@ nothing new). The database: SQLite in a temp dir, or with ``--pg`` a PostgreSQL 
 the benchmark's own (``PREFIX_PID``, ``--pg-prefix``, default ``sched_bench``: created on
 the server of ``--pg-db``, migrated once, dropped at the end). ``--nodes N`` (PostgreSQL)
 starts N daemons on it at the same instant, each scheduling every trigger as a real
-deployment does; the claims decide who polls.
+deployment does; since 2026-12-02 (issue 16) each polls only its share (the nodes divide
+the jobs by a hash over the live nodes, read with the heartbeat), the claims guarding.
+Each node's line says how many of the jobs its scheduler ran it left to the others.
 
 Lag of one poll = the moment its poll function starts in its thread (``Daemon._poll_if_due``,
 wrapped; with a pool of poll workers, the time a poll waits in the queue counts) - the run
@@ -438,6 +440,7 @@ def run(
             parts = engine_parts()
             parts.Store.open(parts.load_config(cfg).database_url()).close()  # migrate once
             busy = wait_quiet()
+            load_before = os.getloadavg()
             log(f"running {nodes} daemon(s) for {duration:g} s (machine {busy:.0%} busy before)")
             start_at = time.time() + START_DELAY
             children = []
@@ -461,6 +464,13 @@ def run(
             if any(codes):
                 raise SystemExit(f"a daemon failed: exit codes {codes}")
             seen = [json.loads((tmp / f"node{n}.json").read_text()) for n in range(nodes)]
+            load_after = os.getloadavg()
+            print(
+                f"   machine: {busy:.0%} busy before the run; load average (1, 5, 15 min) "
+                f"{', '.join(f'{x:.2f}' for x in load_before)} before, "
+                f"{', '.join(f'{x:.2f}' for x in load_after)} at the end "
+                f"({os.cpu_count()} cores; the 5-minute figure at the end is the run's)"
+            )
         finally:
             if made_db:
                 with pg_admin(pg) as con:  # type: ignore[arg-type]
@@ -475,6 +485,7 @@ def report(seen: list[dict[str, Any]], interval: float, trace: bool) -> None:
     due: dict[tuple[str, int], list[float]] = defaultdict(list)  # submissions' run times
     unstarted: dict[tuple[str, int], float] = {}  # lower bound of the lag at the stop
     refused: Counter[int] = Counter()
+    refused_keys: set[tuple[str, int]] = set()  # (job, round) some node's claim was refused
     executed_by: list[int] = []
     dispatch: list[float] = []
     for node in seen:
@@ -498,6 +509,7 @@ def report(seen: list[dict[str, Any]], interval: float, trace: bool) -> None:
                 taken[jid] += 1
                 if p["outcome"] == "skipped":
                     refused[key[1]] += 1
+                    refused_keys.add(key)
                 else:
                     ran[key].append(p)
                     executed += 1
@@ -522,7 +534,9 @@ def report(seen: list[dict[str, Any]], interval: float, trace: bool) -> None:
                 row["fetch_lag"].append(p["fetch"] - when)
             row["done_lag"].append(p["end"] - when)
         if not polls:
-            if key in unstarted:
+            # refused by a node and polled by none: skipped, though another node (that
+            # left it to the one refused, its share) never started it
+            if key in unstarted and key not in refused_keys:
                 row["not_started"].append(unstarted[key])  # a lower bound of its lag
             else:
                 row["skipped"].append(1)
@@ -550,9 +564,9 @@ def report(seen: list[dict[str, Any]], interval: float, trace: bool) -> None:
         "   lag = poll function start (its thread) - scheduled; fetch lag = the HTTP request "
         "start - scheduled (after the poll's claim); done = poll end - scheduled; due = "
         "(job, round) submitted by some node; once/twice = polled by exactly one / several "
-        "nodes; skipped = due, refused by every node; refused = claims refused (min_gap, "
-        "lease: with several nodes, the others' runs); poll duration and CPU: of the polls "
-        "executed"
+        "nodes; skipped = due, refused by every node that started it and run by none; "
+        "refused = claims refused (min_gap, lease: with several nodes, the others' runs); "
+        "poll duration and CPU: of the polls executed"
     )
     print(
         f"   {'round':>5} {'due':>6} {'once':>6} {'twice':>5} {'skipped':>7} {'not yet':>7} "
@@ -615,6 +629,19 @@ def report(seen: list[dict[str, Any]], interval: float, trace: bool) -> None:
             f"   sustained capacity at that CPU cost: ~{len(polled) / cpu_total:,.0f} polls/s "
             f"per engine process (the GIL makes it one core's worth)"
         )
+        for i, node in enumerate(seen):
+            mine = [p for p in node["polls"] if p["outcome"] not in ("skipped", "error")]
+            asked = len(node["polls"])
+            others = len(node["submitted"]) - asked
+            node_wall = node["t_end"] - node["t0"]
+            print(
+                f"   node {i + 1}: {len(node['submitted']):,} jobs run by its scheduler, "
+                f"{others:,} not run here (another node's share, or not started at the stop), "
+                f"{asked - len(mine):,} "
+                f"claims refused, {len(mine):,} polls; CPU {node['cpu']:.1f} s "
+                f"({node['cpu'] / node_wall:.2f} cores), "
+                f"{1000 * node['cpu'] / max(1, len(mine)):.2f} ms per poll it ran"
+            )
     if trace:
         report_trips(seen, all_polls)
 

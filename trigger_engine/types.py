@@ -153,9 +153,11 @@ class Fence:
 @dataclass(frozen=True)
 class PollClaim:
     """What a poll claim got: a lease to poll under (``fence``), or why not
-    (``refused``), with the trigger's state as the claim saw it."""
+    (``refused``), with the trigger's state as the claim saw it. A refused claim that was
+    not asked to explain itself has neither (``state`` and ``refused`` None): it cost
+    one round trip, not two."""
 
-    state: PollState
+    state: PollState | None
     fence: Fence | None = None
     refused: PollRefusal | None = None
 
@@ -380,6 +382,8 @@ class NodeView:
     # the sinks it serves; None: it did not say (a version from before the registry)
     sinks: SinkSubscriptions | None = None
     config_digest: str | None = None  # config/shape.py config_digest of its configuration
+    # core/division.py schedule_digest of its poll jobs: nodes with equal ones divide them
+    schedule_digest: str | None = None
 
     def alive(self, now: datetime) -> bool:
         """Not stopped, and a heartbeat within ``NODE_ALIVE_WITHIN`` seconds of ``now``."""

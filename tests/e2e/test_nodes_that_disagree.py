@@ -1,6 +1,7 @@
 """Two PostgreSQL nodes whose configurations differ, through the real CLI (issue 13, item
-5): node A serves crm; node B, as during a rolling deploy, serves crm and s2. A holds the
-leads trigger and polls every new lead, yet each lead reaches both sinks exactly once,
+5): node A serves crm; node B, as during a rolling deploy, serves crm and s2. A polls every
+new lead (B has the trigger disabled: were both polling it, the nodes would divide it and
+B might poll it all), yet each lead reaches both sinks exactly once,
 under one ``webhook-id``, because A fans its events out to the sinks the live node B
 serves; B alone sends s2's (A claims only for the sinks it knows: see
 tests/integration/test_node_registry.py). ``status`` (with A's config) names B and what
@@ -45,7 +46,9 @@ def test_two_nodes_with_different_sinks_deliver_every_event_to_every_sink(
         path_a = workdir / "a.toml"
         path_b = workdir / "b.toml"
         path_a.write_text(base)
-        path_b.write_text(base + f'\n[[sinks]]\nname = "s2"\nurl = "{s2.url}"\n')
+        only_a_polls = base.replace("[triggers.leads]\n", "[triggers.leads]\nenabled = false\n")
+        assert only_a_polls != base
+        path_b.write_text(only_a_polls + f'\n[[sinks]]\nname = "s2"\nurl = "{s2.url}"\n')
         env_a = {**cli_env, "TRIGGER_ENGINE_CONFIG": str(path_a)}
         env_b = {**cli_env, "TRIGGER_ENGINE_CONFIG": str(path_b)}
         seed(workdir, env_a)

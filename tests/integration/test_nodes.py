@@ -12,7 +12,7 @@ import pytest
 from trigger_engine.core.dedupe import key_items
 from trigger_engine.db.store import Store
 from trigger_engine.errors import AlreadyRunning, LeaseLost
-from trigger_engine.types import EventFilter, PollClaim
+from trigger_engine.types import EventFilter, PollClaim, PollRefusal
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
@@ -82,6 +82,41 @@ def test_min_gap_keeps_nodes_from_polling_a_trigger_too_often(store: Store) -> N
     record(store, [], fence, at=T0)
     assert claim(store, "node-b", T0 + timedelta(seconds=100), gap=270) is None
     assert claim(store, "node-b", T0 + timedelta(seconds=280), gap=270) is not None
+
+
+def test_a_polls_write_ends_its_lease_so_the_next_turn_waits_only_for_the_gap(
+    store: Store,
+) -> None:
+    """A lease far longer than the interval (``engine.lease`` beyond a long source timeout)
+    must not keep another node from the next turn: a poll's write (or its failure's)
+    ends its lease; the gap alone spaces the polls, and the last poller stays named."""
+    for failed in (False, True):
+        at = T0 + timedelta(hours=1) * failed
+        fence = claim(store, "node-a", at, lease=600, gap=270)
+        assert fence is not None
+        if failed:
+            store.polls.record_failure(
+                "acme",
+                "leads",
+                outcome="transient",
+                error="HTTP 500",
+                backoff_until=None,
+                now=at,
+                fence=fence,
+            )
+        else:
+            record(store, [], fence, at=at)
+        early = store.polls.claim(
+            "acme",
+            "leads",
+            owner="node-b",
+            now=at + timedelta(seconds=10),
+            lease=600,
+            min_gap=270,
+        )
+        assert early.refused is PollRefusal.TOO_SOON
+        assert early.state is not None and early.state.lease_owner == "node-a"
+        assert claim(store, "node-b", at + timedelta(seconds=300), lease=600, gap=270)
 
 
 def test_min_gap_runs_from_the_previous_polls_start_not_its_end(store: Store) -> None:

@@ -4,8 +4,11 @@ At 10,000 accounts x 3 triggers every 5 minutes, every round trip of a poll is p
 times a second (benchmarks/RESULTS.md, "schedule on PostgreSQL"). What a poll costs, once
 its trigger is seeded and nothing is new: the claim, one statement in autocommit (1); the
 poll's write, one transaction: BEGIN, the fence check (which also reads the quarantine
-flag), the seen keys, the state, COMMIT (5). A refused claim: the claim and one read of the
-state to say why (2). Pooled connections are pinged only after sitting idle.
+flag and writes the poll's state), the seen keys, COMMIT (4). A poll that finds new items
+writes its state's count of known items too. A refused claim: the claim alone (1), as the
+daemon's scheduled polls ask it; the claim and one read of the state to say why (2), as
+``run --once`` and the debug log ask it. Pooled connections are pinged only after sitting
+idle.
 
 Also here, on both databases: two nodes racing for one poll, exactly one wins.
 """
@@ -82,17 +85,26 @@ def pg_store(pg_url: str) -> Iterator[Store]:
         yield store
 
 
-def claim(store: Store, owner: str, at: datetime, *, gap: float | None = 270) -> Fence | None:
+def claim(
+    store: Store, owner: str, at: datetime, *, gap: float | None = 270, explain: bool = True
+) -> Fence | None:
     return store.polls.claim(
-        "acme", "leads", owner=owner, now=at, lease=30, min_gap=gap, honour_backoff=True
+        "acme",
+        "leads",
+        owner=owner,
+        now=at,
+        lease=30,
+        min_gap=gap,
+        honour_backoff=True,
+        explain=explain,
     ).fence
 
 
-def write(store: Store, fence: Fence, at: datetime) -> PollResult:
+def write(store: Store, fence: Fence, at: datetime, items: list[Any] = ITEMS) -> PollResult:
     return store.polls.record(
         "acme",
         "leads",
-        key_items(ITEMS, ["id"]),
+        key_items(items, ["id"]),
         event_type="lead.new",
         emit_first=False,
         sinks=["crm"],
@@ -102,7 +114,7 @@ def write(store: Store, fence: Fence, at: datetime) -> PollResult:
 
 
 @pytest.mark.postgres
-def test_a_steady_poll_costs_six_round_trips_and_a_refused_claim_two(pg_store: Store) -> None:
+def test_a_steady_poll_costs_five_round_trips_and_a_refused_claim_one(pg_store: Store) -> None:
     trips = RoundTrips(pg_store)
     first = claim(pg_store, "node-a", T0)
     assert first is not None
@@ -116,11 +128,33 @@ def test_a_steady_poll_costs_six_round_trips_and_a_refused_claim_two(pg_store: S
     assert steady is not None
     result = write(pg_store, steady, later)
     assert (result.first_poll, result.new_events) == (False, 0)
-    # claim 1; BEGIN, fence check + quarantine flag, seen keys, state, COMMIT
-    assert trips.take() == {"statement": 4, "begin": 1, "commit": 1}
+    # claim 1; BEGIN, fence check + quarantine flag + the poll's state, seen keys, COMMIT
+    assert trips.take() == {"statement": 3, "begin": 1, "commit": 1}
+    state = pg_store.polls.state("acme", "leads")
+    assert state is not None
+    assert (state.last_poll_at, state.last_success_at, state.items_known) == (later, later, 10)
+    trips.take()
 
-    assert claim(pg_store, "node-b", later) is None  # leased by node-a, and too soon
-    assert trips.take() == {"statement": 2}  # the claim, then the state to say why
+    # leased by node-a, and too soon: the claim alone; the state to say why, when asked
+    refused = pg_store.polls.claim(
+        "acme", "leads", owner="node-b", now=later, lease=30, min_gap=270, explain=False
+    )
+    assert (refused.fence, refused.state, refused.refused) == (None, None, None)
+    assert trips.take() == {"statement": 1}
+    assert claim(pg_store, "node-b", later) is None
+    assert trips.take() == {"statement": 2}
+
+    # a poll that finds a new item writes its count of known items as well (and its
+    # event, its delivery)
+    newer = later + timedelta(seconds=300)
+    fence = claim(pg_store, "node-a", newer)
+    assert fence is not None
+    trips.take()
+    assert write(pg_store, fence, newer, [{"id": "lead-new"}, *ITEMS]).new_events == 1
+    wrote = trips.take()
+    assert wrote["statement"] > 3
+    state = pg_store.polls.state("acme", "leads")
+    assert state is not None and (state.last_poll_at, state.items_known) == (newer, 11)
 
 
 @pytest.mark.postgres

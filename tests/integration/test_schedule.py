@@ -17,8 +17,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from trigger_engine.config import Config, config_from_dict
 from trigger_engine.db.store import Store
 from trigger_engine.runtime.jobs import (
+    FIRST_HEARTBEAT_AFTER,
+    HEARTBEAT_EVERY,
     START_RATE,
     make_scheduler,
+    schedule_housekeeping,
     schedule_polls,
     start_spacing,
 )
@@ -162,6 +165,21 @@ def test_reloads_more_often_than_the_spread_still_run_every_job() -> None:
     reloads = asyncio.run(main())
     assert len(ran) == 30, f"after {reloads} reloads, never ran: {30 - len(ran)} jobs"
     assert reloads >= 20  # the reloads did come faster than the spread
+
+
+def test_a_heartbeat_a_second_after_the_start_then_every_ten_seconds() -> None:
+    """Nodes started together: the one whose start-up heartbeat came first learns of the
+    others a second later, not ten (until then it polls their shares too)."""
+    scheduler = make_scheduler()
+    schedule_housekeeping(
+        scheduler, prune=lambda: None, heartbeat=lambda: None, index_search=lambda: None, now=T0
+    )
+    job = scheduler.get_job("heartbeat")
+    first = T0 + timedelta(seconds=FIRST_HEARTBEAT_AFTER)
+    assert job.next_run_time == first
+    assert FIRST_HEARTBEAT_AFTER < HEARTBEAT_EVERY
+    later = job.trigger.get_next_fire_time(first, first + timedelta(microseconds=1))
+    assert later == first + timedelta(seconds=HEARTBEAT_EVERY)
 
 
 def test_poll_workers_default_by_database_or_as_configured(tmp_path: Path, store: Store) -> None:

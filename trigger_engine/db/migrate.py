@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
 # The newest migration in migrations/versions (checked by tests/integration/test_migrations.py)
-HEAD = "0012"
+HEAD = "0013"
 
 _PACKAGE = Path(__file__).resolve().parent.parent  # trigger_engine/
 

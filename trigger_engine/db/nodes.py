@@ -56,6 +56,7 @@ def _view(row: Row[Any], leases: tuple[str, ...] = ()) -> NodeView:
         leases=leases,
         sinks=decode_sinks(row.sinks),
         config_digest=row.config_digest,
+        schedule_digest=row.schedule_digest,
     )
 
 
@@ -88,16 +89,20 @@ class NodeRepository:
         stopping: bool = False,
         sinks: SinkSubscriptions | None = None,
         config_digest: str | None = None,
+        schedule_digest: str | None = None,
     ) -> list[NodeView]:
         """Say this node is alive (or, ``stopping``, that it stopped cleanly), and, given,
-        which sinks it serves and its configuration's digest. Returns the other nodes alive
-        at ``now`` as the same transaction read them (the registry; leases not read)."""
+        which sinks it serves, its configuration's digest and its schedule's. Returns the
+        other nodes alive at ``now`` as the same transaction read them (the registry;
+        leases not read)."""
         values: dict[str, Any] = {"version": version, "heartbeat_at": now}
         values["stopped_at"] = now if stopping else None
         if sinks is not None:
             values["sinks"] = encode_sinks(sinks)
         if config_digest is not None:
             values["config_digest"] = config_digest
+        if schedule_digest is not None:
+            values["schedule_digest"] = schedule_digest
         with self.db.tx() as conn:
             conn.execute(
                 self.db.insert(nodes)

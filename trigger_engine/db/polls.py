@@ -102,6 +102,15 @@ class PollRepository:
             ).all()
         return [_state(r) for r in rows]
 
+    def last_polls(self) -> dict[tuple[str, str], datetime | None]:
+        """When each trigger's last poll started (claimed), by (account, trigger): what a
+        node that takes over another's share reads to find the polls whose turn passed."""
+        with self.db.tx() as conn:
+            rows = conn.execute(
+                select(poll_state.c.account, poll_state.c.trigger, poll_state.c.last_poll_at)
+            )
+            return {(r.account, r.trigger): r.last_poll_at for r in rows}
+
     def _row(self, conn: Connection, account: str, trigger: str) -> Row[Any] | None:
         return conn.execute(select(poll_state).where(*_where(account, trigger))).one_or_none()
 
@@ -127,6 +136,7 @@ class PollRepository:
         lease: float,
         min_gap: float | None = None,
         honour_backoff: bool = False,
+        explain: bool = True,
     ) -> PollClaim:
         """Start a poll: take (or renew) the lease on one trigger's polls in one statement
         (:func:`~trigger_engine.db.queries.claim_poll`; on PostgreSQL in autocommit, one
@@ -136,7 +146,9 @@ class PollRepository:
         holds the lease, or (``min_gap``) when any node started a poll of it less than
         ``min_gap`` seconds ago: the gap runs from the previous poll's claim, so a poll
         that ends late does not push the next one out by an interval. A refused claim
-        reads the state once more to say why (a second statement, after the first)."""
+        reads the state once more to say why (a second statement, after the first), unless
+        ``explain`` is False (the daemon's scheduled polls, unless it logs at debug level):
+        then it is refused in its one round trip, with no state and no reason."""
         claim = queries.claim_poll(backoff=honour_backoff, gap=min_gap is not None)
         params: dict[str, Any] = {
             "account": account,
@@ -152,6 +164,8 @@ class PollRepository:
             if row is not None:
                 fence = Fence(owner, int(row._mapping["fencing_token"]), now)
                 return PollClaim(_state(row), fence=fence)
+            if not explain:
+                return PollClaim(None)
             refused_row = self._row(conn, account, trigger)
         assert refused_row is not None  # the claim's INSERT made it, rows are not deleted
         state = _state(refused_row)
@@ -173,13 +187,29 @@ class PollRepository:
             )
 
     def _check_fence(
-        self, conn: Connection, account: str, trigger: str, fence: Fence | None
+        self,
+        conn: Connection,
+        account: str,
+        trigger: str,
+        fence: Fence | None,
+        values: dict[str, Any] | None = None,
     ) -> tuple[PollState, bool | None]:
         """First statement of a poll's write; returns the trigger's state and whether it
         has items in quarantine (None: not known). With a fence, it checks the lease and
         locks the row (PostgreSQL), so a concurrent claim waits for this transaction and
         then sees the renewed lease, and reads the quarantine flag in the same statement;
-        without one (tests, tools), it creates the row if needed."""
+        without one (tests, tools), it creates the row if needed. With a fence, it also
+        sets ``values`` (a successful poll's state: in the steady case, the poll's only
+        write to its row); the state returned then shows them, and the other columns as
+        they were.
+
+        With a fence, the lease ends here: it expires at the poll's claim (its owner stays,
+        as who polled last), so no other node waits for it once this transaction commits;
+        the minimum gap between polls, set in the same statement, keeps the next poll to
+        its turn. A lease kept to its expiry (``engine.lease`` beyond the source's timeout:
+        630 s in ``benchmarks/schedule.py``) made the node that owns a trigger in the
+        division wait for the lease of a node that polled it before it knew of the owner,
+        and skip that turn."""
         if fence is None:
             return self._ensure_row(conn, account, trigger), None
         held = (
@@ -195,7 +225,7 @@ class PollRepository:
                 poll_state.c.lease_owner == fence.owner,
                 poll_state.c.fencing_token == fence.token,
             )
-            .values(lease_owner=fence.owner)
+            .values(lease_owner=fence.owner, lease_expires_at=fence.claimed_at, **(values or {}))
             .returning(*poll_state.c, held)
         ).one_or_none()
         if row is None:
@@ -267,8 +297,20 @@ class PollRepository:
         item_by_item: bool,
     ) -> PollResult:
         db = self.db
+        # a successful poll's state, written by the fence check (one statement fewer when
+        # the poll found nothing new: then nothing else of the row changes)
+        ok: dict[str, Any] = {
+            "last_poll_at": now if fence is None else fence.claimed_at,
+            "last_success_at": now,
+            "last_outcome": PollOutcome.OK,
+            "last_error": None,
+            "consecutive_failures": 0,
+            "failing_since": None,
+            "failing_notified": False,
+            "backoff_until": None,
+        }
         with db.tx() as conn:
-            state, in_quarantine = self._check_fence(conn, account, trigger, fence)
+            state, in_quarantine = self._check_fence(conn, account, trigger, fence, ok)
             redo = definition is not None and redefined(state.definition_fingerprint, definition)
             first = state.seeded_at is None or redo
             fire = emit_first or not first
@@ -318,22 +360,17 @@ class PollRepository:
                 tally.inserted,
                 anything=None if in_quarantine is None else in_quarantine or bool(newly),
             )
-            values: dict[str, Any] = {
-                "last_poll_at": now if fence is None else fence.claimed_at,
-                "last_success_at": now,
-                "last_outcome": PollOutcome.OK,
-                "last_error": None,
-                "consecutive_failures": 0,
-                "failing_since": None,
-                "failing_notified": False,
-                "backoff_until": None,
-                "items_known": poll_state.c.items_known + len(tally.inserted),
-            }
+            values: dict[str, Any] = {} if fence is not None else dict(ok)
+            if tally.inserted:
+                values["items_known"] = poll_state.c.items_known + len(tally.inserted)
             if first:
                 values["seeded_at"] = now
             if definition is not None:
-                values["definition_fingerprint"] = definition.encode()
-            conn.execute(update(poll_state).where(*_where(account, trigger)).values(**values))
+                fingerprint = definition.encode()
+                if fingerprint != state.definition_fingerprint:
+                    values["definition_fingerprint"] = fingerprint
+            if values:
+                conn.execute(update(poll_state).where(*_where(account, trigger)).values(**values))
         return PollResult(
             first_poll=first,
             new_events=tally.events,

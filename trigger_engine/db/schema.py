@@ -203,6 +203,9 @@ nodes = Table(
     # one; never a URL, secret or header) and a digest of its configuration's shape.
     Column("sinks", Text, nullable=True),
     Column("config_digest", String(64), nullable=True),
+    # Its schedule's digest (core/division.py schedule_digest): the live nodes with equal
+    # digests divide their polls among themselves (migration 0013).
+    Column("schedule_digest", String(64), nullable=True),
 )
 
 # Items set aside by a poll (they cannot be keyed, written or stored), with the reason.

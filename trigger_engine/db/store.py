@@ -55,7 +55,7 @@ class Store:
     def open(cls, url: str, *, upgrade: bool = True, pool_size: int | None = None) -> Store:
         """Connect, and bring the schema up to date unless told not to. ``pool_size``:
         the connections PostgreSQL's pool keeps open (the daemon: one per poll worker and
-        a few more, :func:`trigger_engine.runtime.jobs.pool_size`)."""
+        a few more, :func:`trigger_engine.runtime.plan.pool_size`)."""
         return cls(Database.open(url, upgrade=upgrade, pool_size=pool_size))
 
     def __enter__(self) -> Store:

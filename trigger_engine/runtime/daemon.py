@@ -47,6 +47,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
@@ -59,6 +61,7 @@ from trigger_engine.clock import now
 from trigger_engine.config import Account, Config, TriggerSettings
 from trigger_engine.config.shape import config_digest, served_sinks
 from trigger_engine.core import registry
+from trigger_engine.core.division import Division, Job
 from trigger_engine.core.engine_events import Subscribers
 from trigger_engine.core.retry import is_failing
 from trigger_engine.db.store import Store
@@ -167,6 +170,13 @@ class Daemon:
         self._remote: SinkSubscriptions = {}
         self.poller = Poller(config, store, source, remote_sinks=self._remote_sinks)
         self.owner = plan.node_name()
+        # this node's share of the polls, among the live nodes with the same schedule
+        # (read with each heartbeat); the jobs it gained whose turn passed, to poll now
+        self.division = Division(self.owner)
+        self._dividing = threading.Lock()  # a readiness probe's heartbeat and the scheduled one
+        self._schedule_digest = plan.schedule_digest(config)
+        self._job_keys = plan.job_keys(config)
+        self._taken_over: list[Job] = []
         self.metrics = Metrics(
             functools.partial(store.sinks.stats, delivered=None),  # the backlog only
             now,
@@ -228,13 +238,14 @@ class Daemon:
                 log.info("poll.skipped_paused", account=account.name, trigger=trigger.name)
                 continue
             if claim.fence is None:
+                holder = claim.state.lease_owner if claim.state is not None else None
                 reports.append(
                     PollReport(
                         account.name,
                         trigger.name,
                         ok=True,
                         outcome=PollOutcome.SKIPPED,
-                        error=f"node {claim.state.lease_owner or '?'} is polling it",
+                        error=f"node {holder or '?'} is polling it",
                     )
                 )
                 continue
@@ -285,6 +296,7 @@ class Daemon:
         *,
         min_gap: float | None,
         honour_backoff: bool = False,
+        explain: bool = True,
     ) -> PollClaim:
         return self.store.polls.claim(
             account.name,
@@ -294,6 +306,7 @@ class Daemon:
             lease=plan.poll_lease(self.config, trigger),
             min_gap=min_gap,
             honour_backoff=honour_backoff,
+            explain=explain,
         )
 
     def _prune(self) -> None:
@@ -538,20 +551,26 @@ class Daemon:
     # ---------------------------------------------------------------- jobs
 
     def _poll_job(
-        self, account: Account, trigger: TriggerSettings, *, retried: bool = False
+        self,
+        account: Account,
+        trigger: TriggerSettings,
+        *,
+        retried: bool = False,
+        taken_over: bool = False,
     ) -> None:
         """APScheduler's job, on the loop: queue the poll on a worker and return at once;
-        one per (account, trigger) queued or running. ``retried``: asked for by ``triggers
+        one per (account, trigger) queued or running, and only this node's share of the
+        polls when other live nodes run the same schedule. ``retried``: asked for by ``triggers
         retry``, so polled even if a poll of it started less than an interval ago."""
         serving = self._serving
         key = (account.name, trigger.name)
         if serving is None or serving.stop.is_set() or serving.workers.stopped:
             return
-        if key in serving.polls:
-            return
+        if key in serving.polls or not self.division.owns(key):
+            return  # already queued, or another live node's share (``self.division``)
         poller = self.poller  # this poll uses its source until it ends, whatever a reload does
         future = serving.workers.submit(
-            self._poll_if_due, poller, account, trigger, retried=retried
+            self._poll_if_due, poller, account, trigger, retried=retried, taken_over=taken_over
         )
         serving.polls[key] = future
         self._source_users[poller.source] += 1
@@ -559,15 +578,27 @@ class Daemon:
         future.add_done_callback(lambda done: self._polled(serving, key, done))
 
     def _poll_if_due(
-        self, poller: Poller, account: Account, trigger: TriggerSettings, *, retried: bool = False
+        self,
+        poller: Poller,
+        account: Account,
+        trigger: TriggerSettings,
+        *,
+        retried: bool = False,
+        taken_over: bool = False,
     ) -> PollReport | None:
         """One scheduled poll, on a poll worker; None when the claim is refused: paused,
-        backing off, or (several nodes schedule every trigger) another node holds the
-        lease or started a poll of it less than 90% of an interval ago. The claim checks
-        all of that in its one transaction."""
+        backing off, or (several nodes) another node holds the lease or started a poll of
+        it less than 90% of an interval ago. The claim checks all of that in its one
+        statement. ``taken_over``: a poll of a node that left, whose turn passed; refused
+        because that node still holds its lease (it died polling it), it is tried again at
+        each heartbeat until the lease expires."""
         min_gap = None if retried else plan.MIN_GAP * trigger.interval
-        claim = self._claim(account, trigger, min_gap=min_gap, honour_backoff=True)
+        # the reason costs a second round trip: read for the debug log, and for a takeover
+        why = taken_over or log.enabled_for(logging.DEBUG)
+        claim = self._claim(account, trigger, min_gap=min_gap, honour_backoff=True, explain=why)
         if claim.fence is None:
+            if taken_over and claim.refused is PollRefusal.LEASED:
+                self._taken_over.append((account.name, trigger.name))
             log.debug("poll.skipped", account=account.name, trigger=trigger.name, why=claim.refused)
             return None
         return poller.poll(account, trigger, fence=claim.fence, state=claim.state)
@@ -700,6 +731,19 @@ class Daemon:
         for account, trigger in retried:  # on the loop, as the scheduler's own runs
             log.info("poll.retry_requested", account=account.name, trigger=trigger.name)
             self._poll_job(account, trigger, retried=True)
+        self._poll_taken_over()
+
+    def _poll_taken_over(self) -> None:
+        """Queue the polls of the jobs this node took over whose turn passed (on the loop);
+        their claims refuse any that the node leaving polled after all."""
+        if not self._taken_over:
+            return
+        taken, self._taken_over = self._taken_over, []
+        pairs = {(a.name, t.name): (a, t) for a, t in plan.poll_jobs(self.config)}
+        for job in taken:
+            pair = pairs.get(job)
+            if pair is not None:
+                self._poll_job(*pair, taken_over=True)
 
     def _stop_by_itself(self, reason: RuntimeFailure) -> None:
         """Stop as after a first signal, then exit 1 with ``reason``'s sentence."""
@@ -890,15 +934,19 @@ class Daemon:
             now=moment,
             sinks=served_sinks(self.config),
             config_digest=config_digest(self.config),
+            schedule_digest=self._schedule_digest,
         )
         self._take_registry(others, moment)
 
     def _read_registry(self) -> None:
-        """``run --once``: what the live nodes serve, read once (it is no node itself)."""
+        """``run --once``: what the live nodes serve, read once (it is no node itself, and
+        polls every trigger: no division)."""
         moment = now()
-        self._take_registry(self.store.nodes.live(moment), moment)
+        self._take_registry(self.store.nodes.live(moment), moment, divide=False)
 
-    def _take_registry(self, others: list[NodeView], moment: datetime) -> None:
+    def _take_registry(
+        self, others: list[NodeView], moment: datetime, *, divide: bool = True
+    ) -> None:
         if self.store.dialect == "sqlite":
             # one process per file: another node's row is a killed process's, whatever
             # its heartbeat says (its config may have had a sink that is now removed)
@@ -914,6 +962,50 @@ class Daemon:
                 "polled here get deliveries to them, which those nodes send",
             )
         self._remote = remote
+        if divide:
+            self._divide(others, moment)
+
+    def _divide(self, others: list[NodeView], moment: datetime) -> None:
+        """This node's share of the polls, among the live nodes with the same schedule
+        (:mod:`~trigger_engine.core.division`); the jobs it gains from a node that left,
+        whose turn came since their last poll, are polled at the next heartbeat's end
+        (:meth:`_beat`), so a node that stops or dies delays its polls, never skips them."""
+        peers = [
+            node.name
+            for node in others
+            if node.alive(moment) and node.schedule_digest == self._schedule_digest
+        ]
+        division = self.division
+        with self._dividing:
+            division.me = self.owner
+            was = (division.peers, division.mine is None)
+            gained = division.update(self._job_keys, peers)
+            changed = (division.peers, division.mine is None) != was
+        if changed:
+            log.info(
+                "node.share",
+                nodes=len(division.peers) + 1,
+                polls=len(self._job_keys) if division.mine is None else len(division.mine),
+                of_polls=len(self._job_keys),
+                gained=len(gained),
+            )
+        if gained:
+            due = self._turn_passed(gained, moment)
+            if due:
+                log.info("poll.taken_over", polls=len(due), why="their node left")
+                self._taken_over.extend(due)
+
+    def _turn_passed(self, gained: frozenset[Job], moment: datetime) -> list[Job]:
+        """The jobs of ``gained`` not polled (by any node) within their interval of
+        ``moment``: their turn came while the node that had them was leaving."""
+        last = self.store.polls.last_polls()
+        interval = {name: trigger.interval for name, trigger in self.config.triggers.items()}
+        due = []
+        for job in sorted(gained):
+            polled = last.get(job)
+            if polled is None or polled <= moment - timedelta(seconds=interval[job[1]]):
+                due.append(job)
+        return due
 
     def _remote_sinks(self) -> SinkSubscriptions:
         return self._remote
@@ -1006,6 +1098,9 @@ class Daemon:
             self.source = Source(config.source)
         logs.REDACTION.update([*logs.REDACTION.secrets, *config.secrets()])
         self.config = config
+        self._schedule_digest = plan.schedule_digest(config)
+        self._job_keys = plan.job_keys(config)
+        self.division.forget()  # every job until the heartbeat below divides them again
         if self._signals is not None:
             self._signals.grace = config.engine.shutdown_grace
         self.poller = Poller(config, self.store, self.source, remote_sinks=self._remote_sinks)

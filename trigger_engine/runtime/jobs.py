@@ -32,6 +32,10 @@ from trigger_engine.runtime.plan import SEARCH_INDEX_EVERY, poll_jobs
 PRUNE_EVERY = 3600.0  # seconds between retention sweeps
 FIRST_PRUNE_AFTER = 60.0  # seconds from the start to the first retention sweep
 HEARTBEAT_EVERY = 10.0  # seconds between a node's heartbeats
+# The first scheduled heartbeat, this long after the start's: of nodes started together,
+# the one whose start-up heartbeat came first saw none of the others, and polls their
+# shares too (each poll a refused claim on one side) until it reads the registry again.
+FIRST_HEARTBEAT_AFTER = 1.0
 START_RATE = 20.0  # polls per second at least, when the first runs are spread out
 HOUSEKEEPING = ("retention", "heartbeat", "search_index")  # the ids of the jobs not polls
 
@@ -134,8 +138,9 @@ def schedule_housekeeping(
     index_search: Callable[[], None],
     now: datetime,
 ) -> None:
-    """The retention sweep (first a minute after the start, then hourly), heartbeats and
-    the search indexer."""
+    """The retention sweep (first a minute after the start, then hourly), heartbeats
+    (the first :data:`FIRST_HEARTBEAT_AFTER` after ``now``, then every
+    :data:`HEARTBEAT_EVERY`) and the search indexer."""
     scheduler.add_job(
         prune,
         IntervalTrigger(seconds=PRUNE_EVERY, timezone="UTC"),
@@ -143,7 +148,10 @@ def schedule_housekeeping(
         next_run_time=now + timedelta(seconds=FIRST_PRUNE_AFTER),
     )
     scheduler.add_job(
-        heartbeat, IntervalTrigger(seconds=HEARTBEAT_EVERY, timezone="UTC"), id="heartbeat"
+        heartbeat,
+        IntervalTrigger(seconds=HEARTBEAT_EVERY, timezone="UTC"),
+        id="heartbeat",
+        next_run_time=now + timedelta(seconds=FIRST_HEARTBEAT_AFTER),
     )
     scheduler.add_job(
         index_search,

@@ -9,6 +9,7 @@ import os
 import socket
 
 from trigger_engine.config import Account, Config, TriggerSettings
+from trigger_engine.core import division
 
 NODES_KEPT_FOR = 24 * 3600.0  # seconds a stopped (or vanished) node stays listed in status
 MIN_GAP = 0.9  # a trigger is not polled again before this fraction of its interval
@@ -43,6 +44,19 @@ def poll_jobs(config: Config) -> list[tuple[Account, TriggerSettings]]:
         for trigger in config.triggers.values()
         if trigger.enabled
     ]
+
+
+def job_keys(config: Config) -> frozenset[division.Job]:
+    """The (account, trigger) names of :func:`poll_jobs`."""
+    return frozenset((account.name, trigger.name) for account, trigger in poll_jobs(config))
+
+
+def schedule_digest(config: Config) -> str:
+    """The digest of this schedule (its jobs and their intervals), which every heartbeat
+    writes: live nodes with the same one divide its polls (:mod:`~trigger_engine.core.division`)."""
+    return division.schedule_digest(
+        (account.name, trigger.name, trigger.interval) for account, trigger in poll_jobs(config)
+    )
 
 
 def poll_workers(config: Config, dialect: str) -> int:
