@@ -38,6 +38,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from common import (
@@ -133,9 +134,11 @@ def child_drain(cfg: str, profile_out: str | None) -> dict[str, Any]:
 
     async def drain() -> tuple[float, Any]:
         async with delivery.Dispatcher(config, store, owner="bench") as dispatcher:
+            idle = loop_idle_meter()
             t0, c0 = time.perf_counter(), time.process_time()
             report = await dispatcher.drain()
             result["cpu"] = time.process_time() - c0
+            result["idle"] = idle[0]
             return time.perf_counter() - t0, report
 
     def inline(fn: Any, /, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
@@ -181,11 +184,9 @@ def child_drain(cfg: str, profile_out: str | None) -> dict[str, Any]:
     return result
 
 
-def child_floor(cfg: str, loop: str) -> dict[str, Any]:
-    """Bare aiohttp, IN_FLIGHT requests in flight on one session, the engine's own bodies
-    and headers (built before the clock starts)."""
-    import aiohttp
-
+def claimed_bodies(cfg: str) -> tuple[Any, Any, list[tuple[Any, bytes]], Any]:
+    """(config, sink, [(delivery, body)], store's time codec and queries): every pending
+    delivery claimed (untimed) and its body built by the engine's own ``body_for``."""
     engine = engine_parts()
     config = engine.load_config(Path(cfg))
     sink = config.sinks[0]
@@ -194,42 +195,89 @@ def child_floor(cfg: str, loop: str) -> dict[str, Any]:
         claimed = engine.deliveries(store).claim_due(
             owner="floor", now=engine.now(), lease=3600, capacity={sink.name: 10**9}
         )
+        db = SimpleNamespace(queries=store.db.queries, to_db=store.db.times.to_db)
     finally:
         store.close()
+    return config, sink, [(d, engine.body_for(sink, d)) for d in claimed], db
+
+
+def loop_idle_meter() -> list[float]:
+    """Time the running (stock asyncio) loop spends waiting in ``select`` with nothing to
+    run, added up in the returned list's one item: wall time in which this process did
+    not work (waiting for the receiver, or for the disk)."""
+    idle = [0.0]
+    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+    select = selector.select
+
+    def timed(timeout: float | None = None) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return select(timeout)
+        finally:
+            idle[0] += time.perf_counter() - t0
+
+    selector.select = timed
+    return idle
+
+
+async def post_all(
+    url: str,
+    requests: list[tuple[Any, bytes, dict[str, str] | None]],
+    *,
+    sign: Any = None,
+    done: Any = None,
+) -> dict[str, Any]:
+    """IN_FLIGHT workers on one aiohttp session post every (delivery, body, headers) of
+    ``requests``; headers None: made as the request is sent by ``sign(delivery, body,
+    started)``. ``done(delivery, started, ms, status, answer)`` after each response (the
+    durable floor records it there), and ``done(None, ...)`` once at the end. Timed from
+    the first request to the last ``done``: wall, CPU, and the loop's idle time (stock
+    asyncio loop only)."""
+    import aiohttp
+
+    ok = 0
+    connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        items = iter(requests)
+
+        async def worker() -> None:
+            nonlocal ok
+            for d, body, headers in items:
+                started = time.time()
+                if headers is None:
+                    headers = sign(d, body, started)
+                t0 = time.perf_counter()
+                async with session.post(url, data=body, headers=headers) as response:
+                    answer = await response.read()
+                    status = response.status
+                ok += 200 <= status < 300
+                if done is not None:
+                    done(d, started, int((time.perf_counter() - t0) * 1000), status, answer)
+
+        uv = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        idle = [0.0] if uv else loop_idle_meter()
+        t0, c0 = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+        if done is not None:
+            done(None, 0.0, 0, 0, b"")
+        cpu, seconds = time.process_time() - c0, time.perf_counter() - t0
+    return {"seconds": seconds, "ok": ok, "cpu": cpu, "idle": None if uv else idle[0]}
+
+
+def child_floor(cfg: str, loop: str) -> dict[str, Any]:
+    """Bare aiohttp, IN_FLIGHT requests in flight on one session, the engine's own bodies
+    and headers (built before the clock starts)."""
+    engine = engine_parts()
+    _config, sink, bodies, _db = claimed_bodies(cfg)
     stamp = int(time.time())
-    requests = []
-    for d in claimed:
-        body = engine.body_for(sink, d)
-        requests.append((body, engine.headers_for(sink, d, body, stamp)))
-    url = sink.url
-
-    cpu: list[float] = []
-
-    async def post_all() -> tuple[float, int]:
-        ok = 0
-        connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            items = iter(requests)
-
-            async def worker() -> None:
-                nonlocal ok
-                for body, headers in items:
-                    async with session.post(url, data=body, headers=headers) as response:
-                        await response.read()
-                        ok += 200 <= response.status < 300
-
-            t0, c0 = time.perf_counter(), time.process_time()
-            await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
-            cpu.append(time.process_time() - c0)
-            return time.perf_counter() - t0, ok
-
+    requests = [(d, body, engine.headers_for(sink, d, body, stamp)) for d, body in bodies]
     if loop == "uvloop":
         import uvloop
 
-        seconds, ok = uvloop.run(post_all())
+        got = uvloop.run(post_all(sink.url, requests))
     else:
-        seconds, ok = asyncio.run(post_all())
-    return {"seconds": seconds, "ok": ok, "requests": len(requests), "cpu": cpu[0]}
+        got = asyncio.run(post_all(sink.url, requests))
+    return {**got, "requests": len(requests)}
 
 
 def child_durable(cfg: str) -> dict[str, Any]:
@@ -241,30 +289,28 @@ def child_durable(cfg: str) -> dict[str, Any]:
     database, with the engine's own statements (insert the attempt, move the delivery
     on), ``executemany`` per batch of DURABLE_BATCH, one commit each (WAL,
     ``synchronous=FULL``, as the engine's connection), on the loop's thread."""
-    import aiohttp
-
     engine = engine_parts()
-    config = engine.load_config(Path(cfg))
-    sink = config.sinks[0]
-    store = engine.Store.open(config.database_url())
-    try:
-        claimed = engine.deliveries(store).claim_due(
-            owner="floor", now=engine.now(), lease=3600, capacity={sink.name: 10**9}
-        )
-        queries, to_db = store.db.queries, store.db.times.to_db
-    finally:
-        store.close()
-    requests = [(d, engine.body_for(sink, d)) for d in claimed]
-    url = sink.url
-    headers_for = engine.headers_for
+    config, sink, bodies, db = claimed_bodies(cfg)
+    queries, to_db, headers_for = db.queries, db.to_db, engine.headers_for
     conn = sqlite3.connect(config.database_url().removeprefix("sqlite:///"))
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     pending: list[tuple[Any, ...]] = []
     batches: list[int] = []
 
-    def record() -> None:
-        """One batch: the attempts and the deliveries' new state, one transaction."""
+    def sign(d: Any, body: bytes, started: float) -> dict[str, str]:
+        return headers_for(sink, d, body, int(started))  # type: ignore[no-any-return]
+
+    def done(d: Any, started: float, ms: int, status: int, answer: bytes) -> None:
+        """Keep the attempt; record a batch (one transaction) of DURABLE_BATCH, and the
+        rest at the end (``d`` None)."""
+        if d is not None:
+            at = to_db(datetime.fromtimestamp(started, UTC))
+            pending.append((d.id, d.attempts + 1, at, ms, status, None, answer.decode()))
+            if len(pending) < DURABLE_BATCH:
+                return
+        if not pending:
+            return
         batch = pending[:]
         pending.clear()
         conn.executemany(queries.insert_attempt, [r[:7] for r in batch])
@@ -278,48 +324,13 @@ def child_durable(cfg: str) -> dict[str, Any]:
         conn.commit()
         batches.append(len(batch))
 
-    cpu: list[float] = []
-
-    async def post_all() -> tuple[float, int]:
-        ok = 0
-        connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            items = iter(requests)
-
-            async def worker() -> None:
-                nonlocal ok
-                for d, body in items:
-                    started = time.time()
-                    headers = headers_for(sink, d, body, int(started))
-                    t0 = time.perf_counter()
-                    async with session.post(url, data=body, headers=headers) as response:
-                        answer = await response.read()
-                        status = response.status
-                    ms = int((time.perf_counter() - t0) * 1000)
-                    ok += 200 <= status < 300
-                    at = to_db(datetime.fromtimestamp(started, UTC))
-                    pending.append((d.id, d.attempts + 1, at, ms, status, None, answer.decode()))
-                    if len(pending) >= DURABLE_BATCH:
-                        record()
-
-            t0, c0 = time.perf_counter(), time.process_time()
-            await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
-            if pending:
-                record()
-            cpu.append(time.process_time() - c0)
-            return time.perf_counter() - t0, ok
-
     try:
-        seconds, ok = asyncio.run(post_all())
+        got = asyncio.run(
+            post_all(sink.url, [(d, body, None) for d, body in bodies], sign=sign, done=done)
+        )
     finally:
         conn.close()
-    return {
-        "seconds": seconds,
-        "ok": ok,
-        "requests": len(requests),
-        "cpu": cpu[0],
-        "transactions": len(batches),
-    }
+    return {**got, "requests": len(bodies), "transactions": len(batches)}
 
 
 # --------------------------------------------------------------------------- harness
@@ -344,6 +355,7 @@ def bench(n: int, runs: int, profile: bool, e2e: bool) -> dict[str, float]:
 
         engine, floor_a, floor_u, durable, e2e_walls, busy = [], [], [], [], [], []
         cpu: dict[str, list[float]] = {"fa": [], "fu": [], "d": [], "e": []}
+        idle: dict[str, list[float]] = {"fa": [], "d": [], "e": []}
         splits: list[dict[str, Any]] = []
         durable_tx = 0
         for r in range(runs):
@@ -358,6 +370,8 @@ def bench(n: int, runs: int, profile: bool, e2e: bool) -> dict[str, float]:
                 assert got["ok"] == n and receiver.count() - before == n, got
                 runs_.append(got["seconds"])
                 cpu[name].append(got["cpu"])
+                if got["idle"] is not None:
+                    idle[name].append(got["idle"])
                 db.unlink()
             db = tmp / f"d{r}.db"
             copy_db(template, db)
@@ -369,6 +383,7 @@ def bench(n: int, runs: int, profile: bool, e2e: bool) -> dict[str, float]:
             assert counts["attempts"] == n and counts["delivered"] == n, counts
             durable.append(got["seconds"])
             cpu["d"].append(got["cpu"])
+            idle["d"].append(got["idle"])
             durable_tx = got["transactions"]
             db.unlink()
             db = tmp / f"e{r}.db"
@@ -381,6 +396,7 @@ def bench(n: int, runs: int, profile: bool, e2e: bool) -> dict[str, float]:
             assert counts["attempts"] == n and counts["delivered"] == n, counts
             engine.append(got["seconds"])
             cpu["e"].append(got["cpu"])
+            idle["e"].append(got["idle"])
             last_split = got["split"]
             splits.append(got["phases"])
             db.unlink()
@@ -423,6 +439,14 @@ def bench(n: int, runs: int, profile: bool, e2e: bool) -> dict[str, float]:
             f"{per['fa']:.0f} us, aiohttp uvloop {per['fu']:.0f} us, durable floor "
             f"{per['d']:.0f} us, engine {per['e']:.0f} us"
         )
+        wall = {"fa": floor_a, "d": durable, "e": engine}
+        print(
+            "   wall per request = busy + loop idle (waiting in select: for the receiver, or "
+            "the disk; medians):"
+        )
+        for key, label in (("fa", "aiohttp asyncio"), ("d", "durable floor"), ("e", "engine")):
+            w, i = median(wall[key]) / n * 1e6, median(idle[key]) / n * 1e6
+            print(f"     {label:<16} wall {w:6.1f} us = busy {w - i:6.1f} + idle {i:6.1f} us")
         print("   engine's CPU per request, split (medians over the runs; wall time of the")
         print("   wrapped calls, which are CPU-bound; the rest is aiohttp and the pipeline):")
         labels = list(dict.fromkeys(k for sp in splits for k in sp))

@@ -222,9 +222,11 @@ class BackfillResult:
 # --------------------------------------------------------------------------- deliveries
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class DueDelivery:
-    """A claimed delivery, with what is needed to send it."""
+    """A claimed delivery, with what is needed to send it. Not frozen, with slots: one is
+    made for every delivery sent, and a frozen dataclass's ``__init__`` costs twice as
+    much (benchmarks/RESULTS.md); nothing changes one after it is made."""
 
     id: int
     sink: str
@@ -241,11 +243,15 @@ class DueDelivery:
     # (next_attempt_at, the steps used) as it was
     early: bool = False
     next_attempt_at: datetime | None = None  # when it was due (for an early probe: later)
+    # the default body (core/events.py, ``envelope``) as the claim built it in SQL; None:
+    # built from the fields above when it is sent
+    envelope: bytes | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AttemptOutcome:
-    """The result of one attempt and the state the delivery moves to."""
+    """The result of one attempt and the state the delivery moves to. Not frozen, with
+    slots, as :class:`DueDelivery` (one per attempt); nothing changes one once made."""
 
     delivery_id: int
     sink: str

@@ -280,9 +280,20 @@ def test_run_now_runs_at_once_when_sqlite_is_free_and_never_waits_otherwise(
         with connection_held_elsewhere(store):
             assert store.run_now(store.deliveries.release_claims) == (False, None)
 
-        # and the connection went back to waiting for other processes as before
+        # and a call not made by run_now waits for other processes as before (set back
+        # when such a call comes, not after every run_now)
         assert store.run_now(store.deliveries.release_claims) == (True, 0)
-        with store.db.engine.connect() as conn:
+        with store.db.tx() as conn:
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            assert driver.execute("PRAGMA busy_timeout").fetchone() == (30000,)
+        # ... and run_now still never waits after it
+        other = sqlite3.connect(tmp_path / "te.db", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        assert store.run_now(store.deliveries.release_claims) == (False, None)
+        other.execute("ROLLBACK")
+        other.close()
+        with store.db.tx() as conn:
             driver = conn.connection.driver_connection
             assert driver is not None
             assert driver.execute("PRAGMA busy_timeout").fetchone() == (30000,)

@@ -36,7 +36,7 @@ from trigger_engine.types import (
     SinkDrop,
 )
 
-_DueRow = tuple[int, int, str, str, str, datetime, str, int]
+_DueRow = tuple[int, int, str, str, str, datetime, str, int, str]
 
 
 @units_of_work
@@ -129,17 +129,22 @@ class DeliveryRepository:
                 self.db.queries.lease(len(ids)),
                 (owner, self.db.times.to_db(expires), *ids),
             )
+            # positional: the fields' order (id, sink, attempts, event_id, event_type,
+            # account, created_at, payload, probes, early, next_attempt_at, envelope)
             claimed.extend(
                 DueDelivery(
-                    id=r[0],
-                    sink=sink,
-                    attempts=r[1],
-                    event_id=r[2],
-                    event_type=r[3],
-                    account=r[4],
-                    created_at=r[5],
-                    payload=r[6].encode(),
-                    probes=r[7],
+                    r[0],
+                    sink,
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    r[5],
+                    r[6].encode(),
+                    r[7],
+                    False,
+                    None,
+                    r[8].encode(),
                 )
                 for r in rows
             )
@@ -226,7 +231,7 @@ class DeliveryRepository:
     ) -> list[_DueRow]:
         """Up to ``limit`` unclaimed deliveries to ``sink`` due by ``due``, oldest first,
         with their events: (id, attempts, event id, type, account, created_at, payload,
-        probes).
+        probes, envelope).
 
         One query per status, each read in id order from the (sink, status, id) index and
         stopping at ``limit``: with both statuses in one query SQLite reads, joins and
@@ -237,7 +242,9 @@ class DeliveryRepository:
         claim = self.db.queries.claim
         for status in DUE_STATUSES:
             rows = raw_rows(conn, claim, (sink, status.value, to_db(due), to_db(now), limit))
-            found.extend((r[0], r[1], r[2], r[3], r[4], from_db(r[5]), r[6], r[7]) for r in rows)
+            found.extend(
+                (r[0], r[1], r[2], r[3], r[4], from_db(r[5]), r[6], r[7], r[8]) for r in rows
+            )
         found.sort(key=lambda r: r[0])
         return found[:limit]
 

@@ -254,6 +254,13 @@ class Database:
         # run_now can tell whether it is free at this instant.
         self._conn_lock = threading.RLock() if self.dialect == "sqlite" else None
         self._no_wait = False  # run_now is calling: never wait for the file's write lock
+        # SQLite: the connection's busy_timeout as last set (a new connection starts with
+        # BUSY_TIMEOUT_MS): run_now sets 0 and other calls set it back only when it differs,
+        # since each setting checks the connection out of the pool (a drain's calls are
+        # nearly all run_now: two checkouts each, 3 % of it; benchmarks/RESULTS.md)
+        self._busy_ms = BUSY_TIMEOUT_MS
+        if self.dialect == "sqlite":
+            event.listen(engine, "connect", self._connected)
         self._units = threading.local()  # .depth: units of work running in this thread
         self.activity = Activity()
         self.retry_waits: tuple[float, ...] = UNIT_OF_WORK_RETRY
@@ -416,8 +423,11 @@ class Database:
     def tx(self) -> Iterator[Connection]:
         """One transaction (SQLite: once the one connection is free); a database failure
         leaves it as a DatabaseError sentence."""
-        with self._serialized(), self._translated(), self.engine.begin() as conn:
-            yield conn
+        with self._serialized(), self._translated():
+            if not self._no_wait:  # may wait for another process's write lock, as usual
+                self._set_busy_timeout(BUSY_TIMEOUT_MS)
+            with self.engine.begin() as conn:
+                yield conn
 
     @contextlib.contextmanager
     def autocommit(self) -> Iterator[Connection]:
@@ -493,14 +503,21 @@ class Database:
             except _Busy:
                 return False, None
             finally:
-                self._no_wait = False
-                self._set_busy_timeout(BUSY_TIMEOUT_MS)
+                self._no_wait = False  # busy_timeout set back by the next other call
         finally:
             lock.release()
 
+    def _connected(self, _dbapi_connection: Any, _record: Any) -> None:
+        self._busy_ms = BUSY_TIMEOUT_MS  # a new connection (make_engine's connect hook)
+
     def _set_busy_timeout(self, ms: int) -> None:
+        """Set the SQLite connection's busy_timeout, unless it is set so already; with the
+        connection's lock held."""
+        if self._busy_ms == ms:
+            return
         # on the DB-API connection itself: through SQLAlchemy it would BEGIN (IMMEDIATE)
         with self.engine.connect() as conn:
             driver = conn.connection.driver_connection
             assert driver is not None
             driver.execute(f"PRAGMA busy_timeout={int(ms)}")
+        self._busy_ms = ms

@@ -22,18 +22,33 @@ from trigger_engine.db.codecs import UTCDateTime
 from trigger_engine.db.schema import poll_state
 
 # Up to LIMIT unclaimed deliveries to one sink in one status, due by a time, oldest first,
-# with their events: (id, attempts, event id, type, account, created_at, payload, probes).
-# coalesce() keeps SQLite's planner off the (status, next_attempt_at) index, which would
-# read and sort every due row; PostgreSQL adds FOR UPDATE ... SKIP LOCKED, so that nodes
-# claim disjoint rows.
+# with their events: (id, attempts, event id, type, account, created_at, payload, probes,
+# envelope). coalesce() keeps SQLite's planner off the (status, next_attempt_at) index,
+# which would read and sort every due row; PostgreSQL adds FOR UPDATE ... SKIP LOCKED, so
+# that nodes claim disjoint rows.
 _CLAIM = """
-SELECT d.id, d.attempts, e.id, e.type, e.account, e.created_at, e.payload, d.probes
+SELECT d.id, d.attempts, e.id, e.type, e.account, e.created_at, e.payload, d.probes,
+  {envelope}
 FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
 WHERE d.sink = {p} AND d.status = {p} AND coalesce(d.next_attempt_at, NULL) <= {p}
   AND (d.lease_expires_at IS NULL OR d.lease_expires_at < {p})
 ORDER BY d.id LIMIT {p}
 """
 _SKIP_LOCKED = "FOR UPDATE OF d SKIP LOCKED"
+
+# The webhook envelope (core/events.py, ``envelope``), built by the claim: the stored item
+# joined as it is, the type and account quoted as JSON strings (SQLite's json_quote and
+# PostgreSQL's to_json escape as orjson does: tests/integration/test_claim_envelope.py),
+# the time cut to the second from the stored value, so that no datetime is parsed and
+# formatted again for each delivery (benchmarks/RESULTS.md). The text's braces are
+# doubled for str.format.
+_ENVELOPE = (
+    """'{{"type":' || {type} || ',"timestamp":"' || {stamp} || 'Z","account":' ||"""
+    """ CASE WHEN coalesce(e.account, '') = '' THEN 'null' ELSE {account} END ||"""
+    """ ',"data":' || e.payload || '}}'"""
+)
+_SQLITE_STAMP = "substr(e.created_at, 1, 10) || 'T' || substr(e.created_at, 12, 8)"
+_POSTGRESQL_STAMP = "to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS')"
 
 # Take the lease on the claimed deliveries: (owner, expires, *ids).
 _LEASE = "UPDATE deliveries SET lease_owner = {p}, lease_expires_at = {p} WHERE id IN ({ids})"
@@ -123,8 +138,14 @@ class Queries:
         """``?`` placeholders on SQLite; ``%s`` and the row lock on PostgreSQL."""
         postgresql = dialect == "postgresql"
         p = "%s" if postgresql else "?"
+        quote = "to_json({})::text" if postgresql else "json_quote({})"
+        envelope = _ENVELOPE.format(
+            type=quote.format("e.type"),
+            account=quote.format("e.account"),
+            stamp=_POSTGRESQL_STAMP if postgresql else _SQLITE_STAMP,
+        )
         return cls(
-            claim=_CLAIM.format(p=p) + (_SKIP_LOCKED if postgresql else ""),
+            claim=_CLAIM.format(p=p, envelope=envelope) + (_SKIP_LOCKED if postgresql else ""),
             insert_attempt=_INSERT_ATTEMPT.format(p=p),
             record_attempt=_RECORD_ATTEMPT.format(p=p),
             last_success=_LAST_SUCCESS.format(p=p),

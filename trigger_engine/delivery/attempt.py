@@ -83,7 +83,18 @@ async def send(
     clock: Callable[[], datetime],
 ) -> Sent:
     """POST ``delivery`` to ``sink`` once (its body and signed headers, within its
-    timeout); never raises. ``attempt`` and ``check``'s test event both send this way."""
+    timeout); never raises. ``check``'s test event is sent this way; ``attempt`` takes
+    the same values as a tuple (one object less per delivery)."""
+    return Sent(*await _post(session, sink, delivery, clock))
+
+
+async def _post(
+    session: aiohttp.ClientSession,
+    sink: Sink,
+    delivery: DueDelivery,
+    clock: Callable[[], datetime],
+) -> tuple[datetime, int, int | None, str | None, float | None, str | None]:
+    """:func:`send`'s work: (started_at, duration_ms, status, error, retry_after, answer)."""
     body = body_for(sink, delivery)
     started_at = clock()
     headers = headers_for(sink, delivery, body, int(started_at.timestamp()))
@@ -109,7 +120,7 @@ async def send(
     duration_ms = int((time.perf_counter() - t0) * 1000)
     if status is not None and not 200 <= status < 300:
         error = http_error(status)
-    return Sent(started_at, duration_ms, status, error, retry_after, answer)
+    return started_at, duration_ms, status, error, retry_after, answer
 
 
 async def attempt(
@@ -121,18 +132,20 @@ async def attempt(
     rand: Callable[[], float],
 ) -> AttemptOutcome:
     """POST ``delivery`` to ``sink`` once and decide what follows; never raises."""
-    sent = await send(session, sink, delivery, clock=clock)
+    started_at, duration_ms, status, error, retry_after, answer = await _post(
+        session, sink, delivery, clock
+    )
     return outcome(
         sink,
         delivery,
-        started_at=sent.started_at,
-        duration_ms=sent.duration_ms,
-        status=sent.status,
-        error=sent.error,
-        retry_after=sent.retry_after,
+        started_at=started_at,
+        duration_ms=duration_ms,
+        status=status,
+        error=error,
+        retry_after=retry_after,
         clock=clock,
         rand=rand,
-        response_body=sent.answer,
+        response_body=answer,
     )
 
 
@@ -171,6 +184,7 @@ def outcome(
                 status=status,
                 duration_ms=duration_ms,
             )
+        # positional, in the fields' order (the common case: one per delivery)
         return AttemptOutcome(
             delivery.id,
             sink.name,
@@ -181,7 +195,9 @@ def outcome(
             status,
             error,
             DeliveryStatus.DELIVERED,
-            response_body=response_body,
+            None,
+            None,
+            response_body,
         )
     # early probes of a sink that was down do not use up the schedule (core/circuit.py)
     decision = decide(

@@ -69,11 +69,16 @@ class DrainReport:
     dead: int = 0
 
 
-@dataclass(frozen=True)
 class _Claimed:
-    delivery: DueDelivery
-    expires: datetime  # the claim's lease: the attempt must be over and recorded by then
-    probe: bool = False  # the probe of a sink that is down (core/circuit.py)
+    """A claimed delivery in a lane's queue. A plain class with slots: one per delivery
+    sent, and a frozen dataclass's ``__init__`` costs several times as much."""
+
+    __slots__ = ("delivery", "expires", "probe")
+
+    def __init__(self, delivery: DueDelivery, expires: datetime, probe: bool = False) -> None:
+        self.delivery = delivery
+        self.expires = expires  # the claim's lease: the attempt must be over and recorded by then
+        self.probe = probe  # the probe of a sink that is down (core/circuit.py)
 
 
 @dataclass(eq=False)
