@@ -132,16 +132,22 @@ def test_two_nodes_divide_the_polls_and_each_queues_only_its_share(
     assert queue_polls(b, every_job) == mine_b
 
 
-def test_a_dead_nodes_share_is_taken_over_within_a_bounded_time_and_its_missed_turns_polled(
-    pg_url: str,
-    store: Store,
-) -> None:
-    config = make_config(pg_url)
+def two_nodes_dividing(config: Config, store: Store) -> tuple[Daemon, Daemon, datetime]:
+    """Nodes a and b, each having heartbeaten once (at t0, two hours ago) and a again a
+    second later, so that both see both: their shares divided. Returns (a, b, t0)."""
     a, b = node(config, store, "node-a"), node(config, store, "node-b")
     t0 = now() - timedelta(hours=2)
     beat(a, t0)
     beat(b, t0)
     beat(a, t0 + timedelta(seconds=1))
+    return a, b, t0
+
+
+def test_a_dead_nodes_share_is_taken_over_within_a_bounded_time_and_its_missed_turns_polled(
+    pg_url: str,
+    store: Store,
+) -> None:
+    a, b, t0 = two_nodes_dividing(make_config(pg_url), store)
     share_a, share_b = a.division.mine, b.division.mine
     assert share_a is not None and share_b is not None
     # every trigger was polled by its owner; b polled its share just before it died (at
@@ -182,12 +188,7 @@ def test_a_dead_nodes_share_is_taken_over_within_a_bounded_time_and_its_missed_t
 def test_a_node_that_stops_cleanly_is_taken_over_at_the_next_heartbeat(
     pg_url: str, store: Store
 ) -> None:
-    config = make_config(pg_url)
-    a, b = node(config, store, "node-a"), node(config, store, "node-b")
-    t0 = now() - timedelta(hours=2)
-    beat(a, t0)
-    beat(b, t0)
-    beat(a, t0 + timedelta(seconds=1))
+    a, b, t0 = two_nodes_dividing(make_config(pg_url), store)
     share_b = b.division.mine
     assert a.division.mine is not None and share_b is not None
     with freeze_time(t0 + timedelta(seconds=5)):
