@@ -907,13 +907,29 @@ def session_text(profiler: Any) -> str:
 # --------------------------------------------------------------------------- reporting
 
 
+def shown(path: str | Path) -> str:
+    """``path`` as an output may print it for anyone who clones the repository: relative to
+    the checkout, under ``$TMPDIR`` or the virtualenv (``$VIRTUAL_ENV``), else its name
+    alone; never one machine's absolute path."""
+    absolute = Path(os.path.abspath(path))  # symlinks kept: a venv's python is one
+    places = (
+        (ROOT, ""),
+        (Path(os.path.abspath(sys.prefix)), "$VIRTUAL_ENV/"),
+        (Path(os.path.abspath(tempfile.gettempdir())), "$TMPDIR/"),
+    )
+    for base, label in places:
+        if absolute.is_relative_to(base):
+            return f"{label}{absolute.relative_to(base)}"
+    return absolute.name
+
+
 def machine_summary() -> list[str]:
     import sqlite3
 
     lines = [
         f"date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
         f"nproc: {os.cpu_count()}",
-        f"python: {platform.python_version()} ({sys.executable})",
+        f"python: {platform.python_version()} ({shown(sys.executable)})",
         f"sqlite: {sqlite3.sqlite_version}",
         f"uname: {' '.join(platform.uname())}",
     ]
@@ -927,7 +943,7 @@ def engine_revision() -> str:
     where = ENGINE_SRC
     rev_file = where / ".bench-rev"
     if rev_file.is_file():
-        return f"{where} = snapshot of {rev_file.read_text().strip()}"
+        return f"{shown(where)} = snapshot of {rev_file.read_text().strip()}"
     try:
         head = subprocess.run(
             ["git", "-C", str(where), "rev-parse", "--short", "HEAD"],
@@ -942,8 +958,9 @@ def engine_revision() -> str:
             check=False,
         ).stdout.strip()
     except OSError:
-        return str(where)
-    return f"{where} @ {head}{' + uncommitted changes in trigger_engine/' if dirty else ''}"
+        return shown(where)
+    changes = " + uncommitted changes in trigger_engine/" if dirty else ""
+    return f"{shown(where)} @ {head}{changes}"
 
 
 def header(title: str, argv: Sequence[str] | None = None) -> None:

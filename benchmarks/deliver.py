@@ -487,7 +487,7 @@ def bench(n: int, runs: int, profile: bool, e2e: bool) -> dict[str, float]:
             got = child(["drain", str(c), str(out)])
             print(
                 f"   profile of one drain, store calls inline (pyinstrument; tree in "
-                f"{out}); that drain took {fmt_s(got['seconds'])}:"
+                f"{shown(out)}); that drain took {fmt_s(got['seconds'])}:"
             )
             for text in got["profile"]:
                 print(f" {text}")

@@ -34,6 +34,7 @@ from common import (
     profile_in_child,
     ratio,
     run_child,
+    shown,
     split_in_child,
     split_lines,
     tmpdir,
@@ -111,7 +112,7 @@ def bench(n: int, runs: int, profile: bool) -> dict[str, float]:
         if profile:
             log("profile (pyinstrument) ...")
             out = PROFILE_DIR / f"poll_known_{n}.txt"
-            print(f"   profile of one poll (pyinstrument, main thread; tree in {out}):")
+            print(f"   profile of one poll (pyinstrument, main thread; tree in {shown(out)}):")
             for line in profile_in_child(cfg, out):
                 print(f" {line}")
         return {"n": n, "floor": f_wall, "engine": e_wall, "ratio": r_main}

@@ -36,6 +36,7 @@ from common import (
     profile_in_child,
     ratio,
     run_child,
+    shown,
     split_in_child,
     split_lines,
     tmpdir,
@@ -125,7 +126,7 @@ def bench(n: int, runs: int, profile: bool) -> dict[str, float]:
         if profile:
             log("profile (pyinstrument) ...")
             out_file = PROFILE_DIR / f"poll_new_{n}.txt"
-            print(f"   profile of one poll (pyinstrument, main thread; tree in {out_file}):")
+            print(f"   profile of one poll (pyinstrument, main thread; tree in {shown(out_file)}):")
             for line in profile_in_child(fresh_config(tmp, "profile", sim.base_url), out_file):
                 print(f" {line}")
         return {"n": n, "floor": f_wall, "engine": e_wall, "ratio": r_main}

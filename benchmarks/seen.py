@@ -71,6 +71,7 @@ from common import (
     profile_hot_spots,
     run_child,
     self_peak_rss_kb,
+    shown,
     tmpdir,
     wait_quiet,
     wrapped,
@@ -507,7 +508,9 @@ def report(backend: str, res: dict[str, Any], sizes: list[int]) -> None:
         + f"; ratio {median(st[hi]) / median(st[lo]):.2f}x"
     )
     if "profile" in res:
-        print(f"  profile: 40 polls at N={hi:,} (pyinstrument; tree in {res['profile_file']})")
+        print(
+            f"  profile: 40 polls at N={hi:,} (pyinstrument; tree in {shown(res['profile_file'])})"
+        )
         for line in res["profile"]:
             print(f"  {line}")
 
