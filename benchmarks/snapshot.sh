@@ -1,8 +1,8 @@
 #!/bin/sh
 # benchmarks/snapshot.sh REV DIR: a copy of the engine at commit REV in DIR (read-only git:
 # `git archive`), to benchmark it while the checkout moves on:
-#   sh benchmarks/snapshot.sh a25a5a4 /tmp/te-before
-#   BENCH_ENGINE_SRC=/tmp/te-before python benchmarks/poll_known.py
+#   sh benchmarks/snapshot.sh a25a5a4 $TMPDIR/te-before
+#   BENCH_ENGINE_SRC=$TMPDIR/te-before python benchmarks/poll_known.py
 set -eu
 rev=$1
 dir=$2
