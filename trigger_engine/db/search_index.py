@@ -34,8 +34,8 @@ _SQLITE_INDEX = (
     "WHERE b.seq <= :upto",
     f"DELETE FROM {SEARCH_BACKLOG} WHERE seq <= :upto",
 )
-_SQLITE_UPTO = f"SELECT seq FROM {SEARCH_BACKLOG} ORDER BY seq LIMIT 1 OFFSET :skip"
-_SQLITE_LAST = f"SELECT max(seq) FROM {SEARCH_BACKLOG}"
+# the newest seq of the batch: the oldest :n of the backlog (None: it is empty)
+_SQLITE_UPTO = f"SELECT max(seq) FROM (SELECT seq FROM {SEARCH_BACKLOG} ORDER BY seq LIMIT :n)"
 
 _PG_INDEX = (
     f"WITH taken AS (DELETE FROM {SEARCH_BACKLOG} WHERE seq IN ("
@@ -90,11 +90,9 @@ class SearchIndex:
                 return 0
             if self.db.dialect != "sqlite":
                 return int(conn.execute(text(_PG_INDEX), {"n": limit}).rowcount)
-            upto = conn.execute(text(_SQLITE_UPTO), {"skip": limit - 1}).scalar_one_or_none()
-            if upto is None:  # fewer than ``limit``: all of them
-                upto = conn.execute(text(_SQLITE_LAST)).scalar_one_or_none()
-                if upto is None:
-                    return 0
+            upto = conn.execute(text(_SQLITE_UPTO), {"n": limit}).scalar_one()
+            if upto is None:
+                return 0
             moved = 0
             for statement in _SQLITE_INDEX:
                 moved = conn.execute(text(statement), {"upto": upto}).rowcount
