@@ -59,6 +59,7 @@ from common import (
     print_split,
     profile_hot_spots,
     run_child,
+    shown,
     tmpdir,
     wait_quiet,
     wrapped,
@@ -451,14 +452,15 @@ def bench(n: int, runs: int, profile: bool, e2e: bool) -> dict[str, float]:
         print("   wrapped calls, which are CPU-bound; the rest is aiohttp and the pipeline):")
         labels = list(dict.fromkeys(k for sp in splits for k in sp))
         labels = [k for k in labels if k not in ("drain total", "GC pauses")]
-        shown = 0.0
+        split_sum = 0.0
         for label in labels:
             us = median([s.get(label, 0.0) for s in splits]) / n * 1e6
-            shown += us
+            split_sum += us
             print(f"     {label:<44} {us:6.1f} us")
         gc_us = median([s.get("GC pauses", 0.0) for s in splits]) / n * 1e6
         print(f"     {'(of which GC pauses, all phases)':<44} {gc_us:6.1f} us")
-        print(f"     {'rest: HTTP (aiohttp), outcome, pipeline':<44} {per['e'] - shown:6.1f} us")
+        rest = per["e"] - split_sum
+        print(f"     {'rest: HTTP (aiohttp), outcome, pipeline':<44} {rest:6.1f} us")
         print(f"     {'engine total (CPU)':<44} {per['e']:6.1f} us")
         print(
             f"     {'durable floor total (CPU), for comparison':<44} {per['d']:6.1f} us; "

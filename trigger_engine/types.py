@@ -235,7 +235,9 @@ class DueDelivery:
     event_type: str
     account: str | None  # None: an engine event about no account (engine.test)
     created_at: datetime
-    payload: bytes  # the item, JSON
+    # the item, JSON; None when claimed: the claim reads the envelope alone, which holds
+    # the item as stored, and core.events.item() cuts it out for a sink that needs it
+    payload: bytes | None
     # attempts made early, as probes of a sink that is down (core/circuit.py): they do not
     # use up the retry schedule, which counts only ``attempts - probes``
     probes: int = 0

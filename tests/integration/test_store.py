@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from trigger_engine.core.dedupe import key_items
+from trigger_engine.core.events import item as item_of
 from trigger_engine.db import events as event_rows
 from trigger_engine.db.schema import attempts, deliveries, events, seen_keys, sink_state
 from trigger_engine.db.store import Store
@@ -261,12 +262,12 @@ def test_claims_go_oldest_first_within_each_sinks_capacity(store: Store) -> None
         owner="n1", now=T0, lease=60, capacity={"crm": 2, "ops": 1}
     )
     by_sink = {
-        s: [orjson.loads(d.payload)["id"] for d in claimed if d.sink == s] for s in ("crm", "ops")
+        s: [orjson.loads(item_of(d))["id"] for d in claimed if d.sink == s] for s in ("crm", "ops")
     }
     assert by_sink == {"crm": ["a", "b"], "ops": ["a"]}
     # leased deliveries are not claimed again; the rest are
     again = store.deliveries.claim_due(owner="n2", now=T0, lease=60, capacity={"crm": 5, "ops": 5})
-    assert sorted((d.sink, orjson.loads(d.payload)["id"]) for d in again) == [
+    assert sorted((d.sink, orjson.loads(item_of(d))["id"]) for d in again) == [
         ("crm", "c"),
         ("ops", "b"),
         ("ops", "c"),

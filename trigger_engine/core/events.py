@@ -82,6 +82,20 @@ def engine_test_event(
     )
 
 
+_DATA = b',"data":'
+
+
+def item(delivery: DueDelivery) -> bytes:
+    """The item as stored (JSON): the delivery's payload, or, for a claimed delivery,
+    which brings only its envelope, the envelope's ``data``: after the first
+    ``,"data":`` (the type and account before it are JSON strings, in which a quote is
+    escaped) and before the closing brace."""
+    if delivery.payload is not None:
+        return delivery.payload
+    assert delivery.envelope is not None, "a delivery has its payload or its envelope"
+    return delivery.envelope[delivery.envelope.index(_DATA) + len(_DATA) : -1]
+
+
 def envelope(delivery: DueDelivery) -> bytes:
     """The default body: ``{"type", "timestamp", "account", "data"}``, with ``data`` the
     item exactly as stored (no re-encoding); ``account`` is null for an operational event
@@ -93,7 +107,7 @@ def envelope(delivery: DueDelivery) -> bytes:
         orjson.dumps(delivery.event_type),
         orjson.dumps(isoformat_z(delivery.created_at)),
         orjson.dumps(delivery.account or None),
-        delivery.payload,
+        item(delivery),
     )
 
 
@@ -101,8 +115,8 @@ def body(delivery: DueDelivery, *, raw: bool, slack: bool = False) -> bytes:
     """The body one sink receives: the item alone (``raw``), a Slack-compatible
     ``{"text": ...}`` (``slack``: :mod:`trigger_engine.core.slack`) or the envelope."""
     if slack:
-        return slack_body(delivery.event_type, delivery.account or "", delivery.payload)
-    return delivery.payload if raw else envelope(delivery)
+        return slack_body(delivery.event_type, delivery.account or "", item(delivery))
+    return item(delivery) if raw else envelope(delivery)
 
 
 def webhook_headers(

@@ -36,7 +36,7 @@ from trigger_engine.types import (
     SinkDrop,
 )
 
-_DueRow = tuple[int, int, str, str, str, datetime, str, int, str]
+_DueRow = tuple[int, int, str, str, str, datetime, int, bytes]
 
 
 @units_of_work
@@ -130,22 +130,10 @@ class DeliveryRepository:
                 (owner, self.db.times.to_db(expires), *ids),
             )
             # positional: the fields' order (id, sink, attempts, event_id, event_type,
-            # account, created_at, payload, probes, early, next_attempt_at, envelope)
+            # account, created_at, payload, probes, early, next_attempt_at, envelope); the
+            # payload None: the envelope holds it (core.events.item)
             claimed.extend(
-                DueDelivery(
-                    r[0],
-                    sink,
-                    r[1],
-                    r[2],
-                    r[3],
-                    r[4],
-                    r[5],
-                    r[6].encode(),
-                    r[7],
-                    False,
-                    None,
-                    r[8].encode(),
-                )
+                DueDelivery(r[0], sink, r[1], r[2], r[3], r[4], r[5], None, r[6], False, None, r[7])
                 for r in rows
             )
         return claimed
@@ -230,8 +218,8 @@ class DeliveryRepository:
         self, conn: Connection, sink: str, limit: int, *, due: datetime, now: datetime
     ) -> list[_DueRow]:
         """Up to ``limit`` unclaimed deliveries to ``sink`` due by ``due``, oldest first,
-        with their events: (id, attempts, event id, type, account, created_at, payload,
-        probes, envelope).
+        with their events: (id, attempts, event id, type, account, created_at, probes,
+        envelope as bytes).
 
         One query per status, each read in id order from the (sink, status, id) index and
         stopping at ``limit``: with both statuses in one query SQLite reads, joins and
@@ -243,7 +231,7 @@ class DeliveryRepository:
         for status in DUE_STATUSES:
             rows = raw_rows(conn, claim, (sink, status.value, to_db(due), to_db(now), limit))
             found.extend(
-                (r[0], r[1], r[2], r[3], r[4], from_db(r[5]), r[6], r[7], r[8]) for r in rows
+                (r[0], r[1], r[2], r[3], r[4], from_db(r[5]), r[6], bytes(r[7])) for r in rows
             )
         found.sort(key=lambda r: r[0])
         return found[:limit]

@@ -22,13 +22,14 @@ from trigger_engine.db.codecs import UTCDateTime
 from trigger_engine.db.schema import poll_state
 
 # Up to LIMIT unclaimed deliveries to one sink in one status, due by a time, oldest first,
-# with their events: (id, attempts, event id, type, account, created_at, payload, probes,
-# envelope). coalesce() keeps SQLite's planner off the (status, next_attempt_at) index,
-# which would read and sort every due row; PostgreSQL adds FOR UPDATE ... SKIP LOCKED, so
-# that nodes claim disjoint rows.
+# with their events: (id, attempts, event id, type, account, created_at, probes, envelope
+# as bytes). The item itself is not read apart: the envelope holds it as stored
+# (core/events.py, ``item``), and each copy of it read costs a decode and an encode.
+# coalesce() keeps SQLite's planner off the (status, next_attempt_at) index, which would
+# read and sort every due row; PostgreSQL adds FOR UPDATE ... SKIP LOCKED, so that nodes
+# claim disjoint rows.
 _CLAIM = """
-SELECT d.id, d.attempts, e.id, e.type, e.account, e.created_at, e.payload, d.probes,
-  {envelope}
+SELECT d.id, d.attempts, e.id, e.type, e.account, e.created_at, d.probes, {envelope}
 FROM deliveries AS d JOIN events AS e ON e.id = d.event_id
 WHERE d.sink = {p} AND d.status = {p} AND coalesce(d.next_attempt_at, NULL) <= {p}
   AND (d.lease_expires_at IS NULL OR d.lease_expires_at < {p})
@@ -40,8 +41,9 @@ _SKIP_LOCKED = "FOR UPDATE OF d SKIP LOCKED"
 # joined as it is, the type and account quoted as JSON strings (SQLite's json_quote and
 # PostgreSQL's to_json escape as orjson does: tests/integration/test_claim_envelope.py),
 # the time cut to the second from the stored value, so that no datetime is parsed and
-# formatted again for each delivery (benchmarks/RESULTS.md). The text's braces are
-# doubled for str.format.
+# formatted again for each delivery (benchmarks/RESULTS.md); returned as bytes (SQLite's
+# CAST AS BLOB, PostgreSQL's convert_to), as it is sent: no str made and encoded again.
+# The text's braces are doubled for str.format.
 _ENVELOPE = (
     """'{{"type":' || {type} || ',"timestamp":"' || {stamp} || 'Z","account":' ||"""
     """ CASE WHEN coalesce(e.account, '') = '' THEN 'null' ELSE {account} END ||"""
@@ -144,8 +146,10 @@ class Queries:
             account=quote.format("e.account"),
             stamp=_POSTGRESQL_STAMP if postgresql else _SQLITE_STAMP,
         )
+        as_bytes = "convert_to({}, 'UTF8')" if postgresql else "CAST({} AS BLOB)"
+        claim = _CLAIM.format(p=p, envelope=as_bytes.format(envelope))
         return cls(
-            claim=_CLAIM.format(p=p, envelope=envelope) + (_SKIP_LOCKED if postgresql else ""),
+            claim=claim + (_SKIP_LOCKED if postgresql else ""),
             insert_attempt=_INSERT_ATTEMPT.format(p=p),
             record_attempt=_RECORD_ATTEMPT.format(p=p),
             last_success=_LAST_SUCCESS.format(p=p),

@@ -43,7 +43,10 @@ from trigger_engine.types import AttemptOutcome, DeliveryStatus, DueDelivery
 
 log = get_logger("trigger_engine.delivery.dispatcher")
 
-PREFETCH_ROUNDS = 4  # claim ahead: a sink's queue holds up to this many times max_in_flight
+PREFETCH_ROUNDS = 4  # claim ahead: a sink's queue holds at least this many times max_in_flight
+CLAIM_AHEAD = 0.1  # ... or, for a sink this fast, this many seconds of sending at its pace
+MAX_QUEUE = 512  # ... but no more than this (unless PREFETCH_ROUNDS rounds are more)
+PACE_WINDOW = 0.05  # seconds over which a sink's pace (attempts a second) is measured
 RECORD_EVERY = 0.05  # seconds an attempt's outcome may wait to be recorded with others
 RECORD_BATCH = 512  # ... or fewer, once this many are waiting
 STOP_AT_ONCE_DB_WAIT = 1.0  # seconds a stop at once grants recording what finished
@@ -69,6 +72,13 @@ class DrainReport:
     dead: int = 0
 
 
+def queue_depth(max_in_flight: int, pace: float) -> int:
+    """How many claimed deliveries a sink's queue may hold: PREFETCH_ROUNDS rounds of
+    ``max_in_flight``, or CLAIM_AHEAD seconds at ``pace`` (attempts a second) when that
+    is more, up to MAX_QUEUE."""
+    return max(max_in_flight * PREFETCH_ROUNDS, min(MAX_QUEUE, int(pace * CLAIM_AHEAD)))
+
+
 class _Claimed:
     """A claimed delivery in a lane's queue. A plain class with slots: one per delivery
     sent, and a frozen dataclass's ``__init__`` costs several times as much."""
@@ -92,14 +102,29 @@ class _Lane:
     exhausted: bool = False  # the last claim found less than asked: nothing more due now
     closed: bool = False  # the sink was removed by a reload
     health: SinkHealth = field(init=False)  # up, or down and probed (this process's view)
+    pace: float = 0.0  # attempts started a second, over the last PACE_WINDOW or more
+    taken: int = 0  # attempts started since paced_at
+    paced_at: float = 0.0  # loop time the pace was last measured
 
     def __post_init__(self) -> None:
         self.health = SinkHealth(probe_every=probe_interval(self.sink.retry.schedule))
 
     @property
     def depth(self) -> int:
-        """How many claimed deliveries may wait here: enough for PREFETCH_ROUNDS rounds."""
-        return self.sink.max_in_flight * PREFETCH_ROUNDS
+        """How many claimed deliveries may wait here: PREFETCH_ROUNDS rounds of
+        ``max_in_flight``, or, when the sink is faster, CLAIM_AHEAD seconds of sending at
+        its pace, up to MAX_QUEUE. Claims of a fast sink are bigger and so fewer (one
+        transaction, and one commit, each), while what waits in the queue waits about
+        CLAIM_AHEAD seconds at most (benchmarks/RESULTS.md, "deliver")."""
+        return queue_depth(self.sink.max_in_flight, self.pace)
+
+    def measure(self, now: float) -> None:
+        """Update the pace from the attempts started since the last measure, once
+        PACE_WINDOW has passed (``now``: the loop's time)."""
+        elapsed = now - self.paced_at
+        if elapsed >= PACE_WINDOW:
+            self.pace = self.taken / elapsed if self.paced_at else 0.0
+            self.taken, self.paced_at = 0, now
 
     def wants(self) -> int:
         """How many more to claim now: none until the queue is down to half its depth."""
@@ -114,8 +139,8 @@ class Dispatcher:
     A pipeline, so that no step waits for another (benchmarks/RESULTS.md, "deliver"):
 
     * **claim ahead**: each sink has a local queue of claimed deliveries, refilled (one
-      transaction for all sinks) when it falls to half of ``PREFETCH_ROUNDS`` times
-      ``max_in_flight``;
+      transaction for all sinks) when it falls to half its depth: ``PREFETCH_ROUNDS``
+      times ``max_in_flight``, or ``CLAIM_AHEAD`` seconds at a fast sink's pace;
     * **send**: up to ``max_in_flight`` workers per sink take from the queue, so a slot
       is reused the moment its request ends;
     * **record**: outcomes are recorded in batches, one transaction each, at most
@@ -344,6 +369,10 @@ class Dispatcher:
         nothing to claim, they are recorded alone if ``flush_due``. Returns how many
         were claimed."""
         probed = await self._claim_probes()
+        assert self._loop is not None
+        at = self._loop.time()
+        for paced in self._lanes.values():
+            paced.measure(at)
         wanted = {name: n for name, lane in self._lanes.items() if (n := lane.wants()) > 0}
         if not wanted:
             if flush_due:
@@ -504,6 +533,7 @@ class Dispatcher:
                     lane.health.probe_abandoned(self.clock())
                 self._wake.set()
                 continue
+            lane.taken += 1
             return claimed
         return None
 
