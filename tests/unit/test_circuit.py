@@ -50,6 +50,25 @@ def test_failures_in_a_row_make_a_sink_down_and_an_answer_resets_the_count() -> 
     assert (h.down, h.down_since, h.next_probe_at) == (True, at(10), at(15))
 
 
+def test_steady_means_an_answer_would_change_nothing() -> None:
+    """The dispatcher skips observe() for an answer while the sink is steady: that must
+    be exactly when observe() would change no field and report no change."""
+    h = SinkHealth(probe_every=5.0, down_after=2)
+    assert h.steady
+    before = vars(h).copy()
+    assert h.observe(failed=False, probe=False, now=at(0)) is None
+    assert vars(h) == before
+    h.observe(failed=True, probe=False, now=at(1))
+    assert not h.steady  # one failure counted: an answer resets it
+    h.observe(failed=False, probe=False, now=at(2))
+    assert h.steady and h.failures == 0
+    h.observe(failed=True, probe=False, now=at(3))
+    assert h.observe(failed=True, probe=False, now=at(4)) is Change.WENT_DOWN
+    assert not h.steady  # down: an answer brings it back
+    assert h.observe(failed=False, probe=False, now=at(5)) is Change.CAME_BACK
+    assert h.steady
+
+
 def test_a_down_sink_gets_one_probe_per_step_and_comes_back_at_the_first_success() -> None:
     h = SinkHealth(probe_every=5.0, down_after=1)
     assert h.observe(failed=True, probe=False, now=at(0)) is Change.WENT_DOWN

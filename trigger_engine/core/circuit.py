@@ -67,6 +67,12 @@ class SinkHealth:
         """Whether the sink is down (probed, not sent to)."""
         return self.state is Health.DOWN
 
+    @property
+    def steady(self) -> bool:
+        """Up, with no failure counted: an answer that is not a probe's changes nothing
+        (:meth:`observe` would return None and leave every field as it is)."""
+        return self.state is Health.UP and self.failures == 0
+
     def observe(self, *, failed: bool, probe: bool, now: datetime) -> Change | None:
         """Count one attempt's result: ``failed`` (no answer, 5xx, 408, 429), else an
         answer (a 2xx, or a 4xx: the receiver is there). ``probe``: it was this circuit's

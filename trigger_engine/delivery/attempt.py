@@ -112,7 +112,8 @@ async def _post(
             allow_redirects=False,
         ) as response:
             status = response.status
-            retry_after = parse_retry_after(response.headers.get("retry-after"), started_at)
+            if not 200 <= status < 300:  # a 2xx has nothing to retry
+                retry_after = parse_retry_after(response.headers.get("retry-after"), started_at)
             answer = response_text(await response.content.read(MAX_RESPONSE))
     except Exception as exc:  # anything still ends as a recorded, retried attempt
         # one sentence by host and port (a sink URL may carry a token: never quoted)

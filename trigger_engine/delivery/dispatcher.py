@@ -83,11 +83,13 @@ class _Claimed:
     """A claimed delivery in a lane's queue. A plain class with slots: one per delivery
     sent, and a frozen dataclass's ``__init__`` costs several times as much."""
 
-    __slots__ = ("delivery", "expires", "probe")
+    __slots__ = ("delivery", "probe", "send_by")
 
-    def __init__(self, delivery: DueDelivery, expires: datetime, probe: bool = False) -> None:
+    def __init__(self, delivery: DueDelivery, send_by: datetime, probe: bool = False) -> None:
         self.delivery = delivery
-        self.expires = expires  # the claim's lease: the attempt must be over and recorded by then
+        # the claim's lease less the sink's timeout and [engine] lease: an attempt started
+        # later might not be over and recorded before the lease runs out
+        self.send_by = send_by
         self.probe = probe  # the probe of a sink that is down (core/circuit.py)
 
 
@@ -405,13 +407,18 @@ class Dispatcher:
                 due_by=self._due_by,
             )
         expires = now + timedelta(seconds=self._lease)
+        send_by = {
+            name: expires - self._attempt_span(self._lanes[name].sink)
+            for name in wanted
+            if name in self._lanes
+        }
         got: dict[str, int] = defaultdict(int)
         for delivery in claimed:
             lane = self._lanes.get(delivery.sink)
             if lane is None or self._stopping:  # removed by a reload meanwhile, or stopping
                 self._give_back.append(delivery.id)
                 continue
-            lane.queue.append(_Claimed(delivery, expires))
+            lane.queue.append(_Claimed(delivery, send_by[delivery.sink]))
             got[delivery.sink] += 1
         for name, n in wanted.items():
             lane = self._lanes.get(name)
@@ -450,7 +457,8 @@ class Dispatcher:
                 lane.health.probe_abandoned(now)
                 self._poke_at(lane)
                 continue
-            lane.queue.append(_Claimed(delivery, now + timedelta(seconds=self._lease), probe=True))
+            send_by = now + timedelta(seconds=self._lease) - self._attempt_span(lane.sink)
+            lane.queue.append(_Claimed(delivery, send_by, probe=True))
             log.info(
                 "sink.probe",
                 sink=lane.sink.name,
@@ -513,6 +521,11 @@ class Dispatcher:
         finally:
             lane.workers -= 1
 
+    def _attempt_span(self, sink: Sink) -> timedelta:
+        """How long before its claim runs out an attempt to ``sink`` must start: its
+        timeout, then the recording ([engine] lease)."""
+        return timedelta(seconds=sink.timeout + self.config.engine.lease)
+
     def _take(self, lane: _Lane) -> _Claimed | None:
         low = lane.depth // 2
         while (
@@ -526,8 +539,7 @@ class Dispatcher:
                 self._wake.set()  # time to claim more
             # the attempt (timeout) and its recording ([engine] lease) must fit in the
             # claim; if not, give it back unsent: it is claimed again, with a new lease
-            deadline = timedelta(seconds=lane.sink.timeout + self.config.engine.lease)
-            if self.clock() + deadline > claimed.expires:
+            if self.clock() > claimed.send_by:
                 self._give_back.append(claimed.delivery.id)
                 if claimed.probe:
                     lane.health.probe_abandoned(self.clock())
@@ -731,8 +743,10 @@ class Dispatcher:
         lane = self._lanes.get(sink.name)
         if lane is None or self._due_by is not None:
             return
-        now = self.clock()
         failed = outcome.new_status != DeliveryStatus.DELIVERED and outcome.sink_down
+        if not failed and not probe and lane.health.steady:
+            return  # the common case (one clock read less a delivery)
+        now = self.clock()
         change = lane.health.observe(failed=failed, probe=probe, now=now)
         if change is Change.WENT_DOWN:
             self._give_back.extend(c.delivery.id for c in lane.queue)
