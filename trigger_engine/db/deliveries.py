@@ -10,6 +10,7 @@ nodes claim disjoint rows; on SQLite one process is the only writer.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
@@ -36,7 +37,7 @@ from trigger_engine.types import (
     SinkDrop,
 )
 
-_DueRow = tuple[int, int, str, str, str, datetime, int, bytes]
+_BY_ID = operator.attrgetter("id")
 
 
 @units_of_work
@@ -121,21 +122,15 @@ class DeliveryRepository:
         for sink, limit in capacity.items():
             if limit <= 0 or sink in holding:
                 continue
-            rows = self._due_rows(conn, sink, limit, due=due, now=now)
-            if not rows:
+            due_rows = self._due_rows(conn, sink, limit, due=due, now=now)
+            if not due_rows:
                 continue
-            ids = [r[0] for r in rows]
+            ids = [d.id for d in due_rows]
             conn.exec_driver_sql(
                 self.db.queries.lease(len(ids)),
                 (owner, self.db.times.to_db(expires), *ids),
             )
-            # positional: the fields' order (id, sink, attempts, event_id, event_type,
-            # account, created_at, payload, probes, early, next_attempt_at, envelope); the
-            # payload None: the envelope holds it (core.events.item)
-            claimed.extend(
-                DueDelivery(r[0], sink, r[1], r[2], r[3], r[4], r[5], None, r[6], False, None, r[7])
-                for r in rows
-            )
+            claimed += due_rows
         return claimed
 
     def claim_probe(
@@ -216,25 +211,43 @@ class DeliveryRepository:
 
     def _due_rows(
         self, conn: Connection, sink: str, limit: int, *, due: datetime, now: datetime
-    ) -> list[_DueRow]:
+    ) -> list[DueDelivery]:
         """Up to ``limit`` unclaimed deliveries to ``sink`` due by ``due``, oldest first,
-        with their events: (id, attempts, event id, type, account, created_at, probes,
-        envelope as bytes).
+        with their events, each with its envelope (its payload None: the envelope holds
+        it, core.events.item).
 
         One query per status, each read in id order from the (sink, status, id) index and
         stopping at ``limit``: with both statuses in one query SQLite reads, joins and
         sorts every due row at each claim (7 ms per claim of 128 with 10,000 due; 0.3 ms
         this way)."""
-        found: list[_DueRow] = []
+        found: list[DueDelivery] = []
         to_db, from_db = self.db.times.to_db, self.db.times.from_db
         claim = self.db.queries.claim
         for status in DUE_STATUSES:
-            rows = raw_rows(conn, claim, (sink, status.value, to_db(due), to_db(now), limit))
-            found.extend(
-                (r[0], r[1], r[2], r[3], r[4], from_db(r[5]), r[6], bytes(r[7])) for r in rows
-            )
-        found.sort(key=lambda r: r[0])
-        return found[:limit]
+            # each row: (id, attempts, event id, type, account, created_at, probes,
+            # envelope as bytes), made a DueDelivery positionally, in the fields' order
+            # (id, sink, attempts, event_id, event_type, account, created_at, payload,
+            # probes, early, next_attempt_at, envelope)
+            found += [
+                DueDelivery(
+                    r[0],
+                    sink,
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    from_db(r[5]),
+                    None,
+                    r[6],
+                    False,
+                    None,
+                    bytes(r[7]),
+                )
+                for r in raw_rows(conn, claim, (sink, status.value, to_db(due), to_db(now), limit))
+            ]
+        found.sort(key=_BY_ID)  # oldest first across the statuses
+        del found[limit:]
+        return found
 
     def release_claims(self, owner: str | None = None, *, ids: Sequence[int] = ()) -> int:
         """Make claimed deliveries due again at once. With SQLite (one process) at start,

@@ -107,26 +107,33 @@ class _Lane:
     pace: float = 0.0  # attempts started a second, over the last PACE_WINDOW or more
     taken: int = 0  # attempts started since paced_at
     paced_at: float = 0.0  # loop time the pace was last measured
+    # How many claimed deliveries may wait here (queue_depth): PREFETCH_ROUNDS rounds of
+    # max_in_flight, or, when the sink is faster, CLAIM_AHEAD seconds of sending at its
+    # pace, up to MAX_QUEUE. Claims of a fast sink are bigger and so fewer (one
+    # transaction, and one commit, each), while what waits in the queue waits about
+    # CLAIM_AHEAD seconds at most (benchmarks/RESULTS.md, "deliver"). Kept, not computed
+    # at each take: set with the sink and at each measure of the pace.
+    depth: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.health = SinkHealth(probe_every=probe_interval(self.sink.retry.schedule))
+        self.depth = queue_depth(self.sink.max_in_flight, self.pace)
 
-    @property
-    def depth(self) -> int:
-        """How many claimed deliveries may wait here: PREFETCH_ROUNDS rounds of
-        ``max_in_flight``, or, when the sink is faster, CLAIM_AHEAD seconds of sending at
-        its pace, up to MAX_QUEUE. Claims of a fast sink are bigger and so fewer (one
-        transaction, and one commit, each), while what waits in the queue waits about
-        CLAIM_AHEAD seconds at most (benchmarks/RESULTS.md, "deliver")."""
-        return queue_depth(self.sink.max_in_flight, self.pace)
+    def serve(self, sink: Sink) -> None:
+        """Take the sink's new settings (a reload)."""
+        self.sink = sink
+        self.exhausted = False
+        self.health.probe_every = probe_interval(sink.retry.schedule)
+        self.depth = queue_depth(sink.max_in_flight, self.pace)
 
     def measure(self, now: float) -> None:
         """Update the pace from the attempts started since the last measure, once
-        PACE_WINDOW has passed (``now``: the loop's time)."""
+        PACE_WINDOW has passed (``now``: the loop's time), and the depth with it."""
         elapsed = now - self.paced_at
         if elapsed >= PACE_WINDOW:
             self.pace = self.taken / elapsed if self.paced_at else 0.0
             self.taken, self.paced_at = 0, now
+            self.depth = queue_depth(self.sink.max_in_flight, self.pace)
 
     def wants(self) -> int:
         """How many more to claim now: none until the queue is down to half its depth."""
@@ -222,9 +229,7 @@ class Dispatcher:
                 del self._lanes[name]
         for name, sink in sinks.items():
             if name in self._lanes:
-                self._lanes[name].sink = sink
-                self._lanes[name].exhausted = False
-                self._lanes[name].health.probe_every = probe_interval(sink.retry.schedule)
+                self._lanes[name].serve(sink)
             else:
                 self._lanes[name] = _Lane(sink)
         # a claim outlives the longest attempt by [engine] lease, plus one attempt's time
