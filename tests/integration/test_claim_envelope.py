@@ -12,10 +12,12 @@ import orjson
 import pytest
 from sqlalchemy import select, update
 
-from trigger_engine.core import events
+from trigger_engine.config import Sink
+from trigger_engine.core import events, slack
 from trigger_engine.core.dedupe import key_items
 from trigger_engine.db.schema import events as events_table
 from trigger_engine.db.store import Store
+from trigger_engine.delivery.attempt import body_for
 from trigger_engine.types import DueDelivery
 
 # quotes, backslashes, control characters (NUL only in an item: PostgreSQL's text refuses
@@ -23,6 +25,9 @@ from trigger_engine.types import DueDelivery
 AWKWARD = 'a"b\\c\x01\x08\t\n\x0c\r\x1f\x7f é ☃ 😀 \u2028\u2029/'
 # ... and what the envelope's data follows, as an account and a type may hold it
 TRICKY = AWKWARD + ',"data":{"x":1}}'
+ENVELOPE_SINK = Sink(name="crm", url="https://h.example.com/")
+RAW_SINK = Sink(name="crm", url="https://h.example.com/", format="raw")
+SLACK_SINK = Sink(name="crm", url="https://hooks.example.com/services/T0/B0/x", format="slack")
 
 
 @pytest.fixture
@@ -84,6 +89,11 @@ def test_the_claimed_envelope_is_byte_for_byte_the_one_python_makes(store: Store
         # whatever the type and account before it hold
         assert events.item(delivery) == item
         assert events.body(delivery, raw=True) == item
+        # what each kind of sink is sent (delivery/attempt.py, body_for)
+        assert body_for(ENVELOPE_SINK, delivery) == delivery.envelope
+        assert body_for(RAW_SINK, delivery) == item
+        slack_text = orjson.loads(body_for(SLACK_SINK, delivery))["text"]
+        assert slack_text == slack.slack_text(delivery.event_type, delivery.account or "", item)
         body = orjson.loads(delivery.envelope)
         assert body["timestamp"] == "2026-11-27T07:00:59Z"
         assert body["account"] == (delivery.account or None)

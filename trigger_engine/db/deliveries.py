@@ -309,6 +309,8 @@ class DeliveryRepository:
 
         t = self.db.times.to_db
         started = [t(o.started_at) for o in outcomes]
+        # each outcome's status as recorded (no sink held, the common case: as decided)
+        statuses = [status_of(o) for o in outcomes] if holding else [o.new_status for o in outcomes]
         conn.exec_driver_sql(
             self.db.queries.insert_attempt,
             [
@@ -328,7 +330,7 @@ class DeliveryRepository:
             self.db.queries.record_attempt,
             [
                 (
-                    status := status_of(o),
+                    status,
                     HoldKind.SINK.value if status == held else None,
                     o.attempt,
                     1 if o.early_probe else 0,
@@ -340,7 +342,7 @@ class DeliveryRepository:
                     o.delivery_id,
                     owner,
                 )
-                for o, at in zip(outcomes, started, strict=True)
+                for o, at, status in zip(outcomes, started, statuses, strict=True)
             ],
         )
         successes: dict[str, datetime] = {}
@@ -356,7 +358,7 @@ class DeliveryRepository:
                     self.db, conn, o.sink, o.disable_sink, o.started_at, event_id=o.event_id
                 )
         self._report_dead(conn, outcomes)
-        return [(o, holding[o.sink]) for o in outcomes if status_of(o) == held]
+        return [(o, holding[o.sink]) for o, s in zip(outcomes, statuses, strict=True) if s == held]
 
     def _report_dead(self, conn: Connection, outcomes: Sequence[AttemptOutcome]) -> None:
         """``engine.delivery_dead`` for each delivery of ``outcomes`` that this batch made

@@ -45,6 +45,8 @@ def _client_timeout(seconds: float) -> aiohttp.ClientTimeout:
 def body_for(sink: Sink, delivery: DueDelivery) -> bytes:
     """The body ``sink`` receives: the envelope, the item alone (``format = "raw"``) or
     one line of text for a Slack-compatible webhook (``format = "slack"``)."""
+    if sink.format == "envelope" and delivery.envelope is not None:
+        return delivery.envelope  # as the claim made it: the common case, at once
     return events.body(delivery, raw=sink.format == "raw", slack=sink.format == "slack")
 
 

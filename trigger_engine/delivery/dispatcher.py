@@ -701,16 +701,17 @@ class Dispatcher:
                 sent_when="the sink is resumed or enabled",
             )
         soonest: datetime | None = None
+        report, on_attempt = self.report, self.on_attempt
+        report.attempted += len(batch)
         for outcome in batch:
-            if self.on_attempt is not None:
-                self.on_attempt(outcome)
-            self.report.attempted += 1
+            if on_attempt is not None:
+                on_attempt(outcome)
             if outcome.new_status == DeliveryStatus.DELIVERED:
-                self.report.delivered += 1
+                report.delivered += 1
             elif outcome.new_status == DeliveryStatus.DEAD:
-                self.report.dead += 1
+                report.dead += 1
             else:
-                self.report.failed += 1
+                report.failed += 1
                 when = outcome.next_attempt_at
                 if when is not None and (soonest is None or when < soonest):
                     soonest = when
