@@ -157,6 +157,8 @@ def response_text(data: bytes) -> str:
     bytes as UTF-8, an undecodable byte (or a character cut at the end) replaced by U+FFFD
     and NUL too (PostgreSQL's text refuses it). Control characters stay: they are escaped
     where the text is printed."""
+    if not data:  # no answer (a 204, say): the common case
+        return ""
     return data[:RESPONSE_BODY_KEPT].decode("utf-8", "replace").replace("\x00", "\ufffd")
 
 

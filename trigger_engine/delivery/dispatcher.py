@@ -519,10 +519,15 @@ class Dispatcher:
             self._wake.set()  # record now; a drain may be over
 
     async def _work(self, lane: _Lane) -> None:
-        """Send what the lane's queue holds, one at a time, until it is empty."""
+        """Send what the lane's queue holds, one at a time, until it is empty; each
+        outcome is queued for recording (:meth:`_attempted`)."""
+        assert self._session is not None
+        session, clock, rand = self._session, self.clock, self.rand
         try:
             while (claimed := self._take(lane)) is not None:
-                await self._attempt(lane.sink, claimed.delivery, probe=claimed.probe)
+                sink = lane.sink
+                outcome = await attempt(session, sink, claimed.delivery, clock=clock, rand=rand)
+                self._attempted(sink, outcome, probe=claimed.probe)
         finally:
             lane.workers -= 1
 
@@ -721,10 +726,10 @@ class Dispatcher:
             if delay < self.idle_wait:
                 self._loop.call_later(max(0.0, delay), self._poke)
 
-    async def _attempt(self, sink: Sink, delivery: DueDelivery, *, probe: bool = False) -> None:
-        """Make one attempt and queue its outcome for recording."""
-        assert self._session is not None
-        outcome = await attempt(self._session, sink, delivery, clock=self.clock, rand=self.rand)
+    def _attempted(self, sink: Sink, outcome: AttemptOutcome, *, probe: bool = False) -> None:
+        """What follows one attempt: the sink's circuit fed, and the outcome queued for
+        recording. (Called by the worker, not awaited: one coroutine less to resume at
+        every step of a request.)"""
         self._observe(sink, outcome, probe=probe)
         if outcome.disable_sink is not None:
             lane = self._lanes.get(sink.name)
