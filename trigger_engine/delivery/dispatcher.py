@@ -521,9 +521,9 @@ class Dispatcher:
     async def _work(self, lane: _Lane) -> None:
         """Send what the lane's queue holds, one at a time, until it is empty; each
         outcome is queued for recording (:meth:`_attempted`)."""
-        assert self._session is not None
-        session, clock, rand = self._session, self.clock, self.rand
         try:
+            assert self._session is not None
+            session, clock, rand = self._session, self.clock, self.rand
             while (claimed := self._take(lane)) is not None:
                 sink = lane.sink
                 outcome = await attempt(session, sink, claimed.delivery, clock=clock, rand=rand)
