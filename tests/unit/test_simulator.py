@@ -29,7 +29,7 @@ from trigger_engine.sandbox import Fault, Simulator, SimulatorThread, serve_fore
 KEY = "s3cret-key"
 
 # Field names copied from the vendor document's samples
-# (/work/shared/seed/meetalfred-zapier-api.txt), level by level.
+# (Meet Alfred's Zapier API documentation, meetalfred-zapier-api.txt), level by level.
 LEAD_KEYS = {
     "campaign", "connect_followup", "conversation_urn", "custom_data", "id", "last_action",
     "next_touch_at", "next_touch_index", "person", "request_connect_at", "return_to_campaign",

@@ -411,12 +411,8 @@ class Dispatcher:
                 capacity=wanted,
                 due_by=self._due_by,
             )
-        expires = now + timedelta(seconds=self._lease)
-        send_by = {
-            name: expires - self._attempt_span(self._lanes[name].sink)
-            for name in wanted
-            if name in self._lanes
-        }
+        lanes = self._lanes
+        send_by = {name: self._send_by(lanes[name].sink, now) for name in wanted if name in lanes}
         got: dict[str, int] = defaultdict(int)
         for delivery in claimed:
             lane = self._lanes.get(delivery.sink)
@@ -462,8 +458,7 @@ class Dispatcher:
                 lane.health.probe_abandoned(now)
                 self._poke_at(lane)
                 continue
-            send_by = now + timedelta(seconds=self._lease) - self._attempt_span(lane.sink)
-            lane.queue.append(_Claimed(delivery, send_by, probe=True))
+            lane.queue.append(_Claimed(delivery, self._send_by(lane.sink, now), probe=True))
             log.info(
                 "sink.probe",
                 sink=lane.sink.name,
@@ -531,10 +526,12 @@ class Dispatcher:
         finally:
             lane.workers -= 1
 
-    def _attempt_span(self, sink: Sink) -> timedelta:
-        """How long before its claim runs out an attempt to ``sink`` must start: its
-        timeout, then the recording ([engine] lease)."""
-        return timedelta(seconds=sink.timeout + self.config.engine.lease)
+    def _send_by(self, sink: Sink, claimed_at: datetime) -> datetime:
+        """When an attempt to ``sink`` claimed at ``claimed_at`` must start at the latest:
+        the claim's lease runs out ``self._lease`` after the claim, and before then the
+        attempt (its timeout) and its recording ([engine] lease) must be over."""
+        lease = self._lease - sink.timeout - self.config.engine.lease
+        return claimed_at + timedelta(seconds=lease)
 
     def _take(self, lane: _Lane) -> _Claimed | None:
         low = lane.depth // 2
