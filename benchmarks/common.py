@@ -548,6 +548,10 @@ def engine_parts() -> Any:
         store = None
     if store is not None:  # the issue-11 layout
         daemon, jobs, types = mod("runtime.daemon"), mod("runtime.jobs"), mod("types")
+        try:  # the enums are in states.py since 2026-12-02 (types.py held them before)
+            states = mod("states")
+        except ModuleNotFoundError:
+            states = types
         try:  # since 2026-12-02 what run --once needs of the plan is apart from APScheduler
             plan = mod("runtime.plan")
         except ModuleNotFoundError:
@@ -570,7 +574,7 @@ def engine_parts() -> Any:
             pool_size=getattr(plan, "pool_size", None),
             new_event_id=mod("core.events").new_event_id,
             AttemptOutcome=types.AttemptOutcome,
-            DELIVERED=types.DeliveryStatus.DELIVERED,
+            DELIVERED=states.DeliveryStatus.DELIVERED,
             deliveries=lambda st: st.deliveries,
             store_steps=[
                 (polls.PollRepository, "record", "store: polls.record (one transaction)"),

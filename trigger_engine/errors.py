@@ -6,14 +6,14 @@
     └── RuntimeFailure        exit 1: the world let us down
         ├── DatabaseError     the database is unreachable or refused us
         ├── StoreLost         the SQLite file was deleted or replaced under the daemon
-        └── SourceError       a poll of the Meet Alfred API failed (see ``types.FailureKind``)
+        └── SourceError       a poll of the Meet Alfred API failed (see ``states.FailureKind``)
 
 Messages are one sentence for a person, and never contain a secret.
 """
 
 from __future__ import annotations
 
-from trigger_engine.types import FailureKind
+from trigger_engine.states import FailureKind
 
 
 class TriggerEngineError(Exception):

@@ -23,7 +23,8 @@ from trigger_engine.ops.http_api import make_app
 from trigger_engine.ops.metrics import Metrics
 from trigger_engine.runtime import console
 from trigger_engine.runtime.console.openapi import document
-from trigger_engine.types import DeliveryStatus, EventFilter
+from trigger_engine.states import DeliveryStatus
+from trigger_engine.types import EventFilter
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 TOKEN = "console-token-0123456789abcdefXYZ"

@@ -14,7 +14,8 @@ import pytest
 from tests.integration.test_admin_api import T0, fire, make_config
 from tests.integration.test_console_pages import SCRIPT, Browser, csrf_of, run
 from trigger_engine.db.store import Store
-from trigger_engine.types import AttemptOutcome, DeliveryStatus, EventFilter
+from trigger_engine.states import DeliveryStatus
+from trigger_engine.types import AttemptOutcome, EventFilter
 
 
 @pytest.fixture

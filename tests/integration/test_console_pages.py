@@ -25,7 +25,8 @@ from trigger_engine.ops.health import Health
 from trigger_engine.ops.http_api import make_app
 from trigger_engine.ops.metrics import Metrics
 from trigger_engine.runtime import console
-from trigger_engine.types import AttemptOutcome, DeliveryStatus, EventFilter
+from trigger_engine.states import DeliveryStatus
+from trigger_engine.types import AttemptOutcome, EventFilter
 
 SCRIPT = "<script>alert(1)</script>"
 

@@ -26,7 +26,8 @@ from trigger_engine.config import config_from_dict
 from trigger_engine.delivery.attempt import attempt
 from trigger_engine.errors import SourceError
 from trigger_engine.polling.source import Source
-from trigger_engine.types import AttemptOutcome, DeliveryStatus, DueDelivery, FailureKind
+from trigger_engine.states import DeliveryStatus, FailureKind
+from trigger_engine.types import AttemptOutcome, DueDelivery
 
 TIMEOUT = 2.0  # seconds: source.timeout and the sink's timeout
 MARGIN = 1.0  # what a loaded 2-core machine may add to the deadline

@@ -18,7 +18,8 @@ from trigger_engine.core.engine_events import Subscribers
 from trigger_engine.db.schema import deliveries, events
 from trigger_engine.db.store import Store
 from trigger_engine.errors import DatabaseError
-from trigger_engine.types import AttemptOutcome, DeliveryStatus, EventFilter, PollOutcome
+from trigger_engine.states import DeliveryStatus, PollOutcome
+from trigger_engine.types import AttemptOutcome, EventFilter
 
 T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 

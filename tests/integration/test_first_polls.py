@@ -18,7 +18,7 @@ from trigger_engine.config import Config
 from trigger_engine.db.migrate import alembic_config
 from trigger_engine.db.schema import events, poll_state, seen_keys
 from trigger_engine.db.store import Store
-from trigger_engine.types import PollOutcome
+from trigger_engine.states import PollOutcome
 
 from .test_poller import Upstream, count, make_config, poller_for
 

@@ -12,7 +12,8 @@ import pytest
 from trigger_engine.core.dedupe import key_items
 from trigger_engine.db.store import Store
 from trigger_engine.errors import AlreadyRunning, LeaseLost
-from trigger_engine.types import EventFilter, PollClaim, PollRefusal
+from trigger_engine.states import PollRefusal
+from trigger_engine.types import EventFilter, PollClaim
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 

@@ -24,7 +24,8 @@ from trigger_engine.db.migrate import alembic_config
 from trigger_engine.db.search_index import search_index
 from trigger_engine.db.store import Store
 from trigger_engine.delivery.attempt import attempt
-from trigger_engine.types import RESPONSE_BODY_KEPT, AttemptOutcome, DeliveryStatus, EventFilter
+from trigger_engine.states import RESPONSE_BODY_KEPT, DeliveryStatus
+from trigger_engine.types import AttemptOutcome, EventFilter
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 SINKS = ("crm", "ops")

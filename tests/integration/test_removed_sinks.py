@@ -14,7 +14,8 @@ from sqlalchemy import func, insert, select, update
 from trigger_engine.core.dedupe import key_items
 from trigger_engine.db.schema import attempts, deliveries
 from trigger_engine.db.store import Store
-from trigger_engine.types import AttemptOutcome, DeliveryStatus, EventFilter
+from trigger_engine.states import DeliveryStatus
+from trigger_engine.types import AttemptOutcome, EventFilter
 
 T0 = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
 LATER = T0 + timedelta(hours=1)

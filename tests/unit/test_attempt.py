@@ -15,7 +15,8 @@ from yarl import URL
 
 from trigger_engine.config import Sink
 from trigger_engine.delivery.attempt import attempt
-from trigger_engine.types import DeliveryStatus, DueDelivery
+from trigger_engine.states import DeliveryStatus
+from trigger_engine.types import DueDelivery
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 TOKEN = "tok-5ecret-9f2c"

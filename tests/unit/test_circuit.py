@@ -17,7 +17,8 @@ from trigger_engine.core.circuit import (
     probe_interval,
 )
 from trigger_engine.delivery.attempt import outcome
-from trigger_engine.types import AttemptOutcome, DeliveryStatus, DueDelivery
+from trigger_engine.states import DeliveryStatus
+from trigger_engine.types import AttemptOutcome, DueDelivery
 
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 

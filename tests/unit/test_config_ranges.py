@@ -24,7 +24,7 @@ from trigger_engine.core.durations import parse_duration, show
 from trigger_engine.db import schema
 from trigger_engine.errors import ConfigError
 
-# The longest names the database holds (trigger_engine/types.py; tested against the schema
+# The longest names the database holds (trigger_engine/states.py; tested against the schema
 # below). Spelled out here so that these tests say what they expect.
 ACCOUNT_NAME_MAX = 200
 TRIGGER_NAME_MAX = 100
@@ -263,10 +263,11 @@ def test_count_ranges(
 
 
 def test_the_schema_sizes_its_columns_with_the_name_limits() -> None:
-    from trigger_engine import types
+    from trigger_engine import states
 
-    assert (types.ACCOUNT_NAME_MAX, types.TRIGGER_NAME_MAX) == (ACCOUNT_NAME_MAX, TRIGGER_NAME_MAX)
-    assert (types.SINK_NAME_MAX, types.EVENT_TYPE_MAX) == (SINK_NAME_MAX, EVENT_TYPE_MAX)
+    names = (states.ACCOUNT_NAME_MAX, states.TRIGGER_NAME_MAX)
+    assert names == (ACCOUNT_NAME_MAX, TRIGGER_NAME_MAX)
+    assert (states.SINK_NAME_MAX, states.EVENT_TYPE_MAX) == (SINK_NAME_MAX, EVENT_TYPE_MAX)
     assert schema.poll_state.c.account.type.length == ACCOUNT_NAME_MAX == 200
     assert schema.seen_keys.c.account.type.length == ACCOUNT_NAME_MAX
     assert schema.events.c.account.type.length == ACCOUNT_NAME_MAX

@@ -19,7 +19,7 @@ from trigger_engine import __version__
 from trigger_engine.config import Account, SourceSettings, TriggerSettings, config_from_dict
 from trigger_engine.errors import SourceError
 from trigger_engine.polling.source import REDACTED, Source, classify_status, parse_items, redact
-from trigger_engine.types import FailureKind
+from trigger_engine.states import FailureKind
 
 KEY = "k-SECRET-123"
 BASE = "http://alfred.test/api"

@@ -38,16 +38,8 @@ from trigger_engine.errors import RuntimeFailure, UsageError
 from trigger_engine.ops import logs
 from trigger_engine.ops.logs import get_logger
 from trigger_engine.runtime import views as json_views
-from trigger_engine.types import (
-    DELIVERY_STATUSES,
-    ENGINE_EVENT_TYPES,
-    EVENT_STATUSES,
-    QUARANTINED,
-    EventFilter,
-    EventView,
-    QuarantineView,
-    SinkChange,
-)
+from trigger_engine.states import DELIVERY_STATUSES, ENGINE_EVENT_TYPES, EVENT_STATUSES, QUARANTINED
+from trigger_engine.types import EventFilter, EventView, QuarantineView, SinkChange
 
 log = get_logger("trigger_engine.cli")
 

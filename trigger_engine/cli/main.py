@@ -26,7 +26,7 @@ from trigger_engine.core.escape import escape_controls
 from trigger_engine.errors import TriggerEngineError, UsageError
 from trigger_engine.ops import logs
 from trigger_engine.runtime import signals
-from trigger_engine.types import (
+from trigger_engine.states import (
     ACCOUNT_NAME_MAX,
     DELIVERY_STATUSES,
     EVENT_TYPE_MAX,
@@ -37,7 +37,7 @@ from trigger_engine.types import (
 PROG = "trigger-engine"
 
 # The ranges of the options (the README's "Commands" section gives them too). Names are
-# bounded by what the database can hold (types.py); a longer one cannot name anything.
+# bounded by what the database can hold (states.py); a longer one cannot name anything.
 LIMIT_MAX = 1_000_000  # events --limit
 SEARCH_MAX = 1000  # events --search: characters
 SIMULATOR_INTERVAL = DurationRange(high=30 * DAY)  # simulator --interval (0: never)

@@ -17,14 +17,11 @@ from trigger_engine.clock import isoformat_z
 from trigger_engine.core.escape import escape_controls
 from trigger_engine.core.words import plural
 from trigger_engine.runtime.views import ELSEWHERE, REMOVED, exact_json, payload_value
+from trigger_engine.states import DUE_STATUSES, QUARANTINED, DeliveryStatus, PollOutcome
 from trigger_engine.types import (
-    DUE_STATUSES,
-    QUARANTINED,
     CheckReport,
-    DeliveryStatus,
     EventDetail,
     EventView,
-    PollOutcome,
     PollReport,
     QuarantineView,
     ReplayResult,

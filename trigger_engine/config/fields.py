@@ -21,12 +21,7 @@ from pydantic import (
 )
 
 from trigger_engine.core.durations import DAY, HOUR, DurationRange, show
-from trigger_engine.types import (
-    ACCOUNT_NAME_MAX,
-    EVENT_TYPE_MAX,
-    SINK_NAME_MAX,
-    TRIGGER_NAME_MAX,
-)
+from trigger_engine.states import ACCOUNT_NAME_MAX, EVENT_TYPE_MAX, SINK_NAME_MAX, TRIGGER_NAME_MAX
 
 Loc = tuple[str | int, ...]
 

@@ -70,7 +70,7 @@ from trigger_engine.core.redact import path_secret, url_secrets
 from trigger_engine.core.registry import matches
 from trigger_engine.core.retry import DEFAULT_SCHEDULE
 from trigger_engine.core.signing import SECRET_PREFIX, secret_key
-from trigger_engine.types import TRIGGER_NAME_MAX
+from trigger_engine.states import TRIGGER_NAME_MAX
 
 # A key path in the configuration, e.g. ("sinks", 1, "retry", "schedule").
 # --- errors raised by validators

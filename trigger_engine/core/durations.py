@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 SECOND, MINUTE, HOUR, DAY = _UNITS["s"], _UNITS["m"], _UNITS["h"], _UNITS["d"]
@@ -64,14 +64,17 @@ def format_duration(seconds: float) -> str:
     return "0s" if seconds == 0 else f"{seconds:g}s"
 
 
-@dataclass(frozen=True)
-class DurationRange:
+class DurationRange(NamedTuple):
     """The durations a setting or an option accepts: ``low`` to ``high`` seconds, both
     included, and more than zero when ``positive``.
 
     Every duration has an upper bound so that nothing computed from it later (a
     ``timedelta``, a deadline, a ``datetime`` in the future or the past) can overflow: a
     value out of range is refused when it is read, with a sentence that gives the range.
+
+    A named tuple (frozen, as a value should be), not a dataclass: the command line's
+    parser builds its options with these, and ``--help`` then needs neither ``dataclasses``
+    nor the ``inspect`` it imports (issue 16).
     """
 
     high: float

@@ -36,11 +36,12 @@ from typing import Any
 
 from trigger_engine.clock import isoformat_z
 from trigger_engine.core.registry import fan_out, is_engine_event, matches
-from trigger_engine.types import ENGINE_EVENT_PREFIX, ENGINE_EVENT_TYPES, SinkSubscriptions
+from trigger_engine.states import ENGINE_EVENT_PREFIX, ENGINE_EVENT_TYPES
+from trigger_engine.types import SinkSubscriptions
 
 __all__ = ["ENGINE_EVENT_PREFIX", "ENGINE_EVENT_TYPES", "is_engine_event", "matches"]
 
-# Every operational event type, named here in the contract's order (types.py holds the list).
+# Every operational event type, named here in the contract's order (states.py holds the list).
 TEST, TRIGGER_FAILING, TRIGGER_PAUSED, SINK_DISABLED, DELIVERY_DEAD, ITEM_QUARANTINED = (
     ENGINE_EVENT_TYPES
 )

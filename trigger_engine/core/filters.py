@@ -13,7 +13,8 @@ from trigger_engine.core.durations import parse_duration
 from trigger_engine.core.keys import lookup_key
 from trigger_engine.core.words import did_you_mean
 from trigger_engine.errors import UsageError
-from trigger_engine.types import DELIVERY_STATUSES, EventFilter
+from trigger_engine.states import DELIVERY_STATUSES
+from trigger_engine.types import EventFilter
 
 # The earliest time a filter can name: a duration ago may reach back this far, no further.
 EARLIEST = datetime.min.replace(tzinfo=UTC)

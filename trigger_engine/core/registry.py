@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
 
-from trigger_engine.types import ENGINE_EVENT_PREFIX, NodeView, SinkSubscriptions
+from trigger_engine.states import ENGINE_EVENT_PREFIX
+from trigger_engine.types import NodeView, SinkSubscriptions
 
 
 def is_engine_event(event_type: str) -> bool:

@@ -25,17 +25,8 @@ from trigger_engine.db.engine_events import emit
 from trigger_engine.db.events import delivery_conditions, event_conditions
 from trigger_engine.db.nodes import live_nodes
 from trigger_engine.db.schema import attempts, deliveries, events
-from trigger_engine.types import (
-    DUE_STATUSES,
-    WAITING_STATUSES,
-    AttemptOutcome,
-    DeliveryStatus,
-    DueDelivery,
-    EventFilter,
-    HoldKind,
-    ReplayResult,
-    SinkDrop,
-)
+from trigger_engine.states import DUE_STATUSES, WAITING_STATUSES, DeliveryStatus, HoldKind
+from trigger_engine.types import AttemptOutcome, DueDelivery, EventFilter, ReplayResult, SinkDrop
 
 _BY_ID = operator.attrgetter("id")
 

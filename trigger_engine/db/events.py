@@ -39,15 +39,8 @@ from trigger_engine.db.schema import (
 )
 from trigger_engine.db.search_index import search_index
 from trigger_engine.db.sinks import holding_sinks
-from trigger_engine.types import (
-    AttemptView,
-    DeliveryStatus,
-    DeliveryView,
-    EventDetail,
-    EventFilter,
-    EventView,
-    HoldKind,
-)
+from trigger_engine.states import DeliveryStatus, HoldKind
+from trigger_engine.types import AttemptView, DeliveryView, EventDetail, EventFilter, EventView
 
 # events --search: the newest events a search reads at most when no index can serve it
 # (a term under 3 characters, which trigrams cannot index; SQLite without FTS5; PostgreSQL

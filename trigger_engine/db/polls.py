@@ -28,13 +28,12 @@ from trigger_engine.db.outbox import Writer, bulk_then_item_by_item, encoded, is
 from trigger_engine.db.schema import poll_state
 from trigger_engine.db.schema import quarantine as quarantine_table
 from trigger_engine.errors import LeaseLost
+from trigger_engine.states import PollOutcome, PollRefusal
 from trigger_engine.types import (
     BackfillResult,
     FailureRecord,
     Fence,
     PollClaim,
-    PollOutcome,
-    PollRefusal,
     PollResult,
     PollState,
 )

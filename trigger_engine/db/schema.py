@@ -25,12 +25,7 @@ from sqlalchemy import (
 )
 
 from trigger_engine.db.codecs import UTCDateTime
-from trigger_engine.types import (
-    ACCOUNT_NAME_MAX,
-    EVENT_TYPE_MAX,
-    SINK_NAME_MAX,
-    TRIGGER_NAME_MAX,
-)
+from trigger_engine.states import ACCOUNT_NAME_MAX, EVENT_TYPE_MAX, SINK_NAME_MAX, TRIGGER_NAME_MAX
 
 # An auto-incrementing 64-bit id that is SQLite's rowid there.
 Serial = BigInteger().with_variant(Integer(), "sqlite")
@@ -75,7 +70,7 @@ poll_state = Table(
     Column("trigger", String(TRIGGER_NAME_MAX), primary_key=True),
     Column("seeded_at", UTCDateTime, nullable=True),  # first successful poll
     Column("last_poll_at", UTCDateTime, nullable=True),
-    Column("last_outcome", String(20), nullable=True),  # types.PollOutcome
+    Column("last_outcome", String(20), nullable=True),  # states.PollOutcome
     Column("last_error", Text, nullable=True),
     Column("last_success_at", UTCDateTime, nullable=True),
     Column("consecutive_failures", Integer, nullable=False, server_default=text("0")),
@@ -138,13 +133,13 @@ deliveries = Table(
     Column("id", Serial, primary_key=True, autoincrement=True),
     Column("event_id", String(40), ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
     Column("sink", String(SINK_NAME_MAX), nullable=False),
-    # pending | failed | delivered | dead | held (types.DeliveryStatus)
+    # pending | failed | delivered | dead | held (states.DeliveryStatus)
     Column("status", String(10), nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     # of the attempts, those made early as probes of a sink that was down (core/circuit.py):
     # the retry schedule counts only attempts - probes
     Column("probes", Integer, nullable=False, server_default=text("0")),
-    # held: why (types.HoldKind): "sink" (paused or disabled: resuming sends it) or
+    # held: why (states.HoldKind): "sink" (paused or disabled: resuming sends it) or
     # "flood_guard" (a replay sends it); NULL otherwise
     Column("held_by", String(12), nullable=True),
     Column("next_attempt_at", UTCDateTime, nullable=True),

@@ -25,14 +25,8 @@ from trigger_engine.db.engine import Database, units_of_work
 from trigger_engine.db.engine_events import emit
 from trigger_engine.db.queries import HOLDING
 from trigger_engine.db.schema import deliveries, sink_state
-from trigger_engine.types import (
-    DUE_STATUSES,
-    WAITING_STATUSES,
-    DeliveryStatus,
-    HoldKind,
-    SinkChange,
-    SinkStats,
-)
+from trigger_engine.states import DUE_STATUSES, WAITING_STATUSES, DeliveryStatus, HoldKind
+from trigger_engine.types import SinkChange, SinkStats
 
 
 def disabled_sinks(conn: Connection) -> set[str]:

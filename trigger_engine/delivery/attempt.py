@@ -25,7 +25,8 @@ from trigger_engine.core.retry import RetryPolicy, Verdict, decide, parse_retry_
 from trigger_engine.core.signing import secret_key
 from trigger_engine.delivery.failures import describe, http_error
 from trigger_engine.ops.logs import get_logger
-from trigger_engine.types import RESPONSE_BODY_KEPT, AttemptOutcome, DeliveryStatus, DueDelivery
+from trigger_engine.states import RESPONSE_BODY_KEPT, DeliveryStatus
+from trigger_engine.types import AttemptOutcome, DueDelivery
 
 log = get_logger("trigger_engine.delivery")
 

@@ -38,8 +38,9 @@ from trigger_engine.db.store import Store
 from trigger_engine.delivery.attempt import attempt
 from trigger_engine.errors import DatabaseError
 from trigger_engine.ops.logs import get_logger
+from trigger_engine.states import DeliveryStatus
 from trigger_engine.threads import in_daemon_thread
-from trigger_engine.types import AttemptOutcome, DeliveryStatus, DueDelivery
+from trigger_engine.types import AttemptOutcome, DueDelivery
 
 log = get_logger("trigger_engine.delivery.dispatcher")
 

@@ -21,8 +21,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from trigger_engine.core.escape import escape_controls
 from trigger_engine.core.redact import REDACTED
 
@@ -79,6 +77,11 @@ class _Formatter(logging.Formatter):
     def __init__(self, json_lines: bool) -> None:
         super().__init__()
         self.json_lines = json_lines
+        # imported with the first formatter, not with this module: the command line's
+        # parser (--help) imports this module and never formats a line
+        from orjson import dumps
+
+        self._dumps = dumps
 
     def format(self, record: logging.LogRecord) -> str:
         context: dict[str, Any] = getattr(record, _CONTEXT, {})
@@ -88,7 +91,7 @@ class _Formatter(logging.Formatter):
             doc = {"ts": ts, "level": record.levelname.lower(), "event": message, **context}
             if record.exc_info:
                 doc["exception"] = self.formatException(record.exc_info)
-            return REDACTION.redact(orjson.dumps(doc, default=str).decode())
+            return REDACTION.redact(self._dumps(doc, default=str).decode())
         parts = [ts, record.levelname, escape_controls(message)]
         parts += [f"{k}={_value(v)}" for k, v in context.items() if v is not None]
         line = " ".join(parts)

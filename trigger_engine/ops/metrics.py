@@ -16,7 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from trigger_engine.types import AttemptOutcome, DeliveryStatus, PollReport, SinkStats
+from trigger_engine.states import DeliveryStatus
+from trigger_engine.types import AttemptOutcome, PollReport, SinkStats
 
 BACKLOG_STATUSES = tuple(s for s in DeliveryStatus if s is not DeliveryStatus.DELIVERED)
 

@@ -38,7 +38,8 @@ from trigger_engine.errors import DatabaseError, LeaseLost, SourceError
 from trigger_engine.ops.logs import get_logger
 from trigger_engine.polling.gc_pause import gc_paused
 from trigger_engine.polling.source import Source
-from trigger_engine.types import Fence, PollOutcome, PollReport, PollState, SinkSubscriptions
+from trigger_engine.states import PollOutcome
+from trigger_engine.types import Fence, PollReport, PollState, SinkSubscriptions
 
 log = get_logger("trigger_engine.poll")
 

@@ -41,7 +41,7 @@ from trigger_engine.polling.body import (
 )
 from trigger_engine.polling.deadline import deadline
 from trigger_engine.polling.transport import DeadlineTransport
-from trigger_engine.types import FailureKind
+from trigger_engine.states import FailureKind
 
 log = get_logger("trigger_engine.polling.source")
 

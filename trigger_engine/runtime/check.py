@@ -34,7 +34,8 @@ from trigger_engine.core.dedupe import key_items, keyless_failure, top_level_fie
 from trigger_engine.delivery.attempt import send
 from trigger_engine.errors import SourceError
 from trigger_engine.polling.source import Source
-from trigger_engine.types import CheckReport, FailureKind, SinkCheck, TriggerCheck
+from trigger_engine.states import FailureKind
+from trigger_engine.types import CheckReport, SinkCheck, TriggerCheck
 
 # How many trigger requests run at once.
 TRIGGER_WORKERS = 8

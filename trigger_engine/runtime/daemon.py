@@ -80,13 +80,12 @@ from trigger_engine.polling.poller import Poller
 from trigger_engine.polling.source import Source
 from trigger_engine.runtime import plan
 from trigger_engine.runtime.signals import ProcessSignals, StoppedAtOnce, installed
+from trigger_engine.states import PollOutcome, PollRefusal
 from trigger_engine.threads import WorkerPool, in_daemon_thread
 from trigger_engine.types import (
     AttemptOutcome,
     NodeView,
     PollClaim,
-    PollOutcome,
-    PollRefusal,
     PollReport,
     SinkSubscriptions,
     StoreFailure,

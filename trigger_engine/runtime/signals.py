@@ -37,22 +37,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import signal
-import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from trigger_engine.errors import RuntimeFailure
 from trigger_engine.ops.logs import get_logger
 
 if TYPE_CHECKING:  # only named: the command line imports this module before anything else
     import asyncio
+    import socket
 
 log = get_logger("trigger_engine.signals")
 
@@ -98,8 +96,7 @@ class Listener(Protocol):
         """SIGHUP: reload the configuration (or ignore it while stopping)."""
 
 
-@dataclass(frozen=True)
-class _Backstop:
+class _Backstop(NamedTuple):
     at: float  # the clock's time at which it fires
     sentence: str
 
@@ -154,6 +151,8 @@ class ProcessSignals:
         global _installed
         if _installed is not None:
             raise RuntimeError("the process's signals are already taken")
+        import socket  # here, not at the top: --help imports this module and needs none
+
         reader, writer = socket.socketpair()
         reader.setblocking(False)
         writer.setblocking(False)
@@ -270,6 +269,8 @@ class ProcessSignals:
     def _watch(self) -> None:
         reader = self._reader
         assert reader is not None
+        import select  # the watcher's only: see install()
+
         waiting = select.poll()
         waiting.register(reader, select.POLLIN)
         while True:

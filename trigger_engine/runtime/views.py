@@ -20,15 +20,12 @@ from trigger_engine.core.redact import origin_only, redact_url
 from trigger_engine.core.registry import differences
 from trigger_engine.core.retry import is_failing
 from trigger_engine.core.words import plural
+from trigger_engine.states import QUARANTINED, WAITING_STATUSES, DeliveryStatus, PollOutcome
 from trigger_engine.types import (
     NODE_ALIVE_WITHIN,
-    QUARANTINED,
-    WAITING_STATUSES,
-    DeliveryStatus,
     EventDetail,
     EventView,
     NodeView,
-    PollOutcome,
     PollState,
     QuarantineView,
     SinkStats,

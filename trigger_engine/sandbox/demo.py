@@ -29,8 +29,9 @@ from trigger_engine.polling.source import Source
 from trigger_engine.runtime.daemon import Daemon
 from trigger_engine.sandbox.server import SimulatorThread
 from trigger_engine.sandbox.simulator import Simulator
+from trigger_engine.states import DeliveryStatus
 from trigger_engine.threads import in_daemon_thread
-from trigger_engine.types import AttemptOutcome, DeliveryStatus, PollReport
+from trigger_engine.types import AttemptOutcome, PollReport
 
 DEMO_KEY = "demo"
 

@@ -29,16 +29,9 @@ from trigger_engine.errors import UsageError
 from trigger_engine.ops.logs import get_logger
 from trigger_engine.runtime import views
 from trigger_engine.runtime.check import send_test_event
+from trigger_engine.states import DELIVERY_STATUSES, ENGINE_EVENT_TYPES, EVENT_STATUSES, QUARANTINED
 from trigger_engine.threads import in_daemon_thread
-from trigger_engine.types import (
-    DELIVERY_STATUSES,
-    ENGINE_EVENT_TYPES,
-    EVENT_STATUSES,
-    QUARANTINED,
-    EventFilter,
-    EventView,
-    QuarantineView,
-)
+from trigger_engine.types import EventFilter, EventView, QuarantineView
 
 log = get_logger("trigger_engine.console")
 
