@@ -1,4 +1,4 @@
-"""The engine's values: the frozen objects that cross layers.
+"""The engine's values: the objects that cross layers (most of them frozen).
 
 The values are plain dataclasses without I/O, so a module that needs one (a renderer, the
 metrics) imports this module, not the database layer that fills them. The states they hold
